@@ -1,0 +1,32 @@
+"""Exact NNGP / NTK kernels of infinitely wide FC, ConvVec and ConvNet networks.
+
+``make(name)`` gives a jit-compiled, differentiable ``kernel(x1, x2=None, get="ntk")``.
+``architecture(name)`` gives the same network as a :class:`Layer`, whose ``init`` /
+``apply`` are the finite network used for transfer.
+"""
+
+from kipd.kernels._architectures import ARCHITECTURES
+from kipd.kernels._architectures import architecture
+from kipd.kernels._architectures import make
+from kipd.kernels._layers import Layer
+from kipd.kernels._layers import avg_pool
+from kipd.kernels._layers import conv
+from kipd.kernels._layers import dense
+from kipd.kernels._layers import flatten
+from kipd.kernels._layers import relu
+from kipd.kernels._layers import serial
+from kipd.kernels._state import KernelState
+
+__all__ = [
+    "ARCHITECTURES",
+    "KernelState",
+    "Layer",
+    "architecture",
+    "avg_pool",
+    "conv",
+    "dense",
+    "flatten",
+    "make",
+    "relu",
+    "serial",
+]

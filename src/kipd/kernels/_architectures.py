@@ -1,0 +1,141 @@
+"""The architecture table: FC-n, ConvVec-n and ConvNet as ``serial`` recipes of layers.
+
+One recipe gives both the finite network (``init``/``apply``, for transfer) and the exact
+infinite-width kernel (``make``). Conventions follow neural-tangents and the paper
+(appendix A): NTK parameterization, ``W_std = sqrt(2)``, ``b_std = 0.1``, 3x3 'SAME'
+convolutions, 2x2 average pooling with stride 2.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from kipd.kernels._layers import Layer, avg_pool, conv, dense, flatten, input_state, relu, serial
+
+Get = str | tuple[str, ...]
+KernelFn = Callable[..., jax.Array | tuple[jax.Array, ...]]
+
+ARCHITECTURES = ("fc<depth>", "convvec<depth>", "convnet")
+_NAME = re.compile(r"^(fc|convvec)(\d+)$|^convnet$")
+
+
+def architecture(
+    name: str,
+    *,
+    width: int = 1,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    parameterization: str = "ntk",
+    depth: int | None = None,
+) -> Layer:
+    """The layer description of a named architecture.
+
+    Args:
+      name: ``"fc<n>"`` (Flatten, n x [Dense, ReLU], Dense), ``"convvec<n>"``
+        (n x [Conv, ReLU], Flatten, Dense) or ``"convnet"`` (Conv, ReLU, then ``depth`` x
+        [Conv, ReLU, AvgPool], Flatten, Dense; paper appendix A).
+      width: hidden channels / units of the finite network (the kernel ignores it).
+      W_std, b_std: weight and bias standard deviations.
+      parameterization: ``"ntk"`` or ``"standard"`` (finite network only).
+      depth: for ``convnet``, the number of pooling blocks (default 3).
+
+    Returns:
+      A :class:`~kipd.kernels.Layer` whose output has one unit (``width`` of the readout
+      is 1; transfer builds its own readout width).
+    """
+    match = _NAME.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(
+            f"unknown architecture {name!r}: use one of {', '.join(ARCHITECTURES)}, "
+            "e.g. 'fc3', 'convvec8' or 'convnet'"
+        )
+    if depth is not None and name != "convnet":
+        raise ValueError(f"depth= applies to 'convnet' only; {name!r} carries its depth in the name")
+    affine = dict(W_std=W_std, b_std=b_std, parameterization=parameterization)
+    readout = dense(1, **affine)
+    if name == "convnet":
+        depth = 3 if depth is None else depth
+        if depth < 0:
+            raise ValueError(f"convnet depth must be >= 0 pooling blocks, got {depth}")
+        blocks = [layer for _ in range(depth) for layer in (conv(width, **affine), relu(), avg_pool())]
+        return serial(conv(width, **affine), relu(), *blocks, flatten(), readout)
+    kind, hidden = match.group(1), int(match.group(2))
+    if kind == "fc":
+        hidden_layers = [layer for _ in range(hidden) for layer in (dense(width, **affine), relu())]
+        return serial(flatten(), *hidden_layers, readout)
+    if hidden < 1:
+        raise ValueError("convvec needs at least one conv layer, e.g. 'convvec3'")
+    hidden_layers = [layer for _ in range(hidden) for layer in (conv(width, **affine), relu())]
+    return serial(*hidden_layers, flatten(), readout)
+
+
+def _parse_get(get: Get) -> tuple[str, ...]:
+    names = (get,) if isinstance(get, str) else tuple(get)
+    if not names or any(g not in ("nngp", "ntk") for g in names):
+        raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
+    return names
+
+
+def _check_images(x: jax.Array, argname: str) -> None:
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(
+            f"{argname} must be a batch of NHWC images (n, height, width, channels), got "
+            f"shape {getattr(x, 'shape', type(x))}; add a channel axis for grayscale: x[..., None]"
+        )
+
+
+def make(
+    name: str,
+    *,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    parameterization: str = "ntk",
+    depth: int | None = None,
+) -> KernelFn:
+    """The exact infinite-width NNGP / NTK kernel of a named architecture.
+
+    Args:
+      name: ``"fc<n>"``, ``"convvec<n>"`` or ``"convnet"`` (see :func:`architecture`).
+      W_std, b_std: weight and bias standard deviations.
+      parameterization: must be ``"ntk"`` (the infinite-width NTK of the standard
+        parameterization depends on the layer widths).
+      depth: number of pooling blocks of ``convnet`` (default 3).
+
+    Returns:
+      ``kernel(x1, x2=None, get="ntk")``: ``x1`` of shape ``(n1, H, W, C)``, ``x2`` of
+      shape ``(n2, H, W, C)`` (``None`` means ``x1``); returns the ``(n1, n2)`` kernel
+      matrix, or a tuple of them when ``get`` is a tuple. Jit-compiled; differentiable
+      with ``jax.grad`` / ``jax.vjp`` in both inputs.
+
+    Example:
+      >>> kernel = make("convnet")
+      >>> x = jnp.ones((2, 28, 28, 1))
+      >>> kernel(x, get=("nngp", "ntk"))[1].shape
+      (2, 2)
+    """
+    if parameterization != "ntk":
+        raise ValueError(
+            "kernels use the NTK parameterization (parameterization='ntk'); the standard "
+            "parameterization is available for finite networks via architecture()"
+        )
+    network = architecture(name, W_std=W_std, b_std=b_std, depth=depth)
+    in_band = network.band(None)
+
+    def kernel(x1: jax.Array, x2: jax.Array | None = None, get: Get = "ntk"):
+        names = _parse_get(get)
+        _check_images(x1, "x1")
+        if x2 is None:
+            x2 = x1
+        _check_images(x2, "x2")
+        if x1.shape[1:] != x2.shape[1:]:
+            raise ValueError(f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}")
+        x1, x2 = jnp.asarray(x1), jnp.asarray(x2)
+        state = network.kernel(input_state(x1, x2, in_band, with_ntk="ntk" in names))
+        results = tuple(state.nngp if g == "nngp" else state.ntk for g in names)
+        return results[0] if isinstance(get, str) else results
+
+    return jax.jit(kernel, static_argnames="get")

@@ -1,0 +1,350 @@
+"""Layers: one description gives the finite network and its infinite-width kernel map.
+
+Each factory returns a :class:`Layer`. ``init``/``apply`` are the finite-width network
+(used by transfer); ``kernel`` maps a :class:`KernelState` through the layer in the
+infinite-width limit (NTK parameterization, as neural-tangents); ``band`` says which
+covariance offsets the layer needs from its input to produce a given band at its output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kipd.kernels._relu import relu_maps
+from kipd.kernels._state import KernelState, shift_band, valid_mask
+
+Shape = tuple[int, ...]
+# A band requirement: offsets (R_h, R_w) of a spatial state, or None for a flat state.
+Band = tuple[int, int] | None
+
+
+class Layer(NamedTuple):
+    """A network layer in both its finite and its infinite-width meaning.
+
+    Attributes:
+      init: ``init(key, in_shape) -> (out_shape, params)``; shapes exclude the batch axis.
+      apply: ``apply(params, x) -> y`` on a batch ``x`` of shape ``(n, *in_shape)``.
+      kernel: ``kernel(state) -> state``, the exact infinite-width map.
+      band: ``band(out_band) -> in_band``, the offsets needed at the input.
+    """
+
+    init: Callable[[jax.Array, Shape], tuple[Shape, Any]]
+    apply: Callable[[Any, jax.Array], jax.Array]
+    kernel: Callable[[KernelState], KernelState]
+    band: Callable[[Band], Band]
+
+
+def _check_parameterization(parameterization: str) -> None:
+    if parameterization not in ("ntk", "standard"):
+        raise ValueError(
+            f"parameterization must be 'ntk' or 'standard', got {parameterization!r}"
+        )
+
+
+def _affine_params(key, fan_in, weight_shape, bias_shape, W_std, b_std, parameterization):
+    w_key, b_key = jax.random.split(key)
+    weights = jax.random.normal(w_key, weight_shape)
+    biases = jax.random.normal(b_key, bias_shape)
+    if parameterization == "standard":
+        weights = weights * (W_std / math.sqrt(fan_in))
+        biases = biases * b_std
+    return weights, biases
+
+
+def _affine_scales(fan_in, W_std, b_std, parameterization):
+    """Multipliers of (weights, biases) in the forward pass."""
+    if parameterization == "ntk":
+        return W_std / math.sqrt(fan_in), b_std
+    return 1.0, 1.0
+
+
+def _affine_kernel(state: KernelState, mix, W_std: float, b_std: float) -> KernelState:
+    """``nngp' = W^2 mix(nngp) + b^2``, ``ntk' = nngp' + W^2 mix(ntk)`` (NTK param.).
+
+    ``mix`` is the linear map of the layer on covariances (identity for Dense, the
+    filter average for Conv); it must keep invalid band entries at zero.
+    """
+    w2, b2 = W_std**2, b_std**2
+    if state.is_flat:
+        bias = b2
+    else:
+        bias = b2 * valid_mask(state.radius, state.spatial_shape)
+
+    def forward(cov):
+        return w2 * mix(cov) + bias
+
+    nngp = forward(state.nngp)
+    ntk = None if state.ntk is None else nngp + w2 * mix(state.ntk)
+    if not state.is_flat:
+        self_bias = bias
+    else:
+        self_bias = b2
+    var1 = w2 * mix(state.var1) + self_bias
+    var2 = w2 * mix(state.var2) + self_bias
+    return KernelState(nngp=nngp, ntk=ntk, var1=var1, var2=var2)
+
+
+def dense(
+    width: int = 1,
+    *,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    parameterization: str = "ntk",
+) -> Layer:
+    """Fully connected layer on flat inputs ``(n, features)``."""
+    _check_parameterization(parameterization)
+
+    def init(key, in_shape):
+        (fan_in,) = in_shape
+        params = _affine_params(
+            key, fan_in, (fan_in, width), (width,), W_std, b_std, parameterization
+        )
+        return (width,), params
+
+    def apply(params, x):
+        weights, biases = params
+        w_scale, b_scale = _affine_scales(x.shape[-1], W_std, b_std, parameterization)
+        return w_scale * (x @ weights) + b_scale * biases
+
+    def kernel(state):
+        if not state.is_flat:
+            raise ValueError("dense needs a flat input: put flatten() before it")
+        return _affine_kernel(state, lambda cov: cov, W_std, b_std)
+
+    def band(out_band):
+        if out_band is not None:
+            raise ValueError("dense gives a flat output; a spatial band was asked of it")
+        return None
+
+    return Layer(init, apply, kernel, band)
+
+
+def _box_filter(cov: jax.Array, filter_shape: tuple[int, int]) -> jax.Array:
+    """Mean over a ``filter_shape`` window of the last two axes, zero padded ('SAME').
+
+    This is a convolution on a covariance band: ``cov'(p, p + D)`` is the mean over
+    filter taps ``t`` of ``cov(p + t, p + D + t)``, so the offset ``D`` is unchanged and
+    the map is a box filter over positions, separable into two 1-D sums.
+    """
+    for axis, size in zip((-2, -1), filter_shape):
+        half = size // 2
+        pad = [(0, 0)] * cov.ndim
+        pad[axis] = (half, half)
+        padded = jnp.pad(cov, pad)
+        length = cov.shape[axis]
+        cov = sum(
+            jax.lax.slice_in_dim(padded, tap, tap + length, axis=axis) for tap in range(size)
+        )
+    return cov / (filter_shape[0] * filter_shape[1])
+
+
+def conv(
+    width: int = 1,
+    filter_shape: tuple[int, int] = (3, 3),
+    *,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    parameterization: str = "ntk",
+) -> Layer:
+    """2-D convolution, stride 1, 'SAME' zero padding, on NHWC inputs."""
+    _check_parameterization(parameterization)
+    if any(size % 2 == 0 for size in filter_shape):
+        raise ValueError(f"conv filter sizes must be odd for 'SAME' padding, got {filter_shape}")
+    filter_shape = tuple(filter_shape)
+
+    def init(key, in_shape):
+        height, width_in, channels = in_shape
+        fan_in = filter_shape[0] * filter_shape[1] * channels
+        params = _affine_params(
+            key, fan_in, (*filter_shape, channels, width), (width,), W_std, b_std,
+            parameterization,
+        )
+        return (height, width_in, width), params
+
+    def apply(params, x):
+        weights, biases = params
+        fan_in = filter_shape[0] * filter_shape[1] * x.shape[-1]
+        w_scale, b_scale = _affine_scales(fan_in, W_std, b_std, parameterization)
+        y = jax.lax.conv_general_dilated(
+            x, weights, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return w_scale * y + b_scale * biases
+
+    def kernel(state):
+        if state.is_flat:
+            raise ValueError("conv needs a spatial input, but the kernel state is flat")
+        mask = valid_mask(state.radius, state.spatial_shape)
+
+        def mix(cov):
+            # The box filter spreads values into entries whose second position lies
+            # outside the image; those are zero by definition.
+            return _box_filter(cov, filter_shape) * mask
+
+        return _affine_kernel(state, mix, W_std, b_std)
+
+    return Layer(init, apply, kernel, lambda out_band: out_band)
+
+
+def relu() -> Layer:
+    """ReLU; its kernel map is the arc-cosine kernel of degree 1 (Cho & Saul 2009)."""
+
+    def init(key, in_shape):
+        return in_shape, ()
+
+    def apply(params, x):
+        return jax.nn.relu(x)
+
+    return Layer(init, apply, relu_maps, lambda out_band: out_band)
+
+
+def _pool_axis(cov: jax.Array, axis: int, coarse_radius: int) -> jax.Array:
+    """2x average pooling along one spatial axis of a band (offset axis ``axis - 2``).
+
+    Coarse entry ``(E, P)`` averages fine entries ``cov(2P + a, 2P + 2E + b)`` over
+    ``a, b in {0, 1}``, i.e. fine offset ``2E + b - a`` at fine position ``2P + a``.
+    """
+    offset_axis = axis - 2
+    coarse_len = cov.shape[axis] // 2
+    num_offsets = 2 * coarse_radius + 1
+    total = 0.0
+    for a in (0, 1):
+        positions = jax.lax.slice_in_dim(cov, a, a + 2 * coarse_len - 1, stride=2, axis=axis)
+        for b in (0, 1):
+            start = 1 + b - a  # fine offset index of 2E + b - a for E = -coarse_radius
+            total = total + jax.lax.slice_in_dim(
+                positions, start, start + 2 * num_offsets - 1, stride=2, axis=offset_axis
+            )
+    return total / 4.0
+
+
+def avg_pool(window: int = 2) -> Layer:
+    """Average pooling with a 2x2 window, stride 2, 'VALID' padding (odd edges dropped)."""
+    if window != 2:
+        raise ValueError(f"avg_pool supports a 2x2 window with stride 2, got window={window}")
+
+    def init(key, in_shape):
+        height, width, channels = in_shape
+        return (height // 2, width // 2, channels), ()
+
+    def apply(params, x):
+        n, height, width, channels = x.shape
+        x = x[:, : 2 * (height // 2), : 2 * (width // 2)]
+        return x.reshape(n, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
+
+    def kernel(state):
+        if state.is_flat:
+            raise ValueError("avg_pool needs a spatial input, but the kernel state is flat")
+        r_h, r_w = state.radius
+        coarse = ((r_h - 1) // 2, (r_w - 1) // 2)
+        if min(coarse) < 0:
+            raise ValueError(
+                f"avg_pool needs covariance offsets up to +-1 at its input, the state "
+                f"carries the band {state.radius}"
+            )
+
+        def pool(cov):
+            cov = _pool_axis(cov, cov.ndim - 2, coarse[0])
+            cov = _pool_axis(cov, cov.ndim - 1, coarse[1])
+            # With an odd fine size, a coarse entry whose second position lies outside
+            # the coarse image can still see one valid fine row: zero it.
+            return cov * valid_mask(coarse, cov.shape[-2:])
+
+        return KernelState(
+            nngp=pool(state.nngp),
+            ntk=None if state.ntk is None else pool(state.ntk),
+            var1=pool(state.var1),
+            var2=pool(state.var2),
+        )
+
+    def band(out_band):
+        if out_band is None:
+            raise ValueError("avg_pool gives a spatial output; flatten() must follow it")
+        return tuple(2 * r + 1 for r in out_band)
+
+    return Layer(init, apply, kernel, band)
+
+
+def flatten() -> Layer:
+    """Flatten NHWC to ``(n, H*W*C)``; the kernel averages the offset-0 band over positions."""
+
+    def init(key, in_shape):
+        return (int(np.prod(in_shape)),), ()
+
+    def apply(params, x):
+        return x.reshape(x.shape[0], -1)
+
+    def kernel(state):
+        if state.is_flat:
+            return state
+        r_h, r_w = state.radius
+
+        def diagonal_mean(cov):
+            return cov[..., r_h, r_w, :, :].mean(axis=(-2, -1))
+
+        return KernelState(
+            nngp=diagonal_mean(state.nngp),
+            ntk=None if state.ntk is None else diagonal_mean(state.ntk),
+            var1=diagonal_mean(state.var1),
+            var2=diagonal_mean(state.var2),
+        )
+
+    return Layer(init, apply, kernel, lambda out_band: (0, 0))
+
+
+def serial(*layers: Layer) -> Layer:
+    """Compose layers in order, as ``stax.serial``: one description, both meanings."""
+
+    def init(key, in_shape):
+        params = []
+        for layer, layer_key in zip(layers, jax.random.split(key, len(layers))):
+            in_shape, layer_params = layer.init(layer_key, in_shape)
+            params.append(layer_params)
+        return in_shape, tuple(params)
+
+    def apply(params, x):
+        for layer, layer_params in zip(layers, params):
+            x = layer.apply(layer_params, x)
+        return x
+
+    def kernel(state):
+        for layer in layers:
+            state = layer.kernel(state)
+        return state
+
+    def band(out_band):
+        for layer in reversed(layers):
+            out_band = layer.band(out_band)
+        return out_band
+
+    return Layer(init, apply, kernel, band)
+
+
+def input_state(x1: jax.Array, x2: jax.Array, in_band: Band, with_ntk: bool) -> KernelState:
+    """Covariances of the raw inputs, averaged over channels, on the band a network needs.
+
+    Args:
+      x1: ``(n1, H, W, C)``; x2: ``(n2, H, W, C)``.
+      in_band: the band of offsets the network needs (``serial(...).band(None)``).
+      with_ntk: whether to carry an NTK (zero at the input).
+    """
+    channels = x1.shape[-1]
+    if in_band is None:
+        raise ValueError("the network's first layer needs a flat input; kernels take NHWC images")
+
+    def band_of(a, b, subscripts):
+        # (n, C, Dh, Dw, H, W): b's channels at every offset of the band.
+        b_shifted = shift_band(jnp.moveaxis(b, -1, -3), in_band, 0.0)
+        return jnp.einsum(subscripts, a, b_shifted) / channels
+
+    nngp = band_of(x1, x2, "ihwc,jcabhw->ijabhw")
+    return KernelState(
+        nngp=nngp,
+        ntk=jnp.zeros_like(nngp) if with_ntk else None,
+        var1=band_of(x1, x1, "ihwc,icabhw->iabhw"),
+        var2=band_of(x2, x2, "ihwc,icabhw->iabhw"),
+    )
