@@ -14,6 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from kipd.kernels._blocks import map_grid, map_rows
 from kipd.kernels._layers import Layer, avg_pool, conv, dense, flatten, input_state, relu, serial
 
 Get = str | tuple[str, ...]
@@ -88,6 +89,13 @@ def _check_images(x: jax.Array, argname: str) -> None:
         )
 
 
+def _default_pairs_per_block(in_band: tuple[int, int], image_shape: tuple[int, ...]) -> int:
+    """Pairs per block so that one band array of a block is about 2**20 entries (4 MiB)."""
+    height, width = image_shape[:2]
+    entries_per_pair = (2 * in_band[0] + 1) * (2 * in_band[1] + 1) * height * width
+    return max(1, 2**20 // entries_per_pair)
+
+
 def make(
     name: str,
     *,
@@ -95,6 +103,7 @@ def make(
     b_std: float = 0.1,
     parameterization: str = "ntk",
     depth: int | None = None,
+    pairs_per_block: int | None = None,
 ) -> KernelFn:
     """The exact infinite-width NNGP / NTK kernel of a named architecture.
 
@@ -104,6 +113,8 @@ def make(
       parameterization: must be ``"ntk"`` (the infinite-width NTK of the standard
         parameterization depends on the layer widths).
       depth: number of pooling blocks of ``convnet`` (default 3).
+      pairs_per_block: pairs computed at once (memory and cache use); by default about
+        2**20 band entries per block.
 
     Returns:
       ``kernel(x1, x2=None, get="ntk")``: ``x1`` of shape ``(n1, H, W, C)``, ``x2`` of
@@ -122,20 +133,39 @@ def make(
             "kernels use the NTK parameterization (parameterization='ntk'); the standard "
             "parameterization is available for finite networks via architecture()"
         )
+    if pairs_per_block is not None and pairs_per_block < 1:
+        raise ValueError(f"pairs_per_block must be >= 1, got {pairs_per_block}")
     network = architecture(name, W_std=W_std, b_std=b_std, depth=depth)
     in_band = network.band(None)
+
+    def variances(images):
+        # The diagonal pass: each image with itself, recording the ReLU input variances.
+        return network.kernel(input_state(images, None, in_band, with_ntk=False)).var1
 
     def kernel(x1: jax.Array, x2: jax.Array | None = None, get: Get = "ntk"):
         names = _parse_get(get)
         _check_images(x1, "x1")
-        if x2 is None:
-            x2 = x1
-        _check_images(x2, "x2")
-        if x1.shape[1:] != x2.shape[1:]:
-            raise ValueError(f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}")
-        x1, x2 = jnp.asarray(x1), jnp.asarray(x2)
-        state = network.kernel(input_state(x1, x2, in_band, with_ntk="ntk" in names))
-        results = tuple(state.nngp if g == "nngp" else state.ntk for g in names)
+        if x2 is not None:
+            _check_images(x2, "x2")
+            if x1.shape[1:] != x2.shape[1:]:
+                raise ValueError(
+                    f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}"
+                )
+        block = pairs_per_block or _default_pairs_per_block(in_band, x1.shape[1:])
+        var1 = map_rows(variances, x1, block)
+        var2 = var1 if x2 is None else map_rows(variances, x2, block)
+        x2 = x1 if x2 is None else x2
+        with_ntk = "ntk" in names
+
+        def grid_block(side1, side2):
+            (images1, v1), (images2, v2) = side1, side2
+            state = network.kernel(
+                input_state(images1, images2, in_band, with_ntk=with_ntk, var1=v1, var2=v2)
+            )
+            return {"nngp": state.nngp, "ntk": state.ntk}
+
+        out = map_grid(grid_block, (x1, var1), (x2, var2), block)
+        results = tuple(out[g] for g in names)
         return results[0] if isinstance(get, str) else results
 
     return jax.jit(kernel, static_argnames="get")

@@ -3,12 +3,13 @@
 With correlation ``c = cov / sqrt(var1 * var2)`` and ``theta = arccos c``:
 
 * ``nngp' = sqrt(var1 var2) * k1(c)``, ``k1(c) = (sin theta + (pi - theta) c) / (2 pi)``,
-* ``ntk'  = k0(c) * ntk``,     ``k0(c) = (pi - theta) / (2 pi)``,
+* ``ntk'  = k0(c) * ntk``,             ``k0(c) = (pi - theta) / (2 pi)``,
 
 the expectations ``E[relu(u) relu(v)]`` and ``E[relu'(u) relu'(v)]`` of a centred Gaussian
-pair (the next affine layer adds its own NNGP to the NTK). ``k1' = k0`` exactly, while ``k0' = 1 / (2 pi sqrt(1 - c^2))`` is infinite at
-``c = +-1``; the entries sitting there (a pixel with itself) have ``c = 1`` identically,
-so their true derivative is zero and the custom JVP gives zero instead of ``inf * 0``.
+pair (the next affine layer adds its own NNGP to the NTK). ``k1' = k0`` exactly, while
+``k0' = 1 / (2 pi sqrt(1 - c^2))`` is infinite at ``c = +-1``; the entries sitting there (a
+pixel with itself) have ``c = 1`` identically, so their true derivative is zero and the
+custom JVP gives zero instead of ``inf * 0``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,36 @@ from kipd.kernels._state import KernelState, shift_band, valid_mask
 _INV_2PI = 1.0 / (2.0 * math.pi)
 
 
+def _pi_minus_arccos(c: jax.Array) -> jax.Array:
+    """``pi - arccos(c)`` for ``c`` in [-1, 1], without cancellation near ``c = -1``.
+
+    In float32 this evaluates arcsin with the Cephes single-precision minimax polynomial
+    (relative error ~1e-7, i.e. float32 rounding): XLA's generic ``acos`` goes through
+    ``atan2`` and, on CPU, costs 10-70x more per element, and the ReLU map is the bulk of a
+    ConvNet kernel. float64 uses ``jnp.arccos``.
+    """
+    if c.dtype != jnp.float32:
+        return math.pi - jnp.arccos(c)
+    magnitude = jnp.abs(c)
+    near_one = magnitude > 0.5
+    # arccos|c| = pi/2 - arcsin|c| for |c| <= 1/2, else 2 arcsin(sqrt((1 - |c|) / 2)).
+    z = jnp.where(near_one, 0.5 * (1.0 - magnitude), magnitude * magnitude)
+    s = jnp.where(near_one, jnp.sqrt(z), magnitude)
+    poly = (
+        (((4.2163199048e-2 * z + 2.4181311049e-2) * z + 4.5470025998e-2) * z + 7.4953002686e-2)
+        * z
+        + 1.6666752422e-1
+    )
+    arcsin_s = s + s * z * poly
+    arccos_magnitude = jnp.where(near_one, 2.0 * arcsin_s, math.pi / 2 - arcsin_s)
+    return jnp.where(c < 0, arccos_magnitude, math.pi - arccos_magnitude)
+
+
 @jax.custom_jvp
 def arccos_kernels(correlation: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(k0(c), k1(c))`` for correlations ``c`` (clipped to [-1, 1])."""
     c = jnp.clip(correlation, -1.0, 1.0)
-    k0 = (math.pi - jnp.arccos(c)) * _INV_2PI
+    k0 = _pi_minus_arccos(c) * _INV_2PI
     k1 = jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) * _INV_2PI + k0 * c
     return k0, k1
 
@@ -43,39 +69,37 @@ def _arccos_kernels_jvp(primals, tangents):
     return (k0, k1), (dk0_dc * _INV_2PI * dc, k0 * dc)
 
 
-def _relu_pairwise(cov, ntk, inv_std1, inv_std2):
-    k0, k1 = arccos_kernels(cov * inv_std1 * inv_std2)
-    nngp = k1 / (inv_std1 * inv_std2)
-    return nngp, (None if ntk is None else k0 * ntk)
-
-
 def relu_maps(state: KernelState) -> KernelState:
-    """Map every covariance (cross and self bands) through a ReLU; see module docstring."""
-    if state.is_flat:
-        inv1, inv2 = jax.lax.rsqrt(state.var1), jax.lax.rsqrt(state.var2)
-        nngp, ntk = _relu_pairwise(state.nngp, state.ntk, inv1[:, None], inv2[None, :])
-        var1, _ = _relu_pairwise(state.var1, None, inv1, inv1)
-        var2, _ = _relu_pairwise(state.var2, None, inv2, inv2)
-        return KernelState(nngp=nngp, ntk=ntk, var1=var1, var2=var2)
+    """Map the covariances of ``state`` through a ReLU; see the module docstring."""
+    flat = state.is_flat
+    if state.diagonal:
+        r_h, r_w = (0, 0) if flat else state.radius
+        variance = state.nngp if flat else state.nngp[:, r_h, r_w]
+        var1 = var2 = variance
+        rest1, rest2 = state.var1 + (variance,), ()
+    else:
+        if not state.var1:
+            raise ValueError("a grid kernel pass needs the variances of both inputs at every ReLU")
+        var1, var2 = state.var1[0], state.var2[0]
+        rest1, rest2 = state.var1[1:], state.var2[1:]
 
-    radius = state.radius
-    r_h, r_w = radius
-    mask = valid_mask(radius, state.spatial_shape)
+    inv1, inv2 = jax.lax.rsqrt(var1), jax.lax.rsqrt(var2)
+    if flat:
+        here, there = (inv1, inv2) if state.diagonal else (inv1[:, None], inv2[None, :])
+    else:
+        # 1/std at the first position p, (n1, 1, 1, H, W), and at the second, p + D,
+        # (n2, Dh, Dw, H, W); outside the image the fill 1 keeps the arithmetic finite
+        # until the mask zeroes those entries.
+        here, there = inv1[:, None, None], shift_band(inv2, state.radius, 1.0)
+        if not state.diagonal:
+            here, there = here[:, None], there[None]
 
-    def inverse_std(var_band):
-        # 1/std at position p, (n, 1, 1, H, W), and at p + D, (n, Dh, Dw, H, W); outside
-        # the image the fill 1 keeps the arithmetic finite until the mask zeroes it.
-        inv = jax.lax.rsqrt(var_band[:, r_h, r_w])
-        return inv[:, None, None], shift_band(inv, radius, 1.0)
-
-    inv1_here, inv1_there = inverse_std(state.var1)
-    inv2_here, inv2_there = inverse_std(state.var2)
-    nngp, ntk = _relu_pairwise(state.nngp, state.ntk, inv1_here[:, None], inv2_there[None])
-    var1, _ = _relu_pairwise(state.var1, None, inv1_here, inv1_there)
-    var2, _ = _relu_pairwise(state.var2, None, inv2_here, inv2_there)
-    return KernelState(
-        nngp=nngp * mask,
-        ntk=None if ntk is None else ntk * mask,
-        var1=var1 * mask,
-        var2=var2 * mask,
-    )
+    inv_product = here * there
+    k0, k1 = arccos_kernels(state.nngp * inv_product)
+    nngp = k1 / inv_product
+    ntk = None if state.ntk is None else k0 * state.ntk
+    if not flat:
+        mask = valid_mask(state.radius, state.spatial_shape)
+        nngp = nngp * mask
+        ntk = None if ntk is None else ntk * mask
+    return state.replace(nngp=nngp, ntk=ntk, var1=rest1, var2=rest2)

@@ -10,53 +10,71 @@ structure").
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-class KernelState(NamedTuple):
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["nngp", "ntk", "var1", "var2"],
+    meta_fields=["diagonal"],
+)
+@dataclasses.dataclass(frozen=True)
+class KernelState:
     """Covariances of a batch of input pairs after some layers of a network.
 
-    Two layouts, told apart by ``nngp.ndim``:
+    The batch is either a grid of pairs ``(x1_i, x2_j)`` (``diagonal=False``, batch axes
+    ``(n1, n2)``) or each image with itself (``diagonal=True``, batch axis ``(n,)``). The
+    trailing axes tell the layout:
 
-    * spatial: ``nngp[i, j, a, b, h, w] = cov(x1_i[h, w], x2_j[h + a - R_h, w + b - R_w])``
-      with shape ``(n1, n2, 2*R_h + 1, 2*R_w + 1, H, W)``; entries whose second position
+    * spatial: ``nngp[..., a, b, h, w] = cov(x1[h, w], x2[h + a - R_h, w + b - R_w])``,
+      trailing shape ``(2*R_h + 1, 2*R_w + 1, H, W)``; entries whose second position
       falls outside the image are kept at exactly zero;
-    * flat (after Flatten): ``nngp[i, j]`` with shape ``(n1, n2)``.
+    * flat (after Flatten): no trailing axes.
 
     Attributes:
-      nngp: cross covariance of x1 and x2 (the NNGP kernel so far).
+      nngp: the NNGP covariance so far.
       ntk: the NTK so far, same shape as ``nngp``; ``None`` when only the NNGP is asked
         for, so no work is spent on it.
-      var1: covariance band of each x1 with itself, ``(n1, 2R_h+1, 2R_w+1, H, W)`` spatial
-        or ``(n1,)`` flat. The ReLU needs its offset-0 entries (variances); pooling
-        needs the neighbouring offsets to pool them.
-      var2: the same for x2, ``(n2, ...)``.
+      var1: variances of x1 at the inputs of the ReLUs: ``(n1, H, W)`` or ``(n1,)`` each.
+        A grid pass consumes them (one per ReLU, in order); a diagonal pass, which reads
+        them off its own offset-0 entries, appends them. Computing them once per image
+        keeps a grid block from redoing per-image work for every pair.
+      var2: the same for x2 (unused by a diagonal pass).
+      diagonal: whether this is the per-image (diagonal) pass.
     """
 
     nngp: jax.Array
     ntk: jax.Array | None
-    var1: jax.Array
-    var2: jax.Array
+    var1: tuple[jax.Array, ...]
+    var2: tuple[jax.Array, ...]
+    diagonal: bool
+
+    def replace(self, **fields) -> "KernelState":
+        """A copy with the given fields changed (the state is immutable)."""
+        return dataclasses.replace(self, **fields)
+
+    @property
+    def batch_ndim(self) -> int:
+        return 1 if self.diagonal else 2
 
     @property
     def is_flat(self) -> bool:
-        return self.nngp.ndim == 2
+        return self.nngp.ndim == self.batch_ndim
 
     @property
     def radius(self) -> tuple[int, int]:
         """Band half-widths ``(R_h, R_w)`` of a spatial state."""
-        return (self.nngp.shape[2] - 1) // 2, (self.nngp.shape[3] - 1) // 2
+        shape = self.nngp.shape[self.batch_ndim :]
+        return (shape[0] - 1) // 2, (shape[1] - 1) // 2
 
     @property
     def spatial_shape(self) -> tuple[int, int]:
         return self.nngp.shape[-2], self.nngp.shape[-1]
-
-    def replace(self, **fields) -> "KernelState":
-        return self._replace(**fields)
 
 
 def valid_mask(radius: tuple[int, int], spatial_shape: tuple[int, int]) -> np.ndarray:
@@ -86,3 +104,21 @@ def shift_band(values: jax.Array, radius: tuple[int, int], fill: float) -> jax.A
     padded = jnp.pad(values, pad, constant_values=fill)
     rows = jnp.stack([padded[..., a : a + height, :] for a in range(2 * r_h + 1)], axis=-3)
     return jnp.stack([rows[..., b : b + width] for b in range(2 * r_w + 1)], axis=-3)
+
+
+def materialize(state: KernelState) -> KernelState:
+    """Return ``state`` unchanged, as arrays that XLA must write to memory.
+
+    XLA fuses an elementwise producer into the shifted reads of a stencil (box filter,
+    pooling) and recomputes it once per read; chained through a ConvNet that costs ~4x
+    in time. XLA:CPU drops ``optimization_barrier``, but never fuses across a
+    conditional, so the state passes through one whose predicate it cannot prove:
+    ``v == v`` fails only for a NaN ``v``, and then the NaN-filled branch gives what the
+    NaN would have spread to anyway.
+    """
+    probe = state.nngp.ravel()[0]
+
+    def nan_filled(tree):
+        return jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.nan), tree)
+
+    return jax.lax.cond(probe == probe, lambda tree: tree, nan_filled, state)
