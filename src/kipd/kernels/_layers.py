@@ -8,6 +8,7 @@ covariance offsets the layer needs from its input to produce a given band at its
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -214,8 +215,17 @@ def avg_pool(window: int = 2) -> Layer:
     if window != 2:
         raise ValueError(f"avg_pool supports a 2x2 window with stride 2, got window={window}")
 
+    def check_size(spatial_shape):
+        if min(spatial_shape) < 2:
+            raise ValueError(
+                f"avg_pool needs at least 2x2 positions but gets {spatial_shape}: the images "
+                "are too small for this many pooling layers (use a smaller depth= or larger "
+                "images)"
+            )
+
     def init(key, in_shape):
         height, width, channels = in_shape
+        check_size((height, width))
         return (height // 2, width // 2, channels), ()
 
     def apply(params, x):
@@ -226,6 +236,7 @@ def avg_pool(window: int = 2) -> Layer:
     def kernel(state):
         if state.is_flat:
             raise ValueError("avg_pool needs a spatial input, but the kernel state is flat")
+        check_size(state.spatial_shape)
         r_h, r_w = state.radius
         coarse = ((r_h - 1) // 2, (r_w - 1) // 2)
         if min(coarse) < 0:
@@ -268,7 +279,14 @@ def flatten() -> Layer:
         r_h, r_w = state.radius
 
         def diagonal_mean(cov):
-            return cov[..., r_h, r_w, :, :].mean(axis=(-2, -1))
+            # A fixed chain of adds instead of a reduction: XLA orders a reduction by the
+            # array's shape, so the grid pass (n1, n2, ...) and the diagonal pass (n, ...)
+            # would round a pixel's variance differently, and a pair of equal images would
+            # lose its exact correlation 1 (theta ~ 5e-4 instead of 0 in float32).
+            diagonal = cov[..., r_h, r_w, :, :]
+            rows = functools.reduce(jnp.add, [diagonal[..., w] for w in range(diagonal.shape[-1])])
+            total = functools.reduce(jnp.add, [rows[..., h] for h in range(rows.shape[-1])])
+            return total / (diagonal.shape[-2] * diagonal.shape[-1])
 
         return state.replace(
             nngp=diagonal_mean(state.nngp),

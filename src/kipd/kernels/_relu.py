@@ -83,20 +83,22 @@ def relu_maps(state: KernelState) -> KernelState:
         var1, var2 = state.var1[0], state.var2[0]
         rest1, rest2 = state.var1[1:], state.var2[1:]
 
-    inv1, inv2 = jax.lax.rsqrt(var1), jax.lax.rsqrt(var2)
     if flat:
-        here, there = (inv1, inv2) if state.diagonal else (inv1[:, None], inv2[None, :])
+        here, there = (var1, var2) if state.diagonal else (var1[:, None], var2[None, :])
     else:
-        # 1/std at the first position p, (n1, 1, 1, H, W), and at the second, p + D,
+        # Variance at the first position p, (n1, 1, 1, H, W), and at the second, p + D,
         # (n2, Dh, Dw, H, W); outside the image the fill 1 keeps the arithmetic finite
         # until the mask zeroes those entries.
-        here, there = inv1[:, None, None], shift_band(inv2, state.radius, 1.0)
+        here, there = var1[:, None, None], shift_band(var2, state.radius, 1.0)
         if not state.diagonal:
             here, there = here[:, None], there[None]
 
-    inv_product = here * there
-    k0, k1 = arccos_kernels(state.nngp * inv_product)
-    nngp = k1 / inv_product
+    # cov / sqrt(var1 var2), not cov * rsqrt(var1) * rsqrt(var2): for a pixel with itself
+    # sqrt(fl(v * v)) == v exactly, so c == 1 exactly and theta == 0, where the product
+    # of reciprocals leaves c = 1 +- 1e-7 and theta ~ 5e-4 in float32.
+    std_product = jnp.sqrt(here * there)
+    k0, k1 = arccos_kernels(state.nngp / std_product)
+    nngp = k1 * std_product
     ntk = None if state.ntk is None else k0 * state.ntk
     if not flat:
         mask = valid_mask(state.radius, state.spatial_shape)

@@ -1,0 +1,33 @@
+"""Datasets, splits, preprocessing and augmentation: the first box of the data path.
+
+``load`` reads MNIST, Fashion-MNIST, SVHN, CIFAR-10/100 or a user's .npz / image folder
+into float32 NHWC pixels in [0, 1]; ``fit_preprocessing`` fits standard or regularized ZCA
+preprocessing on train images; ``augment`` applies the paper's per-image augmentations.
+See docs/data.md.
+"""
+
+from kipd.data._augment import augment
+from kipd.data._datasets import Dataset
+from kipd.data._datasets import load
+from kipd.data._errors import DatasetError
+from kipd.data._preprocess import Preprocessing
+from kipd.data._preprocess import default_preprocessing
+from kipd.data._preprocess import default_zca_regularization
+from kipd.data._preprocess import fit_preprocessing
+from kipd.data._splits import centered_one_hot
+from kipd.data._splits import class_balanced_subset
+from kipd.data._splits import split_validation
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "Preprocessing",
+    "augment",
+    "centered_one_hot",
+    "class_balanced_subset",
+    "default_preprocessing",
+    "default_zca_regularization",
+    "fit_preprocessing",
+    "load",
+    "split_validation",
+]

@@ -1,0 +1,25 @@
+"""Pins kipd.data's public names: changing them is a visible decision (STYLE.md 6)."""
+
+import kipd.data
+
+
+def test_public_names():
+    assert kipd.data.__all__ == [
+        "Dataset",
+        "DatasetError",
+        "Preprocessing",
+        "augment",
+        "centered_one_hot",
+        "class_balanced_subset",
+        "default_preprocessing",
+        "default_zca_regularization",
+        "fit_preprocessing",
+        "load",
+        "split_validation",
+    ]
+    public = {name for name in dir(kipd.data) if not name.startswith("_")}
+    assert public == set(kipd.data.__all__)
+
+
+def test_dataset_error_is_a_value_error():
+    assert issubclass(kipd.data.DatasetError, ValueError)
