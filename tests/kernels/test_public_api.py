@@ -1,0 +1,21 @@
+"""Pins kipd.kernels' public names: changing them is a visible decision (STYLE.md 6)."""
+
+import kipd.kernels
+
+
+def test_public_names():
+    assert kipd.kernels.__all__ == [
+        "ARCHITECTURES",
+        "KernelState",
+        "Layer",
+        "architecture",
+        "avg_pool",
+        "conv",
+        "dense",
+        "flatten",
+        "make",
+        "relu",
+        "serial",
+    ]
+    public = {name for name in dir(kipd.kernels) if not name.startswith("_")}
+    assert public == set(kipd.kernels.__all__)
