@@ -13,7 +13,9 @@ def test_public_names():
         "conv",
         "dense",
         "flatten",
+        "global_avg_pool",
         "make",
+        "normalization",
         "relu",
         "serial",
     ]

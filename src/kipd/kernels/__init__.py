@@ -13,6 +13,8 @@ from kipd.kernels._layers import avg_pool
 from kipd.kernels._layers import conv
 from kipd.kernels._layers import dense
 from kipd.kernels._layers import flatten
+from kipd.kernels._layers import global_avg_pool
+from kipd.kernels._layers import normalization
 from kipd.kernels._layers import relu
 from kipd.kernels._layers import serial
 from kipd.kernels._state import KernelState
@@ -26,7 +28,9 @@ __all__ = [
     "conv",
     "dense",
     "flatten",
+    "global_avg_pool",
     "make",
+    "normalization",
     "relu",
     "serial",
 ]

@@ -15,13 +15,24 @@ import jax
 import jax.numpy as jnp
 
 from kipd.kernels._blocks import map_grid, map_rows
-from kipd.kernels._layers import Layer, avg_pool, conv, dense, flatten, input_state, relu, serial
+from kipd.kernels._layers import (
+    Layer,
+    avg_pool,
+    conv,
+    dense,
+    flatten,
+    global_avg_pool,
+    input_state,
+    normalization,
+    relu,
+    serial,
+)
 
 Get = str | tuple[str, ...]
 KernelFn = Callable[..., jax.Array | tuple[jax.Array, ...]]
 
-ARCHITECTURES = ("fc<depth>", "convvec<depth>", "convnet")
-_NAME = re.compile(r"^(fc|convvec)(\d+)$|^convnet$")
+ARCHITECTURES = ("fc<depth>", "convvec<depth>", "convnet", "myrtle5")
+_NAME = re.compile(r"^(fc|convvec)(\d+)$|^convnet$|^myrtle5$")
 
 
 def architecture(
@@ -32,21 +43,30 @@ def architecture(
     b_std: float = 0.1,
     parameterization: str = "ntk",
     depth: int | None = None,
+    out_width: int = 1,
+    norm: str | None = None,
 ) -> Layer:
     """The layer description of a named architecture.
 
     Args:
       name: ``"fc<n>"`` (Flatten, n x [Dense, ReLU], Dense), ``"convvec<n>"``
-        (n x [Conv, ReLU], Flatten, Dense) or ``"convnet"`` (Conv, ReLU, then ``depth`` x
-        [Conv, ReLU, AvgPool], Flatten, Dense; paper appendix A).
+        (n x [Conv, ReLU], Flatten, Dense), ``"convnet"`` (Conv, ReLU, then ``depth`` x
+        [Conv, ReLU, AvgPool], Flatten, Dense; paper appendix A) or
+        ``"myrtle5"`` (Shankar et al. 2020: 2 x [Conv, ReLU], AvgPool, [Conv, ReLU],
+        AvgPool, [Conv, ReLU], global average pool, Dense; finite networks only: its
+        kernel raises, as kipd's band kernels have no global average pool).
       width: hidden channels / units of the finite network (the kernel ignores it).
       W_std, b_std: weight and bias standard deviations.
       parameterization: ``"ntk"`` or ``"standard"`` (finite network only).
       depth: for ``convnet``, the number of pooling blocks (default 3).
+      out_width: units of the readout (1 by default; the number of classes for transfer;
+        the kernel ignores it).
+      norm: ``None``, or ``"layer"``, ``"instance"``, ``"batch"``: a normalization after
+        every hidden Conv / Dense, before its ReLU (Zhao et al. 2021); finite networks
+        only (the kernel of a normalized network raises).
 
     Returns:
-      A :class:`~kipd.kernels.Layer` whose output has one unit (``width`` of the readout
-      is 1; transfer builds its own readout width).
+      A :class:`~kipd.kernels.Layer` whose output has ``out_width`` units.
     """
     match = _NAME.match(name) if isinstance(name, str) else None
     if match is None:
@@ -56,21 +76,40 @@ def architecture(
         )
     if depth is not None and name != "convnet":
         raise ValueError(f"depth= applies to 'convnet' only; {name!r} carries its depth in the name")
+    if norm is not None and norm not in ("layer", "instance", "batch"):
+        raise ValueError(f"norm must be None, 'layer', 'instance' or 'batch', got {norm!r}")
+    if not (isinstance(out_width, int) and out_width >= 1):
+        raise ValueError(f"out_width must be an integer >= 1, got {out_width!r}")
     affine = dict(W_std=W_std, b_std=b_std, parameterization=parameterization)
-    readout = dense(1, **affine)
+    readout = dense(out_width, **affine)
+
+    def block(layer: Layer) -> list[Layer]:
+        # Affine, [normalization], ReLU.
+        return [layer, relu()] if norm is None else [layer, normalization(norm), relu()]
+
+    if name == "myrtle5":
+        if depth is not None:
+            raise ValueError("depth= applies to 'convnet' only; myrtle5 has a fixed depth")
+        conv_block = lambda: block(conv(width, **affine))  # noqa: E731
+        return serial(
+            *conv_block(), *conv_block(), avg_pool(), *conv_block(), avg_pool(), *conv_block(),
+            global_avg_pool(), readout,
+        )
     if name == "convnet":
         depth = 3 if depth is None else depth
         if depth < 0:
             raise ValueError(f"convnet depth must be >= 0 pooling blocks, got {depth}")
-        blocks = [layer for _ in range(depth) for layer in (conv(width, **affine), relu(), avg_pool())]
-        return serial(conv(width, **affine), relu(), *blocks, flatten(), readout)
+        blocks = [
+            layer for _ in range(depth) for layer in (*block(conv(width, **affine)), avg_pool())
+        ]
+        return serial(*block(conv(width, **affine)), *blocks, flatten(), readout)
     kind, hidden = match.group(1), int(match.group(2))
     if kind == "fc":
-        hidden_layers = [layer for _ in range(hidden) for layer in (dense(width, **affine), relu())]
+        hidden_layers = [layer for _ in range(hidden) for layer in block(dense(width, **affine))]
         return serial(flatten(), *hidden_layers, readout)
     if hidden < 1:
         raise ValueError("convvec needs at least one conv layer, e.g. 'convvec3'")
-    hidden_layers = [layer for _ in range(hidden) for layer in (conv(width, **affine), relu())]
+    hidden_layers = [layer for _ in range(hidden) for layer in block(conv(width, **affine))]
     return serial(*hidden_layers, flatten(), readout)
 
 

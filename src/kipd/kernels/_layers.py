@@ -365,3 +365,86 @@ def input_state(
             diagonal=diagonal,
         )
     )
+
+
+_NORMALIZATIONS = {
+    "layer": "layer norm",
+    "instance": "instance norm",
+    "batch": "batch norm",
+}
+
+
+def _no_kernel(what: str) -> Callable[[KernelState], KernelState]:
+    def kernel(state):
+        raise ValueError(f"{what} has no exact kernel in kipd; use it for finite networks only")
+
+    return kernel
+
+
+def normalization(kind: str, *, epsilon: float = 1e-5) -> Layer:
+    """Layer, instance or batch normalization with a learned scale and shift per channel.
+
+    Finite networks only (Zhao et al. 2021's ConvNet puts one after each conv, before the
+    ReLU): the normalized activations have no simple infinite-width kernel here, so
+    ``kernel`` raises a ``ValueError``; ``band`` is the identity.
+
+    Args:
+      kind: what the mean and variance are taken over, per example unless said:
+        ``"layer"``: all of H, W, C (flat inputs: all features), as ``GroupNorm(1, C)``;
+        ``"instance"``: H, W per channel, as ``GroupNorm(C, C)`` (spatial inputs only);
+        ``"batch"``: the batch and H, W per channel (flat inputs: the batch, per feature).
+        Batch norm always uses the statistics of the batch it is applied to (training and
+        evaluation alike); there are no running averages.
+      epsilon: added to the variance.
+
+    Returns:
+      A :class:`Layer`; params ``(scale, shift)`` of shape ``(C,)``, initialized to 1, 0.
+    """
+    if kind not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be 'layer', 'instance' or 'batch', got {kind!r}")
+
+    def init(key, in_shape):
+        if kind == "instance" and len(in_shape) != 3:
+            raise ValueError("instance norm needs spatial (H, W, C) inputs; use layer or batch norm")
+        channels = in_shape[-1]
+        return in_shape, (jnp.ones((channels,)), jnp.zeros((channels,)))
+
+    def apply(params, x):
+        scale, shift = params
+        spatial = x.ndim == 4
+        if kind == "layer":
+            axes = (1, 2, 3) if spatial else (1,)
+        elif kind == "instance":
+            axes = (1, 2)
+        else:
+            axes = (0, 1, 2) if spatial else (0,)
+        mean = x.mean(axis=axes, keepdims=True)
+        var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + shift
+
+    return Layer(init, apply, _no_kernel(_NORMALIZATIONS[kind]), lambda out_band: out_band)
+
+
+def global_avg_pool() -> Layer:
+    """Mean over all spatial positions, NHWC to ``(n, C)``.
+
+    Finite networks only: its kernel needs the covariance at every spatial offset, which
+    kipd's band representation does not carry yet, so ``band`` and ``kernel`` raise a
+    ``ValueError``.
+    """
+
+    def init(key, in_shape):
+        return (in_shape[-1],), ()
+
+    def apply(params, x):
+        return x.mean(axis=(1, 2))
+
+    message = (
+        "global average pooling has no exact kernel in kipd (it needs every spatial offset); "
+        "use it for finite networks only"
+    )
+
+    def band(out_band):
+        raise ValueError(message)
+
+    return Layer(init, apply, _no_kernel("global average pooling"), band)
