@@ -129,10 +129,10 @@ def _check_images(x: jax.Array, argname: str) -> None:
 
 
 def _default_pairs_per_block(in_band: tuple[int, int], image_shape: tuple[int, ...]) -> int:
-    """Pairs per block so that one band array of a block is about 2**20 entries (4 MiB)."""
+    """Pairs per block so that one band array of a block is about 2**17 entries (512 KiB)."""
     height, width = image_shape[:2]
     entries_per_pair = (2 * in_band[0] + 1) * (2 * in_band[1] + 1) * height * width
-    return max(1, 2**20 // entries_per_pair)
+    return max(1, 2**17 // entries_per_pair)
 
 
 def make(
@@ -153,7 +153,7 @@ def make(
         parameterization depends on the layer widths).
       depth: number of pooling blocks of ``convnet`` (default 3).
       pairs_per_block: pairs computed at once (memory and cache use); by default about
-        2**20 band entries per block.
+        2**17 band entries per block.
 
     Returns:
       ``kernel(x1, x2=None, get="ntk")``: ``x1`` of shape ``(n1, H, W, C)``, ``x2`` of
