@@ -1,0 +1,199 @@
+"""The ``kipd transfer`` sub-command; ``kipd.cli`` wires it in with two lines:
+
+    transfer_cli.add_parser(commands)                       # in _build_parser
+    _COMMANDS["transfer"] = transfer_cli.run                # and, in main's printing:
+    elif args.command == "transfer": print(transfer_cli.format_result(result))
+
+``run(args)`` returns the result dict (``kipd.cli`` prints it as JSON with ``--json``);
+``format_result(result)`` is the text table to print otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kipd.transfer._train import L2_STRENGTHS, LR_FACTORS
+from kipd.transfer._transfer import transfer_run
+
+EXAMPLES = """\
+examples:
+  # A finite FC1 (width 128) trained on the quick-start distilled set; 1000 SGD steps
+  # over the lr-factor x L2 grid, chosen on 5000 validation images, tested on the test set:
+  kipd transfer runs/quickstart --arch fc1 --steps 1000
+  # the same protocol on 10 natural images (the baseline), as JSON:
+  kipd transfer runs/quickstart --arch fc1 --steps 1000 --baseline natural --json
+  # the paper's setting (width 1024, 5000 steps; hours on a CPU), with instance norm:
+  kipd transfer runs/convnet --arch convnet --width 1024 --norm instance --loss xent
+"""
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        )
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds the ``transfer`` sub-command to ``kipd``'s sub-parsers."""
+    parser = subparsers.add_parser(
+        "transfer",
+        help="train finite-width networks on a distilled set",
+        description="Train a finite network (standard parameterization) on a distilled set: SGD, "
+        "momentum 0.9, cosine decay; learning rate = factor x the critical learning rate of the "
+        "empirical NTK; factor, L2 strength and early-stopping step chosen on a validation split "
+        "held out of the train set; the test accuracy of that choice is reported (appendix A).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "path", help="run directory, its distilled.npz, or a released .npz"
+    )
+    parser.add_argument(
+        "--arch",
+        default="convnet",
+        help="fc<n>, convvec<n>, convnet or myrtle5 (default: convnet)",
+    )
+    parser.add_argument(
+        "--width",
+        type=_positive_int,
+        default=128,
+        help="hidden units / channels (default: 128; the paper: 1024)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=5000,
+        help="SGD steps (default: 5000, the paper's)",
+    )
+    parser.add_argument(
+        "--lr-factors",
+        type=_floats,
+        default=LR_FACTORS,
+        metavar="C,C,...",
+        help="learning-rate factors c of c x eta_critical (default: 0.5,1,2,4)",
+    )
+    parser.add_argument(
+        "--l2",
+        type=_floats,
+        default=L2_STRENGTHS,
+        metavar="L,L,...",
+        help="L2 strengths (default: 0,1e-7,1e-5,1e-3,1e-1)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("mse", "xent"),
+        default="mse",
+        help="MSE on the labels, or cross-entropy on their argmax (default: mse)",
+    )
+    parser.add_argument(
+        "--norm",
+        choices=("none", "layer", "instance", "batch"),
+        default="none",
+        help="normalization after each hidden layer, before its ReLU (default: none)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        metavar="STEPS",
+        help="steps between validation readings (default: steps/50)",
+    )
+    parser.add_argument(
+        "--validation-size",
+        type=_positive_int,
+        default=5000,
+        metavar="N",
+        help="train images held out for selection (default: 5000)",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=("natural",),
+        help="instead, a class-balanced natural subset of the same size",
+    )
+    parser.add_argument(
+        "--dataset",
+        metavar="NAME_OR_PATH",
+        help="dataset (default: the run's; required for released files)",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="folder searched first for the dataset"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs ``kipd transfer`` and returns its result (see ``kipd.transfer.transfer_run``)."""
+    return transfer_run(
+        args.path,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        baseline=args.baseline,
+        validation_size=args.validation_size,
+        seed=args.seed,
+        arch=args.arch,
+        width=args.width,
+        norm=None if args.norm == "none" else args.norm,
+        loss=args.loss,
+        steps=args.steps,
+        lr_factors=args.lr_factors,
+        l2=args.l2,
+        eval_every=args.eval_every,
+        progress=not (args.quiet or args.json),
+    )
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The grid and the chosen setting as a text table."""
+    header = (
+        f"{result['dataset']}: {result['support_size']} {result['source']} images -> "
+        f"{result['arch']} (width {result['width']}, norm {result['norm'] or 'none'}, "
+        f"{result['loss']}, {result['steps']} steps); eta_critical "
+        f"{result['critical_learning_rate']:.4g}"
+    )
+    lines = [
+        header,
+        f"  {'lr factor':>9}  {'L2':>7}  {'lr':>9}  {'val acc':>7}  {'step':>6}",
+    ]
+    for row in result["grid"]:
+        chosen = row["lr_factor"] == result["lr_factor"] and row["l2"] == result["l2"]
+        acc = (
+            "diverged"
+            if row["validation_accuracy"] is None
+            else (f"{100 * row['validation_accuracy']:6.2f}%")
+        )
+        flag = (
+            "  <- chosen"
+            if chosen
+            else ("  (diverged later)" if row["diverged"] else "")
+        )
+        lines.append(
+            f"  {row['lr_factor']:>9g}  {row['l2']:>7g}  {row['learning_rate']:>9.3g}  "
+            f"{acc:>7}  {row['step']:>6}{flag}"
+        )
+    lines.append(
+        f"chosen on {result['validation_size']} validation images: lr factor {result['lr_factor']:g}, "
+        f"L2 {result['l2']:g}, step {result['step']} (val {100 * result['validation_accuracy']:.2f}%)"
+    )
+    lines.append(
+        f"test accuracy on {result['test_size']} test images: {100 * result['test_accuracy']:.2f}%"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,364 @@
+"""Training finite networks on a support set, with the paper's hyperparameter grid.
+
+Appendix A: SGD with momentum 0.9 and cosine learning-rate decay; MSE or softmax
+cross-entropy; learning rate ``c * eta_critical`` and L2 strength chosen on a grid by
+validation accuracy, with early stopping on validation; full batch up to 100 examples,
+batches of 100 above. Every grid setting trains from the same initialization, all at once
+(``jax.vmap`` over the settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+import kipd.kernels
+from kipd import data
+from kipd.kernels import Layer
+from kipd.transfer._ntk import critical_learning_rate
+
+LR_FACTORS = (0.5, 1.0, 2.0, 4.0)
+L2_STRENGTHS = (0.0, 1e-7, 1e-5, 1e-3, 1e-1)
+LOSSES = ("mse", "xent")
+NORMS = (None, "layer", "instance", "batch")
+MOMENTUM = 0.9
+FULL_BATCH_MAX = 100
+
+
+def network(
+    arch: str, num_classes: int, *, width: int = 128, norm: str | None = None
+) -> Layer:
+    """The finite network of transfer: a named architecture in standard parameterization.
+
+    Args:
+      arch: ``"fc<n>"``, ``"convvec<n>"``, ``"convnet"`` or ``"myrtle5"``
+        (``kipd.kernels.architecture``'s table).
+      num_classes: readout units.
+      width: hidden units / channels (paper: 1024; default 128 to run on a CPU).
+      norm: ``None``, ``"layer"``, ``"instance"`` or ``"batch"`` after each hidden layer.
+
+    Returns:
+      A :class:`kipd.kernels.Layer`; ``W_std = sqrt(2)``, ``b_std = 0.1`` as the kernels.
+    """
+    if not (isinstance(width, int) and width >= 1):
+        raise ValueError(f"width must be an integer >= 1, got {width!r}")
+    if norm not in NORMS:
+        raise ValueError(
+            f"norm must be one of none, layer, instance, batch; got {norm!r}"
+        )
+    return kipd.kernels.architecture(
+        arch, width=width, parameterization="standard", out_width=num_classes, norm=norm
+    )
+
+
+class TrainState(NamedTuple):
+    """Parameters and optimizer state of one grid setting (the step count is in the latter)."""
+
+    params: Any
+    opt_state: Any
+
+
+class GridRow(NamedTuple):
+    """One grid setting: its hyperparameters and its best validation reading.
+
+    ``validation_accuracy`` is ``None`` (and ``step`` 0) when the setting diverged before
+    its first reading; ``diverged`` says whether its loss ever became non-finite.
+    """
+
+    lr_factor: float
+    l2: float
+    learning_rate: float
+    validation_accuracy: float | None
+    step: int
+    diverged: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class GridResult:
+    """What :func:`train` returns.
+
+    Attributes:
+      params: parameters of the chosen setting at its best validation step.
+      choice: the chosen :class:`GridRow`.
+      grid: every setting's row, in the order lr factor major, L2 minor.
+      critical_learning_rate: ``eta_critical`` of the initial network.
+    """
+
+    params: Any
+    choice: GridRow
+    grid: tuple[GridRow, ...]
+    critical_learning_rate: float
+
+
+def optimizer(
+    learning_rate: float | jax.Array, steps: int
+) -> optax.GradientTransformation:
+    """SGD, momentum 0.9, learning rate decayed from ``learning_rate`` to 0 by a cosine."""
+    return optax.sgd(
+        optax.cosine_decay_schedule(learning_rate, steps), momentum=MOMENTUM
+    )
+
+
+def objective(
+    apply: Callable,
+    params: Any,
+    x: jax.Array,
+    targets: jax.Array,
+    l2: jax.Array,
+    loss: str,
+) -> tuple[jax.Array, jax.Array]:
+    """``(data loss + 0.5 * l2 * ||theta||^2, data loss)`` on one batch.
+
+    ``mse``: ``0.5 * mean_i ||f(x_i) - y_i||^2`` (targets ``(n, C)`` label vectors);
+    ``xent``: ``mean_i`` softmax cross-entropy (targets ``(n,)`` class ids). The L2 term
+    covers every parameter (weights, biases, normalization scales and shifts).
+    """
+    out = apply(params, x)
+    if loss == "mse":
+        value = 0.5 * jnp.mean(jnp.sum(jnp.square(out - targets), axis=-1))
+    else:
+        value = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, targets))
+    norm = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
+    return value + 0.5 * l2 * norm, value
+
+
+def train_targets(labels: np.ndarray, num_classes: int, loss: str) -> np.ndarray:
+    """Label vectors ``(n, C)`` or class ids ``(n,)`` as the targets of ``loss``.
+
+    MSE regresses on label vectors (class ids become centred one-hot vectors; learned
+    labels are used as they are); cross-entropy takes class ids (the argmax of label
+    vectors, as the paper does for learned labels).
+    """
+    labels = np.asarray(labels)
+    if loss == "mse":
+        if labels.ndim == 1:
+            return np.asarray(data.centered_one_hot(labels, num_classes), np.float32)
+        return labels.astype(np.float32)
+    return (labels.argmax(-1) if labels.ndim == 2 else labels).astype(np.int32)
+
+
+def _check_grid(
+    name: str, values: Sequence[float], positive: bool
+) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    bad = [v for v in values if not math.isfinite(v) or (v <= 0 if positive else v < 0)]
+    if not values or bad:
+        need = "positive" if positive else "non-negative"
+        raise ValueError(
+            f"{name} must be a non-empty list of {need} numbers, got {values}"
+        )
+    return values
+
+
+def accuracies(
+    apply: Callable, params: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 500
+) -> np.ndarray:
+    """Accuracy of each stacked parameter set (leading axis: settings) on ``(x, y)``.
+
+    Evaluated in batches of ``batch_size``; a batch norm uses that batch's statistics.
+    """
+    predict = _stacked_predict(apply)
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        out = predict(params, jnp.asarray(x[start : start + batch_size]))
+        correct = correct + np.asarray(
+            (out.argmax(-1) == jnp.asarray(y[start : start + batch_size])).sum(-1)
+        )
+    return correct / len(x)
+
+
+@functools.cache
+def _stacked_predict(apply: Callable) -> Callable:
+    return jax.jit(jax.vmap(apply, (0, None)))
+
+
+def train(
+    net: Layer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    key: jax.Array,
+    loss: str = "mse",
+    steps: int = 5000,
+    lr_factors: Sequence[float] = LR_FACTORS,
+    l2: Sequence[float] = L2_STRENGTHS,
+    eval_every: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> GridResult:
+    """Trains ``net`` on a support set over the (lr factor x L2) grid; picks by validation.
+
+    Args:
+      net: a finite network with a readout of C units (see :func:`network`).
+      images: ``(n, H, W, C_in)`` support images (the space the network sees).
+      labels: ``(n, C)`` label vectors (learned or centred one-hot) or ``(n,)`` class ids.
+      x_val, y_val: validation images (same space) and their class ids.
+      key: PRNG key: initialization (shared by every setting), NTK points, batches.
+      loss: ``"mse"`` or ``"xent"`` (cross-entropy on the argmax of label vectors).
+      steps: SGD steps (paper: 5000); the cosine decay reaches 0 at ``steps``.
+      lr_factors: the factors c of ``lr = c * eta_critical``.
+      l2: L2 strengths (the loss adds ``0.5 * l2 * ||theta||^2``).
+      eval_every: steps between validation readings (default ``max(1, steps // 50)``;
+        the last step is always read).
+      batch_size: default full batch for ``n <= 100``, else 100 (random batches per step).
+      progress: show a progress bar.
+
+    Returns:
+      A :class:`GridResult`: the setting with the best validation accuracy (early-stopped
+      at its best reading; ties go to the earlier setting and step), its parameters, and
+      every setting's row.
+
+    Raises:
+      ValueError: bad shapes or options, or every setting diverged.
+
+    Paper: appendix A, "Details for neural network transfer".
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be 'mse' or 'xent', got {loss!r}")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    factors = _check_grid("lr_factors", lr_factors, positive=True)
+    strengths = _check_grid("l2", l2, positive=False)
+    images = np.asarray(images, np.float32)
+    n = len(images)
+    if images.ndim != 4 or n == 0 or len(labels) != n:
+        raise ValueError(
+            f"images must be (n, H, W, C) with one label each; got images {images.shape} and "
+            f"{len(labels)} labels"
+        )
+    if x_val is None or len(x_val) == 0:
+        raise ValueError(
+            "a validation set is needed to choose hyperparameters (never the test set)"
+        )
+    eval_every = max(1, steps // 50) if eval_every is None else eval_every
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    batch_size = (
+        min(n, FULL_BATCH_MAX)
+        if batch_size is None
+        else batch_size
+    )
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+
+    init_key, ntk_key, batch_key = jax.random.split(key, 3)
+    _, params = net.init(init_key, images.shape[1:])
+    num_classes = net.apply(params, jnp.asarray(images[:1])).shape[-1]
+    targets = jnp.asarray(train_targets(labels, num_classes, loss))
+    x = jnp.asarray(images)
+    eta = critical_learning_rate(net.apply, params, x, key=ntk_key)
+
+    grid = [(c, s) for c in factors for s in strengths]
+    lrs = jnp.asarray([c * eta for c, _ in grid], jnp.float32)
+    l2s = jnp.asarray([s for _, s in grid], jnp.float32)
+    settings = len(grid)
+    stacked = jax.tree_util.tree_map(
+        lambda p: jnp.broadcast_to(p, (settings, *p.shape)), params
+    )
+    states = jax.vmap(lambda p, lr: TrainState(p, optimizer(lr, steps).init(p)))(
+        stacked, lrs
+    )
+
+    run_chunk = _chunk_runner(net.apply, loss, steps, n, batch_size)
+    keep_best = _best_keeper()
+    best_params = states.params
+    best_acc = np.full(settings, -1.0)
+    best_step = np.zeros(settings, np.int64)
+    diverged = np.zeros(settings, bool)
+    bar = tqdm.tqdm(total=steps, desc="transfer", disable=not progress, leave=False)
+    done = 0
+    while done < steps:
+        num = min(eval_every, steps - done)
+        states, bad = run_chunk(
+            states, lrs, l2s, x, targets, batch_key, jnp.asarray(done), num
+        )
+        done += num
+        bar.update(num)
+        diverged |= np.asarray(bad)
+        acc = accuracies(net.apply, states.params, x_val, y_val)
+        improved = (acc > best_acc) & ~diverged
+        best_acc = np.where(improved, acc, best_acc)
+        best_step = np.where(improved, done, best_step)
+        best_params = keep_best(best_params, states.params, jnp.asarray(improved))
+    bar.close()
+
+    rows = tuple(
+        GridRow(
+            lr_factor=c,
+            l2=s,
+            learning_rate=float(lrs[i]),
+            validation_accuracy=float(best_acc[i]) if best_acc[i] >= 0 else None,
+            step=int(best_step[i]),
+            diverged=bool(diverged[i]),
+        )
+        for i, (c, s) in enumerate(grid)
+    )
+    if not (best_acc >= 0).any():
+        raise ValueError(
+            "every grid setting diverged before its first validation reading: try smaller "
+            "--lr-factors or a smaller --eval-every"
+        )
+    chosen = int(np.argmax(best_acc))  # first maximum: the earlier setting wins ties
+    params_chosen = jax.tree_util.tree_map(lambda p: p[chosen], best_params)
+    return GridResult(params_chosen, rows[chosen], rows, eta)
+
+
+def _chunk_runner(
+    apply: Callable, loss: str, steps: int, n: int, batch_size: int
+) -> Callable:
+    full_batch = batch_size == n
+
+    def one_step(state, lr, l2, xb, yb):
+        opt = optimizer(lr, steps)
+        grads, value = jax.grad(
+            lambda p: objective(apply, p, xb, yb, l2, loss), has_aux=True
+        )(state.params)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(value)
+        return TrainState(params, opt_state), ~finite
+
+    @functools.partial(jax.jit, static_argnums=7)
+    def run(states, lrs, l2s, x, targets, batch_key, start, num):
+        def body(i, carry):
+            states, bad = carry
+            if full_batch:
+                xb, yb = x, targets
+            else:
+                idx = jax.random.choice(
+                    jax.random.fold_in(batch_key, start + i),
+                    n,
+                    (batch_size,),
+                    replace=False,
+                )
+                xb, yb = x[idx], targets[idx]
+            states, now_bad = jax.vmap(one_step, (0, 0, 0, None, None))(
+                states, lrs, l2s, xb, yb
+            )
+            return states, bad | now_bad
+
+        return jax.lax.fori_loop(0, num, body, (states, jnp.zeros(lrs.shape, bool)))
+
+    return run
+
+
+def _best_keeper() -> Callable:
+    @jax.jit
+    def keep(best, current, improved):
+        def pick(b, c):
+            mask = improved.reshape((-1,) + (1,) * (c.ndim - 1))
+            return jnp.where(mask, c, b)
+
+        return jax.tree_util.tree_map(pick, best, current)
+
+    return keep

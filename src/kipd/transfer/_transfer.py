@@ -1,0 +1,246 @@
+"""Transfer of a (distilled) support set to a finite network: train, select, test."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from kipd import data
+from kipd.transfer._train import (
+    L2_STRENGTHS,
+    LR_FACTORS,
+    GridRow,
+    accuracies,
+    network,
+    train,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """The outcome of :func:`transfer`.
+
+    Attributes:
+      test_accuracy: test accuracy of the chosen setting at its early-stopping step.
+      validation_accuracy: that setting's best validation accuracy (what chose it).
+      lr_factor, l2, learning_rate, step: the chosen setting (``learning_rate`` is
+        ``lr_factor * critical_learning_rate``; ``step`` the early-stopping step).
+      critical_learning_rate: ``eta_critical`` of the initial network.
+      grid: every setting's :class:`GridRow` (lr factor major, L2 minor).
+      settings: arch, width, norm, loss, steps, support_size, validation_size, test_size.
+    """
+
+    test_accuracy: float
+    validation_accuracy: float
+    lr_factor: float
+    l2: float
+    learning_rate: float
+    step: int
+    critical_learning_rate: float
+    grid: tuple[GridRow, ...]
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the fields, ``grid`` as a list of dicts, settings merged in."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["grid"] = [row._asdict() for row in self.grid]
+        out.update(out.pop("settings"))
+        return out
+
+
+def transfer(
+    images: np.ndarray,
+    labels: np.ndarray,
+    dataset: data.Dataset,
+    *,
+    preprocessing: data.Preprocessing | None = None,
+    arch: str = "convnet",
+    width: int = 128,
+    norm: str | None = None,
+    loss: str = "mse",
+    steps: int = 5000,
+    lr_factors: Sequence[float] = LR_FACTORS,
+    l2: Sequence[float] = L2_STRENGTHS,
+    eval_every: int | None = None,
+    key: jax.Array | int = 0,
+    progress: bool = False,
+) -> TransferResult:
+    """Trains a finite network on a support set; reports the test accuracy of the setting
+    chosen on the validation split.
+
+    Args:
+      images: ``(n, H, W, C)`` support images in preprocessed space.
+      labels: ``(n, classes)`` label vectors (learned or centred one-hot) or ``(n,)`` ids.
+      dataset: the dataset, with a validation split (``kipd.data.split_validation``); its
+        validation and test images are pixels, mapped by ``preprocessing``.
+      preprocessing: the support set's preprocessing; ``None`` if the dataset's arrays are
+        already in the support set's space.
+      arch, width, norm: the finite network (see :func:`kipd.transfer.network`).
+      loss, steps, lr_factors, l2, eval_every: training and grid (see :func:`train`).
+      key: PRNG key or int seed.
+      progress: show a progress bar.
+
+    Returns:
+      A :class:`TransferResult`. The test set is touched once, for the chosen setting.
+
+    Example:
+      >>> ds = kipd.data.split_validation(kipd.data.load("fashion_mnist"), 5000)  # doctest: +SKIP
+      >>> d = kipd.distill.load_distilled("runs/quickstart")                   # doctest: +SKIP
+      >>> transfer(d.images, d.labels, ds, preprocessing=d.preprocessing,
+      ...          arch="fc1", steps=1000).test_accuracy                        # doctest: +SKIP
+
+    Paper: appendix A, "Details for neural network transfer"; Tables 2, A5.
+    """
+    if dataset.x_val is None:
+        raise ValueError(
+            f"{dataset.name} has no validation split: hyperparameters are chosen on validation, "
+            "never on test; use kipd.data.split_validation(dataset, 5000)"
+        )
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.shape[1:] != tuple(dataset.image_shape):
+        raise ValueError(
+            f"support images have shape {images.shape[1:]}, {dataset.name} images "
+            f"{tuple(dataset.image_shape)}: pass the dataset they were distilled from"
+        )
+    if labels.ndim == 2 and labels.shape[1] != dataset.num_classes:
+        raise ValueError(
+            f"labels have {labels.shape[1]} classes, {dataset.name} has {dataset.num_classes}"
+        )
+    if labels.ndim not in (1, 2) or len(labels) != len(images):
+        raise ValueError(
+            f"labels must be (n, classes) or (n,) for n = {len(images)} images, got {labels.shape}"
+        )
+    key = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
+    prep = (lambda x: x) if preprocessing is None else preprocessing.apply
+    x_val = np.asarray(prep(dataset.x_val), np.float32)
+    net = network(arch, dataset.num_classes, width=width, norm=norm)
+    fit = train(
+        net,
+        images,
+        labels,
+        x_val,
+        np.asarray(dataset.y_val),
+        key=key,
+        loss=loss,
+        steps=steps,
+        lr_factors=lr_factors,
+        l2=l2,
+        eval_every=eval_every,
+        progress=progress,
+    )
+    stacked = jax.tree_util.tree_map(lambda p: p[None], fit.params)
+    x_test = np.asarray(prep(dataset.x_test), np.float32)
+    (test_accuracy,) = accuracies(
+        net.apply, stacked, x_test, np.asarray(dataset.y_test)
+    )
+    choice = fit.choice
+    return TransferResult(
+        test_accuracy=float(test_accuracy),
+        validation_accuracy=choice.validation_accuracy,
+        lr_factor=choice.lr_factor,
+        l2=choice.l2,
+        learning_rate=choice.learning_rate,
+        step=choice.step,
+        critical_learning_rate=fit.critical_learning_rate,
+        grid=fit.grid,
+        settings=dict(
+            arch=arch,
+            width=width,
+            norm=norm,
+            loss=loss,
+            steps=steps,
+            support_size=len(images),
+            validation_size=len(x_val),
+            test_size=len(x_test),
+        ),
+    )
+
+
+def transfer_run(
+    path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    baseline: str | None = None,
+    validation_size: int = 5000,
+    seed: int = 0,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`transfer` of a distilled set on disk (what ``kipd transfer`` runs).
+
+    Args:
+      path: a run directory, its ``distilled.npz``, or a ``.npz`` in the paper's released
+        layout (``images``, ``labels``; then ``dataset`` is required and the preprocessing
+        is the paper's default for it, fitted on the train split).
+      dataset, data_dir: default: the run's.
+      baseline: ``None``, or ``"natural"``: the same protocol, instead, on a class-balanced
+        natural subset of the train split of the same size (centred one-hot labels).
+      validation_size: train images held out for selection (paper: 5000; capped at a
+        tenth of the train set).
+      seed: seeds the validation split, the natural subset and the training key.
+      options: passed to :func:`transfer` (arch, width, norm, loss, steps, lr_factors, l2,
+        eval_every, progress).
+
+    Returns:
+      ``TransferResult.to_dict()`` plus ``dataset``, ``source`` (``"distilled"`` or
+      ``"natural"``) and ``path``.
+    """
+    from kipd import distill  # distill sits above transfer's inputs; import on use
+
+    if baseline not in (None, "natural"):
+        raise ValueError(f"baseline must be 'natural' or omitted, got {baseline!r}")
+    if not (isinstance(seed, int) and seed >= 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    distilled = distill.load_distilled(path)
+    config = distilled.config
+    if config is None and dataset is None:
+        raise ValueError(
+            f"{path} does not record its dataset: pass it, e.g. --dataset fashion_mnist"
+        )
+    if config is not None:
+        dataset = dataset or config.dataset
+        data_dir = config.data_dir if data_dir is None else data_dir
+    ds = data.load(dataset, data_dir=data_dir)
+    if config is None or distilled.preprocessing is None:
+        preprocessing = data.fit_preprocessing(
+            ds.x_train,
+            data.default_preprocessing(ds),
+            data.default_zca_regularization(ds),
+        )
+    else:
+        preprocessing = distilled.preprocessing
+    if not (isinstance(validation_size, int) and validation_size >= 1):
+        raise ValueError(
+            f"validation size must be an integer >= 1, got {validation_size!r}"
+        )
+    ds = data.split_validation(
+        ds, min(validation_size, len(ds.x_train) // 10), seed=seed
+    )
+    images, labels = distilled.images, distilled.labels
+    if baseline == "natural":
+        per_class, extra = divmod(len(images), ds.num_classes)
+        if per_class < 1 or extra:
+            raise ValueError(
+                f"a natural baseline needs a multiple of {ds.num_classes} images, the set has "
+                f"{len(images)}"
+            )
+        pixels, ids, _ = data.class_balanced_subset(
+            ds.x_train, ds.y_train, per_class, seed
+        )
+        images = np.asarray(preprocessing.apply(pixels))
+        labels = np.asarray(data.centered_one_hot(ids, ds.num_classes))
+    result = transfer(
+        images,
+        labels,
+        ds,
+        preprocessing=preprocessing,
+        key=jax.random.PRNGKey(seed),
+        **options,
+    ).to_dict()
+    result.update(dataset=ds.name, source=baseline or "distilled", path=str(path))
+    return result
