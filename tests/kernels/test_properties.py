@@ -105,9 +105,3 @@ def test_kernel_works_under_jit_and_vjp_in_both_inputs():
     assert grad1.shape == x1.shape and grad2.shape == x2.shape
     np.testing.assert_allclose(jax.jit(lambda a, b: kernel(a, b))(x1, x2), value, rtol=1e-6)
 
-
-def test_tests_run_with_two_devices_and_blocks_spread_over_them():
-    # tests/conftest.py makes two CPU devices; map_grid then shards rows of blocks.
-    assert jax.local_device_count() == 2
-    x = _images(12, 5)
-    np.testing.assert_allclose(BLOCKED(x, x), KERNELS["convnet"](x, x), rtol=2e-6)

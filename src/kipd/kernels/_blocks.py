@@ -13,9 +13,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 
 
 def _pad_rows(tree: Any, multiple: int) -> Any:
@@ -63,25 +60,14 @@ def map_grid(fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_bl
     block1 = max(1, min(n1, pairs_per_block // block2))
     if block1 == n1 and block2 == n2:
         return fn(rows1, rows2)
-    devices = jax.local_devices()
-    # Rows of blocks are spread over every local device (several GPUs, or CPU devices
-    # made with --xla_force_host_platform_device_count): a multiple of their number.
-    blocks1 = _split_rows(_pad_rows(rows1, block1 * len(devices)), block1)
+    blocks1 = _split_rows(_pad_rows(rows1, block1), block1)
     blocks2 = _split_rows(_pad_rows(rows2, block2), block2)
     block_fn = jax.checkpoint(fn)
 
-    def rows_of_blocks(blocks_of_rows1):
-        def row_of_blocks(block_of_rows1):
-            return jax.lax.map(lambda block_of_rows2: block_fn(block_of_rows1, block_of_rows2), blocks2)
+    def row_of_blocks(block_of_rows1):
+        return jax.lax.map(lambda block_of_rows2: block_fn(block_of_rows1, block_of_rows2), blocks2)
 
-        return jax.lax.map(row_of_blocks, blocks_of_rows1)
-
-    if len(devices) > 1:
-        mesh = Mesh(np.array(devices), ("blocks",))
-        rows_of_blocks = jax.shard_map(
-            rows_of_blocks, mesh=mesh, in_specs=P("blocks"), out_specs=P("blocks")
-        )
-    out = rows_of_blocks(blocks1)  # (m1, m2, b1, b2, ...)
+    out = jax.lax.map(row_of_blocks, blocks1)  # (m1, m2, b1, b2, ...)
 
     def join(a):
         m1, m2, b1, b2 = a.shape[:4]
