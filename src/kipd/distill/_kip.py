@@ -1,0 +1,172 @@
+"""KIP (Kernel Inducing Points) as an optax-style ``(init, update)`` pair.
+
+Each step draws a target batch, computes ``K_ss`` and ``K_ts`` for one kernel of the
+family, and takes an optimizer step on the support images (and labels, with label
+learning) along the gradient of the KRR loss of eq. (1). With several kernels each step
+samples one of them with the state's key ("sampling KIP", paper §3.2). The kernels of
+``kipd.kernels`` bound their own memory (they compute pairs in blocks, rematerialized in
+the backward pass), so a 5000-image target batch is one call.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kipd.distill._blocks import KernelFn
+from kipd.distill._krr import LAMBDA0, accuracy, krr_loss
+
+Augment = Callable[[jax.Array, jax.Array], jax.Array]
+"""``augment(key, images) -> images``: a pure, jit-able map of a target batch."""
+
+
+class KipState(NamedTuple):
+    """Everything KIP carries from step to step; one pytree, saved and restored whole.
+
+    Attributes:
+      support_images: ``(n_s, H, W, C)`` support images (preprocessed space).
+      support_labels: ``(n_s, C)`` support labels (learned with label learning,
+        else the initial mean-centred one-hot labels).
+      opt_state: the optax optimizer state of the learned parameters.
+      step: int32 scalar, the number of updates taken.
+      key: PRNG key for kernel sampling and augmentation; split at every step.
+    """
+
+    support_images: jax.Array
+    support_labels: jax.Array
+    opt_state: optax.OptState
+    step: jax.Array
+    key: jax.Array
+
+
+class Kip(NamedTuple):
+    """The KIP algorithm as a pair of pure functions (optax's shape).
+
+    Attributes:
+      init: ``init(support_images, support_labels, key) -> KipState``.
+      update: ``update(state, target_images, target_labels) -> (state, metrics)`` with
+        ``target_images`` ``(n_t, H, W, C)``, ``target_labels`` ``(n_t, C)`` mean-centred
+        one-hot, and ``metrics`` a dict of scalars: ``loss`` and ``accuracy`` of the
+        support set *before* the step on this target batch, and ``kernel``, the index of
+        the kernel used.
+    """
+
+    init: Callable[[jax.Array, jax.Array, jax.Array], KipState]
+    update: Callable[[KipState, jax.Array, jax.Array], tuple[KipState, dict[str, jax.Array]]]
+
+
+def kip(
+    kernels: KernelFn | Sequence[KernelFn],
+    optimizer: optax.GradientTransformation,
+    *,
+    learn_labels: bool = True,
+    lambda0: float = LAMBDA0,
+    augment: Augment | None = None,
+) -> Kip:
+    """The KIP algorithm over a kernel (or a family of kernels, for sampling KIP).
+
+    Args:
+      kernels: ``kernel(x1, x2) -> (n1, n2)``, or a sequence of them; with several, each
+        step uses one drawn uniformly with the state's key.
+      optimizer: optax transformation applied to the support images (and labels); the
+        paper uses ``optax.adam(0.01)`` for grayscale and ``optax.adam(0.04)`` for RGB.
+      learn_labels: also optimize the support labels (paper, appendix A).
+      lambda0: relative ridge of eq. (1), see :func:`ridge`.
+      augment: applied to each target batch with a fresh key, or ``None``.
+
+    Returns:
+      A :class:`Kip` pair ``(init, update)``; ``update`` is pure and jit-able.
+
+    Example:
+      >>> import kipd.kernels, optax
+      >>> from functools import partial
+      >>> algo = kip(partial(kipd.kernels.make("fc1"), get="ntk"), optax.adam(0.01))
+      >>> x = jax.random.normal(jax.random.PRNGKey(0), (12, 4, 4, 1))
+      >>> y = jnp.eye(2)[jnp.arange(12) % 2] - 0.5
+      >>> state = algo.init(x[:2], y[:2], jax.random.PRNGKey(1))
+      >>> state, metrics = jax.jit(algo.update)(state, x[2:], y[2:])
+      >>> int(state.step)
+      1
+
+    Paper: eq. (1), §2 and §3.2 (sampling KIP), appendix A (optimizer, label learning).
+    """
+    kernels = (kernels,) if callable(kernels) else tuple(kernels)
+    if not kernels:
+        raise ValueError("kip needs at least one kernel")
+
+    def learned(images: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+        return {"images": images, "labels": labels} if learn_labels else {"images": images}
+
+    def init(support_images: jax.Array, support_labels: jax.Array, key: jax.Array) -> KipState:
+        support_images, support_labels = jnp.asarray(support_images), jnp.asarray(support_labels)
+        opt_state = optimizer.init(learned(support_images, support_labels))
+        return KipState(support_images, support_labels, opt_state, jnp.zeros((), jnp.int32), key)
+
+    def update(state: KipState, target_images: jax.Array, target_labels: jax.Array):
+        key, kernel_key, augment_key = jax.random.split(state.key, 3)
+        if augment is not None:
+            target_images = augment(augment_key, target_images)
+
+        def loss_fn(kernel, params):
+            images = params["images"]
+            labels = params.get("labels", state.support_labels)
+            k_ss = kernel(images, images)
+            k_ts = kernel(target_images, images)
+            return krr_loss(k_ts, k_ss, labels, target_labels, lambda0)
+
+        branches = [
+            jax.value_and_grad(functools.partial(loss_fn, kernel), has_aux=True)
+            for kernel in kernels
+        ]
+        index = jax.random.randint(kernel_key, (), 0, len(kernels))
+        params = learned(state.support_images, state.support_labels)
+        (loss, predictions), grads = jax.lax.switch(index, branches, params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        params = optax.apply_updates(params, updates)
+        new_state = KipState(
+            support_images=params["images"],
+            support_labels=params.get("labels", state.support_labels),
+            opt_state=opt_state,
+            step=state.step + 1,
+            key=key,
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": accuracy(predictions, jnp.argmax(target_labels, axis=-1)),
+            "kernel": index,
+        }
+        return new_state, metrics
+
+    return Kip(init, update)
+
+
+def sample_target_batch(
+    key: jax.Array,
+    step: jax.Array | int,
+    images: jax.Array,
+    labels: jax.Array,
+    batch_size: int,
+) -> tuple[jax.Array, jax.Array]:
+    """The target batch of a step: ``batch_size`` rows drawn without replacement.
+
+    A function of ``(key, step)`` only, so a resumed run draws the same batches as an
+    uninterrupted one.
+
+    Args:
+      key: PRNG key of the run's target sampling (fixed over the run).
+      step: the step number the batch is for.
+      images: ``(N, H, W, C)`` target set.
+      labels: ``(N, C)`` target labels.
+      batch_size: rows to draw, at most ``N``.
+
+    Returns:
+      ``(images[idx], labels[idx])`` of ``batch_size`` rows.
+    """
+    idx = jax.random.choice(
+        jax.random.fold_in(key, step), images.shape[0], (batch_size,), replace=False
+    )
+    return images[idx], labels[idx]

@@ -1,0 +1,254 @@
+"""Durable runs: run directories, bit-for-bit resume, NaN stops, Label Solve, evaluate."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from kipd import data, distill
+from kipd.distill import _run
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A tiny learnable .npz dataset: 3 classes of 8x8x1 images around class means."""
+    rng = np.random.default_rng(0)
+    means = rng.random((3, 8, 8, 1))
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    splits = {}
+    for split, n in (("train", 90), ("test", 30)):
+        labels = np.arange(n) % 3
+        splits[f"x_{split}"] = np.clip(
+            means[labels] + 0.3 * rng.standard_normal((n, 8, 8, 1)), 0, 1
+        )
+        splits[f"y_{split}"] = labels
+    np.savez(path, **splits)
+    return str(path)
+
+
+def _config(dataset, **changes):
+    options = dict(
+        dataset=dataset,
+        kernels=("fc1",),
+        steps=6,
+        target_batch_size=30,
+        checkpoint_every=2,
+        eval_every=3,
+        eval_size=20,
+        keep_best=1,
+    )
+    return distill.KipConfig(**{**options, **changes})
+
+
+def _records(run_dir, timed=True):
+    """The metrics.jsonl records of a run, without step times if not ``timed``."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [
+        {k: v for k, v in json.loads(line).items() if timed or k != "seconds"} for line in lines
+    ]
+
+
+def _npz(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_run_writes_a_complete_run_directory(dataset, tmp_path):
+    out = tmp_path / "run"
+    summary = distill.run_kip(_config(dataset), out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "distilled.npz",
+        "init.npz",
+        "metrics.jsonl",
+        "preprocessing.npz",
+        "summary.json",
+    ]
+    config = distill.load_config(out)
+    assert (config.lr, config.zca, config.target_batch_size) == (0.01, False, 30)  # resolved
+    records = _records(out)
+    assert [r["step"] for r in records] == list(range(7))
+    assert [r["step"] for r in records if "test_accuracy" in r] == [0, 3, 6]
+    assert all(r["kernel"] == "fc1" and np.isfinite(r["loss"]) for r in records[1:])
+    # Best one by train loss, plus the latest.
+    best = min((2, 4, 6), key=lambda s: records[s]["loss"])
+    assert set(p.name for p in (out / "checkpoints").iterdir()) == {
+        f"step_{s:08d}.npz" for s in {best, 6}
+    }
+
+    distilled = _npz(out / "distilled.npz")
+    assert distilled["images"].shape == (3, 8, 8, 1) and distilled["labels"].shape == (3, 3)
+    preprocessing = data.Preprocessing.from_dict(distilled)
+    np.testing.assert_allclose(
+        distilled["images_pixel"], preprocessing.invert(distilled["images"]), rtol=1e-6
+    )
+    assert distill.load_distilled(out).config == config
+    init = _npz(out / "init.npz")
+    np.testing.assert_array_equal(distilled["init_images"], init["images"])
+    assert not np.array_equal(distilled["images"], init["images"])
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["steps"] == 6 and summary["test_size"] == 30 and summary["support_size"] == 3
+    assert summary["test_accuracy"] >= summary["init_test_accuracy"]
+    # A finished run resumed with the same steps just reports its summary.
+    assert distill.run_kip(distill.resume_config(out), out, resume=True, progress=False) == summary
+
+
+def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch):
+    config = _config(dataset, steps=7, checkpoint_every=2)
+    distill.run_kip(config, tmp_path / "whole", progress=False)
+
+    real_save = _run.save_checkpoint
+
+    def killed_at_step_5(folder, state, loss, keep_best):
+        if int(state.step) == 6:  # metrics of steps 5 and 6 written, checkpoint 6 not
+            raise KeyboardInterrupt
+        return real_save(folder, state, loss, keep_best)
+
+    monkeypatch.setattr(_run, "save_checkpoint", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        distill.run_kip(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(_run, "save_checkpoint", real_save)
+    assert max(_run.list_checkpoints(tmp_path / "resumed" / "checkpoints")) == 4
+    distill.run_kip(config, tmp_path / "resumed", resume=True, progress=False)
+
+    whole, resumed = (
+        _npz(tmp_path / "whole/distilled.npz"),
+        _npz(tmp_path / "resumed/distilled.npz"),
+    )
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], resumed[key], err_msg=key)
+    a, b = (_npz(tmp_path / run / "checkpoints/step_00000007.npz") for run in ("whole", "resumed"))
+    for key in a:  # optimizer state and PRNG key included
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert _records(tmp_path / "whole", timed=False) == _records(tmp_path / "resumed", timed=False)
+
+
+def test_run_directory_guards(dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(distill.DistillError, match="nothing to resume.*leave out --resume"):
+        distill.run_kip(_config(dataset), out, resume=True, progress=False)
+    distill.run_kip(_config(dataset, steps=2), out, progress=False)
+    with pytest.raises(distill.DistillError, match="already exists.*--resume"):
+        distill.run_kip(_config(dataset, steps=2), out, progress=False)
+    with pytest.raises(distill.DistillError, match="another config.*lr: 0.01 -> 0.5"):
+        distill.run_kip(
+            distill.resume_config(out, lr=0.5, steps=4), out, resume=True, progress=False
+        )
+    with pytest.raises(distill.DistillError, match="past --steps 1"):
+        distill.run_kip(distill.resume_config(out, steps=1), out, resume=True, progress=False)
+    assert not list(tmp_path.glob(".run*"))  # no temporary run folder left behind
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(distill.DistillError, match="became (nan|inf).*last good state.*lower --lr"):
+        distill.run_kip(
+            _config(dataset, lr=1e30, steps=20, checkpoint_every=1, keep_best=20),
+            out,
+            progress=False,
+        )
+    checkpoints = _run.list_checkpoints(out / "checkpoints")
+    for path in checkpoints.values():
+        assert all(np.isfinite(v).all() for k, v in _npz(path).items() if k.startswith("leaf"))
+    assert not (out / "distilled.npz").exists()
+
+
+def test_noise_init_sampling_and_augmentation(dataset, tmp_path):
+    config = _config(
+        dataset, kernels=("fc1", "fc2"), init="noise", augment=0.5, steps=4, learn_labels=False
+    )
+    distill.run_kip(config, tmp_path / "run", progress=False)
+    records = _records(tmp_path / "run")
+    assert {r["kernel"] for r in records[1:]} <= {"fc1", "fc2"}
+    distilled = _npz(tmp_path / "run/distilled.npz")
+    np.testing.assert_array_equal(distilled["labels"], distilled["init_labels"])
+    assert (_npz(tmp_path / "run/init.npz")["indices"] == -1).all()
+
+
+def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
+    out = tmp_path / "ls"
+    config = distill.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
+    summary = distill.run_label_solve(config, out, progress=False)
+    assert summary["target_size"] == 90 and summary["support_size"] == 6
+    with pytest.raises(distill.DistillError, match="already exists"):
+        distill.run_label_solve(config, out, progress=False)
+
+    # The stored labels are eq. (2) on the whole (preprocessed) train set.
+    ds = data.load(dataset)
+    distilled = distill.load_distilled(out)
+    preprocessing = data.Preprocessing.load(out / "preprocessing.npz")
+    x_train = preprocessing.apply(ds.x_train)
+    kernel = ntk("fc1")
+    expected = distill.label_solve(
+        kernel(x_train, distilled.images),
+        kernel(distilled.images, distilled.images),
+        data.centered_one_hot(ds.y_train, 3),
+    )
+    np.testing.assert_allclose(distilled.labels, expected, rtol=1e-4, atol=1e-5)
+
+    result = distill.evaluate(out, progress=False)
+    assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert result["init_test_accuracy"] == pytest.approx(summary["init_test_accuracy"])
+
+    released = tmp_path / "released.npz"
+    np.savez(released, images=distilled.images, labels=distilled.labels)
+    with pytest.raises(ValueError, match="--dataset"):
+        distill.evaluate(released, progress=False)
+    result = distill.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
+    assert set(result) == {"dataset", "kernel", "support_size", "test_size", "test_accuracy"}
+
+    np.savez(released, images=distilled.images[:, :4], labels=distilled.labels)
+    with pytest.raises(ValueError, match="pass the --dataset it was distilled from"):
+        distill.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
+    with pytest.raises(distill.DistillError, match="not a distilled set"):
+        np.savez(released, pictures=distilled.images)
+        distill.evaluate(released, dataset=dataset, progress=False)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"images_per_class": 0}, "--images-per-class"),
+        ({"steps": 0}, "--steps"),
+        ({"target_batch_size": -1}, "--target-batch-size"),
+        ({"augment": 1.5}, "--augment"),
+        ({"lr": 0.0}, "--lr"),
+        ({"kernels": ("resnet",)}, "unknown architecture 'resnet'"),
+        ({"kernels": ()}, "--kernel"),
+        ({"init": "zeros"}, "--init"),
+        ({"lambda0": 0.0}, "1e-6"),
+    ],
+)
+def test_config_validation_names_the_fix(changes, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(distill.KipConfig(), **changes)
+
+
+def test_unknown_dataset_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        distill.run_kip(
+            distill.KipConfig(dataset="imagenet", kernels=("fc1",)),
+            tmp_path / "run",
+            progress=False,
+        )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_fashion_mnist_end_to_end(tmp_path):
+    """Real Fashion-MNIST, 1 image per class, FC1 kernel: KIP and Label Solve both beat
+    the natural init on the whole test set (ConvNet numbers are in docs/distill.md)."""
+    config = distill.KipConfig(
+        kernels=("fc1",), steps=30, target_batch_size=1000, eval_every=30, eval_size=500
+    )
+    kip = distill.run_kip(config, tmp_path / "kip", progress=False)
+    assert kip["test_size"] == 10000 and kip["support_size"] == 10
+    assert kip["test_accuracy"] - kip["init_test_accuracy"] > 0.08
+    ls = distill.run_label_solve(
+        distill.LabelSolveConfig(kernel="fc1"), tmp_path / "ls", progress=False
+    )
+    assert ls["target_size"] == 60000
+    assert ls["test_accuracy"] - ls["init_test_accuracy"] > 0.05

@@ -1,0 +1,128 @@
+"""The kipd command: help with examples, the three sub-commands, and error messages."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from kipd import cli
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A tiny random .npz dataset (3 classes of 8x8 grayscale images)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(
+        path,
+        x_train=rng.random((60, 8, 8, 1)),
+        y_train=np.arange(60) % 3,
+        x_test=rng.random((30, 8, 8, 1)),
+        y_test=np.arange(30) % 3,
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("command", [[], ["distill"], ["label-solve"], ["evaluate"]])
+def test_help_carries_a_working_example(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main([*command, "--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "kipd " in text
+    if not command:
+        assert cli.QUICKSTART in text
+
+
+def test_installed_command_runs():
+    kipd = shutil.which("kipd")
+    assert kipd is not None, "the kipd script is not installed: pip install -e ."
+    result = subprocess.run([kipd, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("kipd ")
+
+
+def test_distill_resume_and_evaluate(dataset, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    common = ["--dataset", dataset, "--out", out, "--quiet"]
+    args = [
+        "distill",
+        *common,
+        "--kernel",
+        "fc1",
+        "--steps",
+        "3",
+        "--target-batch-size",
+        "20",
+        "--eval-size",
+        "10",
+    ]
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out
+    assert "natural init" in table and "KIP (3 steps)" in table and "points" in table
+
+    assert cli.main(["distill", "--out", out, "--resume", "--steps", "5", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 5
+
+    assert cli.main(["evaluate", out, "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert result["init_test_accuracy"] == pytest.approx(summary["init_test_accuracy"])
+
+    assert cli.main(["evaluate", f"{out}/distilled.npz", "--kernel", "fc2", "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_label_solve(dataset, tmp_path, capsys):
+    out = str(tmp_path / "ls")
+    assert (
+        cli.main(["label-solve", "--dataset", dataset, "--kernel", "fc1", "--out", out, "--quiet"])
+        == 0
+    )
+    assert "Label Solve" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["distill", "--images-per-class", "0"], "--images-per-class"),
+        (["distill", "--steps", "0"], "--steps"),
+        (["distill", "--kernel", "vgg"], "unknown architecture"),
+        (["distill", "--dataset", "imagenet", "--kernel", "fc1"], "fashion_mnist"),
+        (["distill", "--resume"], "nothing to resume"),
+        (["label-solve", "--kernel", "fc1", "--rcond", "2"], "rcond"),
+        (["evaluate", "missing.npz"], "missing.npz"),
+    ],
+)
+def test_bad_input_names_the_problem(args, message, tmp_path, capsys):
+    if args[0] != "evaluate":
+        args = [*args, "--out", str(tmp_path / "run")]
+    assert cli.main([*args, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"kipd {args[0]}: error:") and message in err
+
+
+def test_existing_run_and_changed_config_are_refused(dataset, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = [
+        "distill",
+        "--dataset",
+        dataset,
+        "--kernel",
+        "fc1",
+        "--steps",
+        "2",
+        "--eval-size",
+        "10",
+        "--out",
+        out,
+        "--quiet",
+    ]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    assert cli.main(base) == 1
+    assert "already exists: pass --resume" in capsys.readouterr().err
+    assert cli.main([*base, "--resume", "--lr", "0.3"]) == 1
+    assert "another config (lr: 0.01 -> 0.3)" in capsys.readouterr().err
