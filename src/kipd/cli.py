@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import kipd
 from kipd import distill
+from kipd.transfer import _cli as transfer_cli
 
 QUICKSTART = "kipd distill --dataset fashion_mnist --kernel fc1 --steps 300 --out runs/quickstart"
 
@@ -221,6 +222,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    transfer_cli.add_parser(commands)
     return parser
 
 
@@ -284,7 +286,12 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-_COMMANDS = {"distill": _distill, "label-solve": _label_solve, "evaluate": _evaluate}
+_COMMANDS = {
+    "distill": _distill,
+    "label-solve": _label_solve,
+    "evaluate": _evaluate,
+    "transfer": transfer_cli.run,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result))
     elif args.command == "evaluate":
         _print_evaluation(result)
+    elif args.command == "transfer":
+        print(transfer_cli.format_result(result))
     else:
         _print_summary(result, args.out)
     return 0
