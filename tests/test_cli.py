@@ -75,6 +75,19 @@ def test_distill_resume_and_evaluate(dataset, tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
+def test_plan_prints_the_cost_and_trains_nothing(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["distill", "--dataset", dataset, "--kernel", "fc1", "--target-batch-size", "20"]
+    assert cli.main([*args, "--steps", "10", "--out", str(out), "--plan"]) == 0
+    text = capsys.readouterr().out
+    assert "per step" in text and "whole run" in text and "peak memory per worker" in text
+    assert "kernel entries forward" in text and not out.exists()
+    assert cli.main([*args, "--out", str(out), "--plan", "--json", "--block-size", "8"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["kernels"][0]["blocks"] == 1 + 3 and plan["step_seconds"] > 0
+    assert plan["run_seconds"] > 1000 * plan["step_seconds"] > 0  # the default 1000 steps
+
+
 def test_label_solve(dataset, tmp_path, capsys):
     out = str(tmp_path / "ls")
     assert (
@@ -94,6 +107,8 @@ def test_label_solve(dataset, tmp_path, capsys):
         (["distill", "--resume"], "nothing to resume"),
         (["label-solve", "--kernel", "fc1", "--rcond", "2"], "rcond"),
         (["evaluate", "missing.npz"], "missing.npz"),
+        (["distill", "--kernel", "fc1", "--workers", "2"], "--executor ray"),
+        (["distill", "--kernel", "fc1", "--block-size", "0"], "--block-size"),
     ],
 )
 def test_bad_input_names_the_problem(args, message, tmp_path, capsys):

@@ -220,11 +220,68 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
         ({"kernels": ()}, "--kernel"),
         ({"init": "zeros"}, "--init"),
         ({"lambda0": 0.0}, "1e-6"),
+        ({"executor": "spark"}, "--executor local"),
+        ({"block_size": 0}, "--block-size"),
+        ({"workers": 2}, "add --executor ray"),
     ],
 )
 def test_config_validation_names_the_fix(changes, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(distill.KipConfig(), **changes)
+
+
+def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
+    dataset, tmp_path, monkeypatch
+):
+    """A Ray run whose cluster dies mid-run fails the step with ComputeError; the run
+    directory keeps its last checkpoint, and --resume on the local executor finishes it
+    with the numbers of an uninterrupted local run."""
+    pytest.importorskip("ray", reason="the Ray executor is an extra: pip install 'kipd[ray]'")
+    import ray
+
+    local = _config(dataset, steps=5, block_size=16)
+    distill.run_kip(local, tmp_path / "local", progress=False)
+
+    real_make_executor = _run.make_executor
+    passes = []
+
+    class DyingCluster:
+        """The run's Ray executor; every worker is killed in the 4th step's backward pass."""
+
+        def __init__(self, config):
+            self.inner = real_make_executor(config)
+            self.name = "ray"
+
+        def map(self, spec, phase, shared, plan, on_block=None):
+            passes.append(phase)
+            # init eval: 2 passes; steps 1-3: forward + VJP; eval at step 3: 2; step 4:
+            # forward, then its VJP pass (the 12th) starts on a dead cluster.
+            if len(passes) == 12:
+                for actor in self.inner.workers:
+                    ray.kill(actor, no_restart=True)
+            return self.inner.map(spec, phase, shared, plan, on_block)
+
+        def close(self):
+            self.inner.close()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    monkeypatch.setattr(_run, "make_executor", DyingCluster)
+    cluster = dataclasses.replace(local, executor="ray", workers=2)
+    with pytest.raises(distill.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
+        distill.run_kip(cluster, tmp_path / "ray", progress=False)
+    assert not ray.is_initialized()  # the local cluster was stopped
+    assert max(_run.list_checkpoints(tmp_path / "ray" / "checkpoints")) == 2
+    monkeypatch.setattr(_run, "make_executor", real_make_executor)
+    distill.run_kip(distill.resume_config(tmp_path / "ray", executor="local", workers=None),
+                    tmp_path / "ray", resume=True, progress=False)
+    a, b = _npz(tmp_path / "local/distilled.npz"), _npz(tmp_path / "ray/distilled.npz")
+    for key in ("images", "labels"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_unknown_dataset_names_the_choices(tmp_path):

@@ -7,6 +7,7 @@ into a durable run directory (config, metrics, checkpoints, the distilled set), 
 ``evaluate`` reports the KRR test accuracy of a run or a distilled ``.npz``.
 """
 
+from kipd.compute import ComputeError
 from kipd.distill._config import (
     DistillError,
     KipConfig,
@@ -14,6 +15,7 @@ from kipd.distill._config import (
     load_config,
     resume_config,
 )
+from kipd.distill._estimate import plan_kip, plan_run
 from kipd.distill._kip import Kip, KipState, kip, sample_target_batch
 from kipd.distill._krr import LAMBDA0, accuracy, krr_loss, krr_predict, ridge
 from kipd.distill._label_solve import label_solve
@@ -21,6 +23,7 @@ from kipd.distill._run import Distilled, evaluate, load_distilled, run_kip, run_
 
 __all__ = [
     "LAMBDA0",
+    "ComputeError",
     "Distilled",
     "DistillError",
     "Kip",
@@ -35,6 +38,8 @@ __all__ = [
     "label_solve",
     "load_config",
     "load_distilled",
+    "plan_kip",
+    "plan_run",
     "resume_config",
     "ridge",
     "run_kip",

@@ -21,7 +21,10 @@ from kipd.distill._label_solve import RCOND
 CONFIG_FILE = "config.json"
 
 # Options a resumed run may change: they do not alter the trajectory.
-RESUMABLE_CHANGES = frozenset({"steps", "data_dir"})
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "data_dir", "executor", "block_size", "ray_address", "workers"}
+)
+EXECUTORS = ("local", "ray")
 
 
 class DistillError(Exception):
@@ -113,6 +116,12 @@ class KipConfig(_Common):
       eval_size: images of the fixed test subset read during training (the final
         summary uses the whole test set).
       keep_best: checkpoints of lowest train loss kept, besides the latest.
+      executor: where the blocks of each step run: ``"local"`` (this process's devices)
+        or ``"ray"`` (a Ray cluster; ``pip install 'kipd[ray]'``). Same results.
+      block_size: block side ``B`` of the block plan (``None``: per kernel, see
+        :func:`kipd.compute.default_block_size`).
+      ray_address: a running Ray cluster to join; ``None`` starts a local one.
+      workers: Ray workers (``None``: one per GPU of the cluster, else per CPU).
     """
 
     ALGORITHM: ClassVar[str] = "kip"
@@ -128,6 +137,10 @@ class KipConfig(_Common):
     eval_every: int = 50
     eval_size: int = 1000
     keep_best: int = 5
+    executor: str = "local"
+    block_size: int | None = None
+    ray_address: str | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,6 +175,22 @@ class KipConfig(_Common):
         _check(
             self.init in ("natural", "noise"),
             f"init must be 'natural' or 'noise', got {self.init!r}: pass --init natural",
+        )
+        _check(
+            self.executor in EXECUTORS,
+            f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}: pass "
+            "--executor local (this machine's devices) or --executor ray",
+        )
+        for name, example in (("block_size", "--block-size 32"), ("workers", "--workers 2")):
+            value = getattr(self, name)
+            _check(
+                value is None or (isinstance(value, int) and value >= 1),
+                f"{name.replace('_', ' ')} must be an integer >= 1, got {value!r}: pass e.g. "
+                f"{example}, or leave it out for the default",
+            )
+        _check(
+            self.executor == "ray" or (self.ray_address is None and self.workers is None),
+            "--ray-address and --workers are options of the Ray executor: add --executor ray",
         )
 
     @property

@@ -5,7 +5,9 @@ family, and takes an optimizer step on the support images (and labels, with labe
 learning) along the gradient of the KRR loss of eq. (1). With several kernels each step
 samples one of them with the state's key ("sampling KIP", paper §3.2). The kernels of
 ``kipd.kernels`` bound their own memory (they compute pairs in blocks, rematerialized in
-the backward pass), so a 5000-image target batch is one call.
+the backward pass), so a 5000-image target batch is one call. With an executor the
+same step runs as the block plan of paper §2.1 (``kipd.compute``), on this machine's
+devices or a Ray cluster, with the same result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kipd import compute
+from kipd.compute import KernelSpec
 from kipd.distill._blocks import KernelFn
 from kipd.distill._krr import LAMBDA0, accuracy, krr_loss
 
@@ -60,26 +64,35 @@ class Kip(NamedTuple):
 
 
 def kip(
-    kernels: KernelFn | Sequence[KernelFn],
+    kernels: KernelFn | KernelSpec | Sequence[KernelFn | KernelSpec],
     optimizer: optax.GradientTransformation,
     *,
     learn_labels: bool = True,
     lambda0: float = LAMBDA0,
     augment: Augment | None = None,
+    executor: compute.Executor | None = None,
+    block_size: int | None = None,
 ) -> Kip:
     """The KIP algorithm over a kernel (or a family of kernels, for sampling KIP).
 
     Args:
-      kernels: ``kernel(x1, x2) -> (n1, n2)``, or a sequence of them; with several, each
-        step uses one drawn uniformly with the state's key.
+      kernels: ``kernel(x1, x2) -> (n1, n2)`` or a :class:`kipd.compute.KernelSpec`, or
+        a sequence of them; with several, each step uses one drawn uniformly with the
+        state's key. With an ``executor`` they must be specs.
       optimizer: optax transformation applied to the support images (and labels); the
         paper uses ``optax.adam(0.01)`` for grayscale and ``optax.adam(0.04)`` for RGB.
       learn_labels: also optimize the support labels (paper, appendix A).
       lambda0: relative ridge of eq. (1), see :func:`ridge`.
       augment: applied to each target batch with a fresh key, or ``None``.
+      executor: ``None``: ``update`` is one pure, jit-able function (autodiff of the whole
+        loss). An executor: ``update`` runs the block plan of paper §2.1 on it (forward
+        blocks, loss and dL/dK, VJP blocks; :func:`kipd.compute.value_and_grad`), with
+        the same result; it calls the executor, so it is not jit-able itself.
+      block_size: block side ``B`` of the plan (default per kernel, see
+        :func:`kipd.compute.default_block_size`); only with an ``executor``.
 
     Returns:
-      A :class:`Kip` pair ``(init, update)``; ``update`` is pure and jit-able.
+      A :class:`Kip` pair ``(init, update)``.
 
     Example:
       >>> import kipd.kernels, optax
@@ -92,11 +105,14 @@ def kip(
       >>> int(state.step)
       1
 
-    Paper: eq. (1), §2 and §3.2 (sampling KIP), appendix A (optimizer, label learning).
+    Paper: eq. (1), §2, §2.1 (block plan), §3.2 (sampling KIP), appendix A (optimizer,
+    label learning).
     """
-    kernels = (kernels,) if callable(kernels) else tuple(kernels)
+    kernels = (kernels,) if callable(kernels) or isinstance(kernels, KernelSpec) else tuple(kernels)
     if not kernels:
         raise ValueError("kip needs at least one kernel")
+    if executor is not None and not all(isinstance(k, KernelSpec) for k in kernels):
+        raise ValueError("with an executor, kernels must be kipd.compute.KernelSpec (names)")
 
     def learned(images: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
         return {"images": images, "labels": labels} if learn_labels else {"images": images}
@@ -106,25 +122,16 @@ def kip(
         opt_state = optimizer.init(learned(support_images, support_labels))
         return KipState(support_images, support_labels, opt_state, jnp.zeros((), jnp.int32), key)
 
-    def update(state: KipState, target_images: jax.Array, target_labels: jax.Array):
+    def prepare(state: KipState, target_images: jax.Array):
+        """The step's keys, kernel index and (augmented) targets."""
         key, kernel_key, augment_key = jax.random.split(state.key, 3)
         if augment is not None:
             target_images = augment(augment_key, target_images)
+        return key, jax.random.randint(kernel_key, (), 0, len(kernels)), target_images
 
-        def loss_fn(kernel, params):
-            images = params["images"]
-            labels = params.get("labels", state.support_labels)
-            k_ss = kernel(images, images)
-            k_ts = kernel(target_images, images)
-            return krr_loss(k_ts, k_ss, labels, target_labels, lambda0)
-
-        branches = [
-            jax.value_and_grad(functools.partial(loss_fn, kernel), has_aux=True)
-            for kernel in kernels
-        ]
-        index = jax.random.randint(kernel_key, (), 0, len(kernels))
+    def finish(state: KipState, key, index, loss, predictions, grads, target_labels):
+        """The optimizer step and the metrics, from the loss and its gradient."""
         params = learned(state.support_images, state.support_labels)
-        (loss, predictions), grads = jax.lax.switch(index, branches, params)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         params = optax.apply_updates(params, updates)
         new_state = KipState(
@@ -141,7 +148,55 @@ def kip(
         }
         return new_state, metrics
 
+    if executor is not None:
+        return Kip(init, _blocked_update(kernels, learned, prepare, finish, executor, block_size, lambda0))
+
+    kernel_fns = [k.build() if isinstance(k, KernelSpec) else k for k in kernels]
+
+    def update(state: KipState, target_images: jax.Array, target_labels: jax.Array):
+        key, index, target_images = prepare(state, target_images)
+
+        def loss_fn(kernel, params):
+            images = params["images"]
+            labels = params.get("labels", state.support_labels)
+            k_ss = kernel(images, images)
+            k_ts = kernel(target_images, images)
+            return krr_loss(k_ts, k_ss, labels, target_labels, lambda0)
+
+        branches = [
+            jax.value_and_grad(functools.partial(loss_fn, kernel), has_aux=True)
+            for kernel in kernel_fns
+        ]
+        params = learned(state.support_images, state.support_labels)
+        (loss, predictions), grads = jax.lax.switch(index, branches, params)
+        return finish(state, key, index, loss, predictions, grads, target_labels)
+
     return Kip(init, update)
+
+
+def _blocked_update(kernels, learned, prepare, finish, executor, block_size, lambda0):
+    """KIP's update through the block plan: jitted before and after, blocks in between."""
+    prepare, finish = jax.jit(prepare), jax.jit(finish)
+
+    def kernel_loss(k_ss, k_ts, support_labels, target_labels):
+        return krr_loss(k_ts, k_ss, support_labels, target_labels, lambda0)
+
+    def update(state: KipState, target_images: jax.Array, target_labels: jax.Array):
+        key, index, target_images = prepare(state, target_images)
+        (loss, predictions), (d_images, d_labels, _) = compute.value_and_grad(
+            kernel_loss,
+            kernels[int(index)],
+            state.support_images,
+            target_images,
+            state.support_labels,
+            target_labels,
+            executor=executor,
+            block_size=block_size,
+        )
+        grads = learned(d_images, d_labels)
+        return finish(state, key, index, loss, predictions, grads, target_labels)
+
+    return update
 
 
 def sample_target_batch(

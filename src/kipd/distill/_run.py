@@ -36,8 +36,8 @@ import optax
 from tqdm.auto import tqdm
 
 import kipd.kernels
-from kipd import data
-from kipd.distill._blocks import KernelFn, kernel_matrix
+from kipd import compute, data
+from kipd.distill._blocks import KernelFn
 from kipd.distill._checkpoint import (
     atomic_write,
     list_checkpoints,
@@ -71,6 +71,14 @@ SUMMARY_FILE = "summary.json"
 def ntk(name: str) -> KernelFn:
     """The NTK of ``kipd.kernels.make(name)`` as ``kernel(x1, x2)`` (one per name)."""
     return functools.partial(kipd.kernels.make(name), get="ntk")
+
+
+def make_executor(config: KipConfig | None = None) -> compute.Executor:
+    """The executor a run's config names (the local executor for Label Solve and
+    evaluation, which have no executor options)."""
+    if config is None or config.executor == "local":
+        return compute.LocalExecutor()
+    return compute.RayExecutor(config.ray_address, workers=config.workers)
 
 
 def _load_dataset(config: KipConfig | LabelSolveConfig) -> data.Dataset:
@@ -112,17 +120,19 @@ def _initial_support(
 
 
 def _test_accuracies(
-    kernel: KernelFn,
+    kernel: str,
     support_images: Any,
     label_sets: list[Any],
     test_images: Any,
     test_labels: Any,
     lambda0: float,
     desc: str | None,
+    executor: compute.Executor | None = None,
 ) -> list[float]:
     """KRR test accuracy of one support image set under each of several label sets."""
-    k_ss = kernel_matrix(kernel, support_images, support_images)
-    k_ts = kernel_matrix(kernel, test_images, support_images, desc=desc)
+    spec = compute.KernelSpec(kernel)
+    k_ss = compute.kernel_matrix(spec, support_images, support_images, executor=executor)
+    k_ts = compute.kernel_matrix(spec, test_images, support_images, executor=executor, desc=desc)
     return [
         float(accuracy(krr_predict(k_ts, k_ss, jnp.asarray(y), lambda0), test_labels))
         for y in label_sets
@@ -212,7 +222,8 @@ def _check_resumable(out: Path, config: KipConfig) -> None:
     if differences:
         raise DistillError(
             f"{out} is a run of another config ({'; '.join(differences)}); resume it with its own "
-            "options (only --steps may change), or start a new run with another --out"
+            "options (only --steps and the executor options may change), or start a new run "
+            "with another --out"
         )
 
 
@@ -232,15 +243,17 @@ def _train(
       The final state and the last step's train loss.
     """
 
+    sample = jax.jit(
+        functools.partial(sample_target_batch, batch_key, batch_size=config.target_batch_size)
+    )
+
     def step_fn(state: KipState, images: jax.Array, labels: jax.Array):
-        batch = sample_target_batch(batch_key, state.step, images, labels, config.target_batch_size)
-        new_state, metrics = algo.update(state, *batch)
-        finite = jnp.isfinite(metrics["loss"])
+        new_state, metrics = algo.update(state, *sample(state.step, images, labels))
+        finite = bool(np.isfinite(float(metrics["loss"])))
         for leaf in (new_state.support_images, new_state.support_labels):
-            finite &= jnp.all(jnp.isfinite(leaf))
+            finite &= bool(np.all(np.isfinite(np.asarray(leaf))))
         return new_state, {**metrics, "finite": finite}
 
-    step_fn = jax.jit(step_fn)
     # Records past the checkpoint resumed from are dropped: they are about to be redone.
     records = _read_metrics(out / METRICS_FILE, int(state.step))
     kept = "".join(json.dumps(r) + "\n" for r in records).encode()
@@ -337,101 +350,113 @@ def run_kip(
         preprocessing = _fit_preprocessing(config, dataset)
         init = _initial_support(config, dataset, preprocessing, init_key)
 
-    kernel = ntk(config.eval_kernel)
+    kernel = config.eval_kernel
     test_images, test_labels = preprocessing.apply(dataset.x_test), jnp.asarray(dataset.y_test)
     rng = np.random.default_rng(config.seed)
     eval_subset = np.sort(rng.choice(len(test_labels), config.eval_size, replace=False))
     eval_images, eval_labels = test_images[eval_subset], test_labels[eval_subset]
 
-    def eval_accuracy(images: Any, labels: Any) -> float:
-        return _test_accuracies(
-            kernel, images, [labels], eval_images, eval_labels, config.lambda0, None
-        )[0]
+    # Every kernel of the run, training and evaluation, goes through the executor.
+    with make_executor(config) as executor:
+        def eval_accuracy(images: Any, labels: Any) -> float:
+            return _test_accuracies(
+                kernel, images, [labels], eval_images, eval_labels, config.lambda0, None, executor
+            )[0]
 
-    if not resume:
+        if not resume:
 
-        def write_new_run(tmp: Path) -> None:
-            write_json(tmp / CONFIG_FILE, config.to_json())
-            preprocessing.save(tmp / PREPROCESSING_FILE)
-            write_npz(tmp / INIT_FILE, init)
-            (tmp / CHECKPOINTS).mkdir()
-            record = {"step": 0, "test_accuracy": eval_accuracy(init["images"], init["labels"])}
-            (tmp / METRICS_FILE).write_text(json.dumps(record) + "\n")
+            def write_new_run(tmp: Path) -> None:
+                write_json(tmp / CONFIG_FILE, config.to_json())
+                preprocessing.save(tmp / PREPROCESSING_FILE)
+                write_npz(tmp / INIT_FILE, init)
+                (tmp / CHECKPOINTS).mkdir()
+                record = {"step": 0, "test_accuracy": eval_accuracy(init["images"], init["labels"])}
+                (tmp / METRICS_FILE).write_text(json.dumps(record) + "\n")
 
-        _new_run_dir(out, write_new_run)
+            _new_run_dir(out, write_new_run)
 
-    if config.augment > 0:
-        # Augmentations act on pixels: targets stay in pixel space and are preprocessed
-        # after augmentation, inside the step.
-        targets = jnp.asarray(dataset.x_train)
+        if config.augment > 0:
+            # Augmentations act on pixels: targets stay in pixel space and are preprocessed
+            # after augmentation, inside the step.
+            targets = jnp.asarray(dataset.x_train)
 
-        def augment(key: jax.Array, pixels: jax.Array) -> jax.Array:
-            return preprocessing.apply(data.augment(key, pixels, config.augment))
+            def augment(key: jax.Array, pixels: jax.Array) -> jax.Array:
+                return preprocessing.apply(data.augment(key, pixels, config.augment))
 
-    else:
-        targets, augment = preprocessing.apply(dataset.x_train), None
-    labels = data.centered_one_hot(dataset.y_train, dataset.num_classes)
-    algo = kip(
-        [ntk(name) for name in config.kernels],
-        optax.adam(config.lr),
-        learn_labels=config.learn_labels,
-        lambda0=config.lambda0,
-        augment=augment,
-    )
-    state = algo.init(init["images"], init["labels"], kip_key)
-    checkpoints = list_checkpoints(out / CHECKPOINTS)
-    if checkpoints:
-        state = load_checkpoint(checkpoints[max(checkpoints)], state)
-    if int(state.step) > config.steps:
-        raise DistillError(
-            f"{out} is already at step {int(state.step)}, past --steps {config.steps}: pass --steps "
-            f"{int(state.step)} or more"
+        else:
+            targets, augment = preprocessing.apply(dataset.x_train), None
+        labels = data.centered_one_hot(dataset.y_train, dataset.num_classes)
+        algo = kip(
+            [compute.KernelSpec(name) for name in config.kernels],
+            optax.adam(config.lr),
+            learn_labels=config.learn_labels,
+            lambda0=config.lambda0,
+            augment=augment,
+            executor=executor,
+            block_size=config.block_size,
         )
-    summary_path = out / SUMMARY_FILE
-    previous = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    if previous is not None and int(state.step) == config.steps:
-        return previous  # a finished run
-    state, last_loss = _train(
-        config, out, algo, state, (targets, labels), batch_key, eval_accuracy, progress
-    )
-
-    desc = "test accuracy" if progress else None
-    if previous is not None:  # a finished run extended: same init, kernel and test set
-        init_accuracy = previous["init_test_accuracy"]
-    else:
-        (init_accuracy,) = _test_accuracies(
-            kernel, init["images"], [init["labels"]], test_images, test_labels, config.lambda0, desc
+        state = algo.init(init["images"], init["labels"], kip_key)
+        checkpoints = list_checkpoints(out / CHECKPOINTS)
+        if checkpoints:
+            state = load_checkpoint(checkpoints[max(checkpoints)], state)
+        if int(state.step) > config.steps:
+            raise DistillError(
+                f"{out} is already at step {int(state.step)}, past --steps {config.steps}: pass --steps "
+                f"{int(state.step)} or more"
+            )
+        summary_path = out / SUMMARY_FILE
+        previous = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        if previous is not None and int(state.step) == config.steps:
+            return previous  # a finished run
+        state, last_loss = _train(
+            config, out, algo, state, (targets, labels), batch_key, eval_accuracy, progress
         )
-    (final_accuracy,) = _test_accuracies(
-        kernel,
-        state.support_images,
-        [state.support_labels],
-        test_images,
-        test_labels,
-        config.lambda0,
-        desc,
-    )
-    distilled = _distilled_arrays(
-        state.support_images,
-        state.support_labels,
-        init["images"],
-        init["labels"],
-        config,
-        preprocessing,
-    )
-    write_npz(out / DISTILLED_FILE, distilled)
-    summary = _summary(
-        config,
-        dataset,
-        len(init["images"]),
-        init_accuracy,
-        final_accuracy,
-        started,
-        steps=config.steps,
-        final_loss=last_loss,
-    )
-    write_json(summary_path, summary)
-    return summary
+
+        desc = "test accuracy" if progress else None
+        if previous is not None:  # a finished run extended: same init, kernel and test set
+            init_accuracy = previous["init_test_accuracy"]
+        else:
+            (init_accuracy,) = _test_accuracies(
+                kernel,
+                init["images"],
+                [init["labels"]],
+                test_images,
+                test_labels,
+                config.lambda0,
+                desc,
+                executor,
+            )
+        (final_accuracy,) = _test_accuracies(
+            kernel,
+            state.support_images,
+            [state.support_labels],
+            test_images,
+            test_labels,
+            config.lambda0,
+            desc,
+            executor,
+        )
+        distilled = _distilled_arrays(
+            state.support_images,
+            state.support_labels,
+            init["images"],
+            init["labels"],
+            config,
+            preprocessing,
+        )
+        write_npz(out / DISTILLED_FILE, distilled)
+        summary = _summary(
+            config,
+            dataset,
+            len(init["images"]),
+            init_accuracy,
+            final_accuracy,
+            started,
+            steps=config.steps,
+            final_loss=last_loss,
+        )
+        write_json(summary_path, summary)
+        return summary
 
 
 def run_label_solve(
@@ -478,10 +503,11 @@ def run_label_solve(
             )
         )
     )
-    kernel = ntk(config.kernel)
-    k_ss = kernel_matrix(kernel, support["images"], support["images"])
-    k_ts = kernel_matrix(
-        kernel,
+    kernel = config.kernel
+    spec = compute.KernelSpec(kernel)
+    k_ss = compute.kernel_matrix(spec, support["images"], support["images"])
+    k_ts = compute.kernel_matrix(
+        spec,
         preprocessing.apply(dataset.x_train[targets]),
         support["images"],
         desc="K(targets, support)" if progress else None,
@@ -625,7 +651,7 @@ def evaluate(
             f"{path} does not record its dataset: pass it, e.g. --dataset fashion_mnist"
         )
     kernel = kernel or ("convnet" if config is None else config.eval_kernel)
-    kernel_fn = ntk(kernel)  # an unknown name fails here, before the data is loaded
+    kipd.kernels.make(kernel)  # an unknown name fails here, before the data is loaded
     if config is not None:
         dataset = dataset or config.dataset
         data_dir = config.data_dir if data_dir is None else data_dir
@@ -645,7 +671,7 @@ def evaluate(
         preprocessing = distilled.preprocessing
     test_accuracies = functools.partial(
         _test_accuracies,
-        kernel_fn,
+        kernel,
         test_images=preprocessing.apply(ds.x_test),
         test_labels=jnp.asarray(ds.y_test),
         lambda0=LAMBDA0 if config is None else config.lambda0,

@@ -1,0 +1,36 @@
+"""The block plan of paper §2.1 and the executors that run it.
+
+``value_and_grad`` computes a loss of ``K_ss`` and ``K_ts`` and its gradient block by
+block: forward blocks of the kernel, the loss and ``dL/dK`` on the server, then VJP
+blocks pulled back with their block of ``dL/dK``, summed. ``kernel_matrix`` computes a
+large kernel matrix by blocks. Where the blocks run is the executor's business: the
+:class:`LocalExecutor` spreads them over this process's devices; the
+:class:`RayExecutor` (``pip install 'kipd[ray]'``) over a pool of Ray actors on one
+machine or a cluster. Every executor gives the same numbers as ``jax.grad`` of the whole
+loss. ``estimate`` measures a block and predicts a run's time and memory (``--plan``).
+"""
+
+from kipd.compute._estimate import StepEstimate, estimate_step
+from kipd.compute._executor import ComputeError, Executor
+from kipd.compute._grad import default_block_size, kernel_matrix, value_and_grad
+from kipd.compute._local import LocalExecutor
+from kipd.compute._plan import Block, BlockPlan, plan_blocks
+from kipd.compute._ray import RayExecutor
+from kipd.compute._worker import BlockWorker, KernelSpec
+
+__all__ = [
+    "Block",
+    "BlockPlan",
+    "BlockWorker",
+    "ComputeError",
+    "Executor",
+    "KernelSpec",
+    "LocalExecutor",
+    "RayExecutor",
+    "StepEstimate",
+    "default_block_size",
+    "estimate_step",
+    "kernel_matrix",
+    "plan_blocks",
+    "value_and_grad",
+]

@@ -1,0 +1,168 @@
+"""``kipd distill --plan``: what a KIP run will cost, measured before it starts.
+
+The resolved config fixes every shape of a step: ``n_s`` support images, the target
+batch, the kernels, the block size. One block of each kind is compiled and timed on this
+machine's default device (:func:`kipd.compute.estimate_step`), and the step, the
+evaluations and the whole run are modelled from it, on one worker and on ``N``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from kipd import compute
+from kipd.compute._estimate import block_overhead
+from kipd.distill._config import KipConfig
+from kipd.distill._krr import krr_loss
+from kipd.distill._run import _load_dataset, make_executor
+
+DAY = 86400.0
+
+
+def _kernel_loss(k_ss, k_ts, support_labels, target_labels):
+    return krr_loss(k_ts, k_ss, support_labels, target_labels)
+
+
+def _memory_limit() -> tuple[int, str]:
+    """Bytes one worker may use: the default device's memory, else this machine's RAM."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "RAM"
+
+
+def plan_kip(
+    config: KipConfig,
+    *,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    test_size: int,
+    workers: int | None = None,
+    overhead_seconds: float | None = None,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    """The cost of a resolved KIP config: entries, measured block times, modelled times.
+
+    Args:
+      config: a resolved config (``KipConfig.resolve``).
+      image_shape: ``(H, W, C)`` of the dataset.
+      num_classes: label dimension.
+      test_size: images of the final test evaluations.
+      workers: ``N`` of the multi-worker model (default: the config's Ray workers, else
+        this process's devices).
+      overhead_seconds: per-block executor overhead; ``None`` measures it on the config's
+        executor (for ``ray`` this starts the pool).
+      repeats: timed runs per block.
+
+    Returns:
+      A JSON-able dict: per-kernel block timings and entries, ``step_seconds`` (1 worker),
+      ``step_seconds_workers`` (N), ``run_seconds`` and ``run_seconds_workers``,
+      ``peak_bytes_per_worker``, ``memory_limit_bytes``, and ``warnings`` (a list of
+      sentences).
+    """
+    support_size = config.images_per_class * num_classes
+    targets = config.target_batch_size
+    labels = np.zeros((support_size, num_classes), np.float32)
+    target_labels = np.zeros((targets, num_classes), np.float32)
+    if overhead_seconds is None or workers is None:
+        with make_executor(config) as executor:
+            workers = workers or executor.workers_alive
+            if overhead_seconds is None:
+                overhead_seconds = block_overhead(executor)
+    kernels = []
+    for name in config.kernels:
+        estimate = compute.estimate_step(
+            compute.KernelSpec(name),
+            image_shape,
+            support_size,
+            targets,
+            block_size=config.block_size,
+            loss_fn=_kernel_loss,
+            loss_args=(labels, target_labels),
+            overhead_seconds=overhead_seconds,
+            repeats=repeats,
+        )
+        kernels.append((name, estimate, estimate.forward_pair_seconds()))
+    # Sampling KIP draws kernels uniformly: a step costs their mean.
+    step_1 = float(np.mean([e.step_seconds(1) for _, e, _ in kernels]))
+    step_n = float(np.mean([e.step_seconds(workers) for _, e, _ in kernels]))
+    pair_seconds = kernels[0][2]  # evaluations use the first kernel
+    readings = config.steps // config.eval_every + 1
+    eval_seconds = pair_seconds * support_size * (
+        readings * (config.eval_size + support_size) + 2 * (test_size + support_size)
+    )
+    run_1 = config.steps * step_1 + eval_seconds
+    run_n = config.steps * step_n + eval_seconds / workers
+    peak = max(e.peak_bytes_per_worker for _, e, _ in kernels)
+    limit, limit_name = _memory_limit()
+    warnings = []
+    if peak > 0.9 * limit:
+        warnings.append(
+            f"a worker needs about {peak / 2**30:.1f} GiB, more than this machine's "
+            f"{limit_name} ({limit / 2**30:.1f} GiB): lower --target-batch-size or --block-size"
+        )
+    if run_n > DAY:
+        warnings.append(
+            f"the run will take about {run_n / DAY:.1f} days on {workers} worker(s): fewer "
+            "--steps, a smaller --target-batch-size, more workers (--executor ray), or a GPU"
+        )
+    return {
+        "support_size": support_size,
+        "target_batch_size": targets,
+        "steps": config.steps,
+        "workers": workers,
+        "executor": config.executor,
+        "overhead_seconds_per_block": overhead_seconds,
+        "kernels": [
+            {
+                "kernel": name,
+                "block_size": e.plan.support_block,
+                "target_block": e.plan.target_block,
+                "blocks": len(e.plan.blocks),
+                "entries_forward": e.entries(),
+                "entries_vjp": e.entries(),
+                "forward_seconds": e.forward_seconds,
+                "vjp_seconds": e.vjp_seconds,
+                "server_seconds": e.server_seconds,
+                "compile_seconds": e.compile_seconds,
+                "step_seconds": e.step_seconds(1),
+                "step_seconds_workers": e.step_seconds(workers),
+                "peak_bytes_per_worker": e.peak_bytes_per_worker,
+            }
+            for name, e, _ in kernels
+        ],
+        "step_seconds": step_1,
+        "step_seconds_workers": step_n,
+        "eval_seconds": eval_seconds,
+        "run_seconds": run_1,
+        "run_seconds_workers": run_n,
+        "peak_bytes_per_worker": peak,
+        "memory_limit_bytes": limit,
+        "warnings": warnings,
+    }
+
+
+def plan_run(config: KipConfig, *, repeats: int = 2) -> dict[str, Any]:
+    """:func:`plan_kip` for a config as given on the command line: loads its dataset for
+    the shapes and resolves it first. Trains nothing and writes nothing.
+
+    Example:
+      >>> plan_run(KipConfig(kernels=("convnet",), target_batch_size=100))["step_seconds"]  # doctest: +SKIP
+    """
+    dataset = _load_dataset(config)
+    config = config.resolve(dataset)
+    return {
+        "dataset": dataset.name,
+        **plan_kip(
+            config,
+            image_shape=dataset.image_shape,
+            num_classes=dataset.num_classes,
+            test_size=len(dataset.y_test),
+            repeats=repeats,
+        ),
+    }
