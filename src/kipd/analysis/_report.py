@@ -1,0 +1,176 @@
+"""``kipd report``: one self-contained HTML page about a run.
+
+The page embeds every figure as a base64 PNG and needs nothing else (no script, no
+external file), so it can be mailed or archived with the run. It holds the run's
+summary and config, the image grid, the labels, the training curves, and the dimension,
+spectral-band and subsampling analyses with their tables and plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kipd
+from kipd.analysis import _figures, _tables
+from kipd.analysis._bands import BANDS, band_analysis
+from kipd.analysis._dimension import dimensions_over_training
+from kipd.analysis._errors import require_matplotlib
+from kipd.analysis._results import bands_result, dimension_result, subsample_result
+from kipd.analysis._run_kernels import run_kernels
+from kipd.analysis._runs import load_run
+from kipd.analysis._subsample import DRAWS, FRACTIONS, subsampling
+from kipd.distill._checkpoint import atomic_write
+
+REPORT_FILE = "report.html"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+caption { text-align: left; font-weight: 600; padding-bottom: 0.3em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f3f8; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; display: block; margin: 0.6em 0; }
+.note, .meta { color: #555; font-size: 0.9em; }
+.row { display: flex; gap: 2em; align-items: flex-start; } details { margin: 0.8em 0; }
+"""
+
+
+def _image(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{''.join(parts)}</section>"
+
+
+def _paragraph(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    kernel: str | None = None,
+    test_size: int | None = None,
+    bands: int = BANDS,
+    fractions: Sequence[float] = FRACTIONS,
+    draws: int = DRAWS,
+    seed: int = 0,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Writes one self-contained HTML report of a run.
+
+    Args:
+      run_dir: a run directory (finished, or a KIP run still training: its latest
+        checkpoint is reported).
+      out: the HTML file; default ``run_dir/report.html``.
+      kernel: architecture of the NTK of the analyses; default: the run's evaluation
+        kernel.
+      test_size: a fixed class-balanced test subset of about this size for the band and
+        subsampling analyses; ``None``: the whole test set.
+      bands: spectral bands (5: 20% of the eigenvalues each).
+      fractions: kept fractions of the subsampling analysis.
+      draws: random subsets per fraction.
+      seed: seed of the test subset and the subsets.
+      data_dir: folder searched first for the dataset; default: the run's.
+      progress: progress bars.
+
+    Returns:
+      ``{"analysis": "report", "report": path, "dimension": ..., "bands": ...,
+      "subsample": ...}``, the last three as ``kipd analyze ... --json`` gives them.
+
+    Raises:
+      AnalysisError: not a run directory, bad options, or matplotlib missing (checked
+      first, before any computation).
+
+    Example:
+      >>> write_report("runs/quickstart")["report"]  # doctest: +SKIP
+      'runs/quickstart/report.html'
+    """
+    require_matplotlib()
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else run.path / REPORT_FILE
+    kernels = run_kernels(
+        run, kernel=kernel, test_size=test_size, seed=seed, data_dir=data_dir, progress=progress
+    )
+    dims = dimensions_over_training(run, kernel=kernels.kernel, progress=progress)
+    spectra = band_analysis(kernels, bands)
+    full, rows = subsampling(kernels, fractions, draws, seed, progress)
+    dimension = dimension_result(run, dims, kernels.kernel)
+    band = bands_result(run, kernels, spectra)
+    subsample = subsample_result(run, kernels, full, rows, draws)
+    figures = _figures.run_figures(run, kernels.class_names)
+
+    state = "finished" if run.finished else f"unfinished: latest checkpoint, step {run.step}"
+    summary = run.summary or {"state": state}
+    parts = [
+        f"<h1>kipd report: {html.escape(str(run.path))}</h1>",
+        (
+            f'<p class="meta">{html.escape(run.config.ALGORITHM)} run, {state}; written '
+            f"{datetime.datetime.now().isoformat(timespec='seconds')} by kipd {kipd.__version__}</p>"
+        ),
+        _section(
+            "Summary",
+            '<div class="row">',
+            _tables.to_html(_tables.mapping_table("summary.json", summary)),
+            "<details><summary>config.json</summary>",
+            _tables.to_html(_tables.mapping_table("config.json", run.config.to_json())),
+            "</details></div>",
+        ),
+        _section(
+            "Images",
+            _paragraph(
+                "Initial (natural) support images and the learned images they became, per "
+                "class, in pixel space (preprocessing undone, clipped to [0, 1])."
+            ),
+            _image(figures["images"], "initial and learned support images"),
+        ),
+        _section(
+            "Labels",
+            _paragraph("Support labels: one row per support image, one column per class."),
+            _image(figures["labels"], "support labels"),
+        ),
+    ]
+    if "curves" in figures:
+        parts.append(_section("Training", _image(figures["curves"], "training curves")))
+    parts += [
+        _section(
+            "Dimension (Fig. 7, A3)",
+            _tables.to_html(_tables.dimension_table(dimension)),
+            _image(_figures.dimension_plot(dims), "dimensions over training"),
+        ),
+        _section(
+            "Spectral bands (Fig. 8)",
+            _tables.to_html(_tables.band_table(band)),
+            _image(_figures.band_plot(spectra), "spectral bands"),
+        ),
+        _section(
+            "Subsampling (Fig. A1)",
+            _tables.to_html(_tables.subsample_table(subsample)),
+            _image(_figures.subsample_plot(rows), "subsampling"),
+        ),
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>kipd report: {html.escape(run.path.name)}</title><style>{_STYLE}</style>"
+        f"</head><body>{''.join(parts)}</body></html>\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: f.write(page.encode("utf-8")))
+    return {
+        "analysis": "report",
+        "report": str(out),
+        "dimension": dimension,
+        "bands": band,
+        "subsample": subsample,
+    }
