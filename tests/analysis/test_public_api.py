@@ -1,0 +1,55 @@
+"""Pins kipd.analysis' public names: changing them is a visible decision (STYLE.md 6)."""
+
+import kipd.analysis
+
+
+def test_public_names():
+    assert kipd.analysis.__all__ == [
+        "BANDS",
+        "BASELINE_DRAWS",
+        "DRAWS",
+        "FRACTIONS",
+        "PER_CLASS",
+        "AnalysisError",
+        "Baseline",
+        "BaselineRow",
+        "Dimensions",
+        "MissingDependencyError",
+        "Run",
+        "RunKernels",
+        "SpectralBands",
+        "SubsampleRow",
+        "SupportKernels",
+        "band_analysis",
+        "band_plot",
+        "band_predictions",
+        "checkpoint_supports",
+        "dimension_plot",
+        "dimensions",
+        "dimensions_over_training",
+        "evaluation_set",
+        "gram_distances",
+        "image_grid",
+        "label_heatmap",
+        "linear_dimension",
+        "load_dataset",
+        "load_run",
+        "natural_baseline",
+        "run_figures",
+        "run_kernels",
+        "save_figures",
+        "spectral_bands",
+        "subsample_plot",
+        "subsampling",
+        "training_curves",
+        "two_nn_dimension",
+        "write_report",
+    ]
+    public = {name for name in dir(kipd.analysis) if not name.startswith("_")}
+    assert public == set(kipd.analysis.__all__)
+
+
+def test_errors_are_value_errors_and_missing_dependencies_import_errors():
+    assert issubclass(kipd.analysis.AnalysisError, ValueError)
+    assert issubclass(kipd.analysis.MissingDependencyError, kipd.analysis.AnalysisError)
+    assert issubclass(kipd.analysis.MissingDependencyError, ImportError)
