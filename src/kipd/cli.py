@@ -12,7 +12,7 @@ import sys
 from typing import Any, Sequence
 
 import kipd
-from kipd import distill
+from kipd import compute, distill
 from kipd.analysis import _cli as analysis_cli
 from kipd.transfer import _cli as transfer_cli
 
@@ -41,6 +41,10 @@ examples:
   kipd distill --out runs/quickstart --resume
   # ... or continue a finished run for more steps:
   kipd distill --out runs/quickstart --resume --steps 600
+  # what will the paper's setting cost on this machine? (measures a few blocks, trains nothing)
+  kipd distill --kernel convnet --out runs/convnet --plan
+  # the same run on a Ray cluster (every GPU of every node):
+  kipd distill --kernel convnet --executor ray --ray-address auto --out runs/convnet
   # sampling KIP over a kernel family, 10 images per class, half the targets augmented:
   kipd distill --kernel convnet,convvec3,convvec8 --images-per-class 10 --augment 0.5 --out runs/sampling
 """
@@ -178,6 +182,39 @@ def _build_parser() -> argparse.ArgumentParser:
     kip.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
+    kip.add_argument(
+        "--plan",
+        action="store_true",
+        help="train nothing: time a few kernel blocks on this machine and print the cost of "
+        "the run (time per step and in all, on 1 and N workers; memory per worker)",
+    )
+    compute_options = kip.add_argument_group(
+        "where the kernel blocks run (same results everywhere; see docs/compute.md)"
+    )
+    compute_options.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="local: this process's devices (all GPUs of this machine, or the CPU); ray: a "
+        "pool of Ray workers, one per GPU or CPU, pip install 'kipd[ray]' (default: local)",
+    )
+    compute_options.add_argument(
+        "--block-size",
+        type=int,
+        metavar="B",
+        help="kernel blocks of at most B x B images (default: per kernel, 32 for convnet)",
+    )
+    compute_options.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="join this Ray cluster ('auto', 'host:6379', 'ray://host:10001'); default: start "
+        "a local Ray instance",
+    )
+    compute_options.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="Ray workers (default: one per GPU of the cluster, else one per CPU)",
+    )
 
     ls = commands.add_parser(
         "label-solve",
@@ -228,7 +265,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_CONFIG = {"command", "out", "json", "quiet", "resume"}
+_NOT_CONFIG = {"command", "out", "json", "quiet", "resume", "plan"}
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,7 +306,50 @@ def _distill(args: argparse.Namespace) -> dict[str, Any]:
     config = (
         distill.resume_config(args.out, **options) if args.resume else distill.KipConfig(**options)
     )
+    if args.plan:
+        return distill.plan_run(config)
     return distill.run_kip(config, args.out, resume=args.resume, progress=not args.quiet)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    n = plan["workers"]
+    print(
+        f"{plan['dataset']}: {plan['support_size']} support images, {plan['target_batch_size']} "
+        f"targets per step, {plan['steps']} steps, executor {plan['executor']}"
+    )
+    for k in plan["kernels"]:
+        print(
+            f"kernel {k['kernel']}: {k['blocks']} blocks of {k['target_block']}x{k['block_size']} "
+            f"images per pass; {k['entries_forward']:,} kernel entries forward and "
+            f"{k['entries_vjp']:,} in the VJP per step\n"
+            f"  measured here: forward block {k['forward_seconds']['ts']:.3g} s, VJP block "
+            f"{k['vjp_seconds']['ts']:.3g} s, server {k['server_seconds']:.2g} s, compile "
+            f"{k['compile_seconds']:.1f} s per worker"
+        )
+    rows = [
+        ("", "1 worker", f"{n} workers"),
+        ("per step", _duration(plan["step_seconds"]), _duration(plan["step_seconds_workers"])),
+        ("whole run", _duration(plan["run_seconds"]), _duration(plan["run_seconds_workers"])),
+    ]
+    for label, one, many in rows:
+        print(f"  {label:<10} {one:>12} {many:>12}")
+    print(
+        f"  block overhead {1000 * plan['overhead_seconds_per_block']:.2f} ms; peak memory per "
+        f"worker {plan['peak_bytes_per_worker'] / 2**20:,.0f} MiB of "
+        f"{plan['memory_limit_bytes'] / 2**30:.0f} GiB"
+    )
+    for warning in plan["warnings"]:
+        print(f"warning: {warning}")
 
 
 def _label_solve(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         result = _COMMANDS[args.command](args)
-    except (ValueError, OSError, distill.DistillError) as err:
+    except (ValueError, OSError, ImportError, distill.DistillError, compute.ComputeError) as err:
         print(f"kipd {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -317,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result))
     elif args.command == "evaluate":
         _print_evaluation(result)
+    elif args.command == "distill" and args.plan:
+        _print_plan(result)
     elif args.command == "transfer":
         print(transfer_cli.format_result(result))
     elif args.command in analysis_cli.COMMANDS:
