@@ -13,10 +13,9 @@ CPU. By default the draws come instead from a fixed random pool of 40 train imag
 class (``--pool-per-class 40``): at most 400 distinct images, 400 x 2000 = 0.8M pairs,
 plus 20 x 80^2 pairs of K_ss. Each draw is still a uniformly random class-balanced
 subset *of the pool*, but the pool is one random sample of the train set, so the mean
-estimates the accuracy given that pool (its own sampling error, of the order of the
-std / sqrt(40 / k) for k per class, is not averaged out), and draws of 8 from 40 per class
-overlap (expected 1.6 shared images per class between two draws), so the spread over
-draws is that of draws within the pool. ``--pool-per-class 0`` draws from the whole train
+estimates the accuracy given that pool (the pool's own sampling error is not averaged
+out), and draws of 8 from 40 per class overlap (1.6 shared images per class between two
+draws, on average), so the spread over draws is that of draws within the pool. ``--pool-per-class 0`` draws from the whole train
 set, as the paper did.
 """
 

@@ -76,7 +76,7 @@ def two_nn_dimension(distances: np.ndarray, fraction: float = TWO_NN_FRACTION) -
     ratios, the tail, are the noisiest).
 
     Written here in a few lines of NumPy rather than taken from scikit-dimension: that
-    package brings scikit-learn, numba and pandas for one least-squares slope.
+    package brings scikit-learn and numba (with LLVM) for one least-squares slope.
 
     Args:
       distances: ``(n, n)`` symmetric pairwise distances (zero diagonal).

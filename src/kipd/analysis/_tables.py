@@ -147,9 +147,16 @@ def baseline_table(result: Mapping[str, Any]) -> Table:
     )
 
 
+def _value(name: str, value: Any) -> str:
+    if isinstance(value, float):
+        return _percent(value) if name.endswith("accuracy") else f"{value:.4g}"
+    return str(value)
+
+
 def mapping_table(title: str, values: Mapping[str, Any]) -> Table:
-    """A two-column table of names and values (a config, a summary)."""
-    return Table(title, ("name", "value"), [(str(k), str(v)) for k, v in values.items()])
+    """A two-column table of names and values (a config, a summary); floats named
+    ``*accuracy`` as percentages, other floats to 4 significant digits."""
+    return Table(title, ("name", "value"), [(str(k), _value(k, v)) for k, v in values.items()])
 
 
 def to_text(table: Table) -> str:
