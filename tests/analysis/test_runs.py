@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from kipd import analysis
+from kipd import analysis, distill
 
 
 def test_a_finished_run(tiny_run):
@@ -57,3 +57,14 @@ def test_a_run_directory_with_files_missing(tiny_run, tmp_path):
     (copy / "preprocessing.npz").unlink()
     with pytest.raises(analysis.AnalysisError, match="preprocessing.npz missing"):
         analysis.load_run(copy)
+
+
+def test_a_label_solve_run(tiny_dataset, tmp_path):
+    out = tmp_path / "ls"
+    config = distill.LabelSolveConfig(dataset=tiny_dataset, kernel="fc1", images_per_class=4)
+    distill.run_label_solve(config, out, progress=False)
+    run = analysis.load_run(out)
+    assert run.finished and run.step == 0 and run.metrics == []
+    np.testing.assert_array_equal(run.images, run.init_images)  # only the labels are solved
+    assert list(analysis.checkpoint_supports(run)) == [0]
+    assert set(analysis.run_figures(run)) == {"images", "labels"}  # no training curves
