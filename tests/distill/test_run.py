@@ -277,7 +277,7 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
     assert not ray.is_initialized()  # the local cluster was stopped
     assert max(_run.list_checkpoints(tmp_path / "ray" / "checkpoints")) == 2
     monkeypatch.setattr(_run, "make_executor", real_make_executor)
-    distill.run_kip(distill.resume_config(tmp_path / "ray", executor="local", workers=None),
+    distill.run_kip(distill.resume_config(tmp_path / "ray", executor="local"),
                     tmp_path / "ray", resume=True, progress=False)
     a, b = _npz(tmp_path / "local/distilled.npz"), _npz(tmp_path / "ray/distilled.npz")
     for key in ("images", "labels"):

@@ -34,7 +34,8 @@ LossFn = Callable[..., tuple[jax.Array, Any]]
 
 def default_block_size(spec: KernelSpec, image_shape: tuple[int, ...]) -> int:
     """The block side ``B`` for a kernel and image shape: ``B**2`` pairs hold about
-    :data:`BLOCK_ENTRIES` band entries (32 for ConvNet, 128-256 for ConvVec, 4096 for FC).
+    :data:`BLOCK_ENTRIES` band entries (32 for ConvNet; 512 for FC and ConvVec, whose
+    kernels keep one entry per pixel pair).
 
     Args:
       spec: the kernel.

@@ -311,6 +311,8 @@ def resume_config(run_dir: str | Path, **changes: Any) -> KipConfig:
     saved = load_config(run_dir)
     if not isinstance(saved, KipConfig):
         raise DistillError(f"{run_dir} is a {saved.ALGORITHM} run; only KIP runs can be resumed")
+    if changes.get("executor") == "local":  # leaving a cluster drops its options
+        changes = {"ray_address": None, "workers": None, **changes}
     return dataclasses.replace(saved, **changes)
 
 
