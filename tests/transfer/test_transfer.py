@@ -13,7 +13,7 @@ import pytest
 import kipd.data as kd
 import kipd.kernels
 from kipd import transfer
-from kipd.transfer import _cli, _train
+from kipd.transfer import _cli, _train, _transfer
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(
@@ -234,6 +234,34 @@ def test_cli_json_on_released_layout(tmp_path, fmnist):
     assert "test accuracy" in _cli.format_result(result)
     with pytest.raises(ValueError, match="does not record its dataset"):
         _cli.run(_parser().parse_args(["transfer", str(path)]))
+
+
+@needs_fmnist
+def test_init_baseline_trains_on_the_runs_initial_images(tmp_path, fmnist, monkeypatch):
+    _, _, x, y = fmnist
+    labels = np.asarray(kd.centered_one_hot(y[:20], 10))
+    path = tmp_path / "with_init.npz"
+    np.savez(path, images=x[:20] + 1.0, labels=labels, init_images=x[:20], init_labels=labels)
+    seen = {}
+
+    def fake_transfer(images, labels, dataset, **options):
+        seen.update(images=np.asarray(images), labels=np.asarray(labels))
+        return transfer.TransferResult(
+            test_accuracy=0.5, lr_factor=1.0, l2=0.0, learning_rate=0.1, step=1,
+            validation_accuracy=0.5, critical_learning_rate=0.1, grid=(), settings={},
+        )
+
+    monkeypatch.setattr(_transfer, "transfer", fake_transfer)
+    result = transfer.transfer_run(path, dataset="fashion_mnist", baseline="init")
+    assert result["source"] == "init"
+    np.testing.assert_array_equal(seen["images"], x[:20])
+    np.testing.assert_array_equal(seen["labels"], labels)
+    released = tmp_path / "released.npz"
+    np.savez(released, images=x[:20], labels=labels)
+    with pytest.raises(ValueError, match="does not record its initial images"):
+        transfer.transfer_run(released, dataset="fashion_mnist", baseline="init")
+    with pytest.raises(ValueError, match="baseline must be"):
+        transfer.transfer_run(released, dataset="fashion_mnist", baseline="random")
 
 
 def test_minibatches_and_batch_norm_train():

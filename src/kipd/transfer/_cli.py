@@ -23,6 +23,8 @@ examples:
   kipd transfer runs/quickstart --arch fc1 --steps 1000
   # the same protocol on 10 natural images (the baseline), as JSON:
   kipd transfer runs/quickstart --arch fc1 --steps 1000 --baseline natural --json
+  # ... or on the very natural images KIP started from (what KIP changed, nothing else):
+  kipd transfer runs/quickstart --arch fc1 --steps 1000 --baseline init
   # the paper's setting (width 1024, 5000 steps; hours on a CPU), with instance norm:
   kipd transfer runs/convnet --arch convnet --width 1024 --norm instance --loss xent
 """
@@ -123,8 +125,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--baseline",
-        choices=("natural",),
-        help="instead, a class-balanced natural subset of the same size",
+        choices=("natural", "init"),
+        help="instead train on natural images: 'natural', a fresh class-balanced subset "
+        "of the same size; 'init', the natural images the run started from (paired)",
     )
     parser.add_argument(
         "--dataset",

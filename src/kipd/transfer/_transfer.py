@@ -178,8 +178,10 @@ def transfer_run(
         layout (``images``, ``labels``; then ``dataset`` is required and the preprocessing
         is the paper's default for it, fitted on the train split).
       dataset, data_dir: default: the run's.
-      baseline: ``None``, or ``"natural"``: the same protocol, instead, on a class-balanced
-        natural subset of the train split of the same size (centred one-hot labels).
+      baseline: ``None``; ``"natural"``: the same protocol, instead, on a class-balanced
+        natural subset of the train split of the same size (centred one-hot labels);
+        ``"init"``: on the natural images the run started from, with their initial
+        labels (a paired comparison: what KIP changed, nothing else).
       validation_size: train images held out for selection (paper: 5000; capped at a
         tenth of the train set).
       seed: seeds the validation split, the natural subset and the training key.
@@ -187,13 +189,15 @@ def transfer_run(
         eval_every, progress).
 
     Returns:
-      ``TransferResult.to_dict()`` plus ``dataset``, ``source`` (``"distilled"`` or
-      ``"natural"``) and ``path``.
+      ``TransferResult.to_dict()`` plus ``dataset``, ``source`` (``"distilled"``,
+      ``"natural"`` or ``"init"``) and ``path``.
     """
     from kipd import distill  # distill sits above transfer's inputs; import on use
 
-    if baseline not in (None, "natural"):
-        raise ValueError(f"baseline must be 'natural' or omitted, got {baseline!r}")
+    if baseline not in (None, "natural", "init"):
+        raise ValueError(
+            f"baseline must be 'natural', 'init' or omitted, got {baseline!r}"
+        )
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     distilled = distill.load_distilled(path)
@@ -222,7 +226,14 @@ def transfer_run(
         ds, min(validation_size, len(ds.x_train) // 10), seed=seed
     )
     images, labels = distilled.images, distilled.labels
-    if baseline == "natural":
+    if baseline == "init":
+        if distilled.init_images is None:
+            raise ValueError(
+                f"{path} does not record its initial images (a released .npz): use "
+                "--baseline natural instead"
+            )
+        images, labels = distilled.init_images, distilled.init_labels
+    elif baseline == "natural":
         per_class, extra = divmod(len(images), ds.num_classes)
         if per_class < 1 or extra:
             raise ValueError(
