@@ -104,6 +104,13 @@ def _add_data_options(parser: argparse.ArgumentParser, config_class: type) -> No
         type=float,
         help=f"relative KRR ridge of eq. (1) {_default(config_class, 'lambda0')}",
     )
+    parser.add_argument(
+        "--test-size",
+        type=int,
+        metavar="N",
+        help="test images of the final summary, a fixed random subset (default: the whole "
+        "test set; a 100-image ConvNet set on all 10,000 takes over an hour on a CPU)",
+    )
     parser.add_argument("--out", metavar="RUN_DIR", required=True, help="run directory to write")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

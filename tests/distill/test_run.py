@@ -93,6 +93,16 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
     assert summary["test_accuracy"] >= summary["init_test_accuracy"]
     # A finished run resumed with the same steps just reports its summary.
     assert distill.run_kip(distill.resume_config(out), out, resume=True, progress=False) == summary
+    # ... and on a smaller test set, evaluates both sets again there (same subset each time).
+    smaller = distill.run_kip(
+        distill.resume_config(out, test_size=10), out, resume=True, progress=False
+    )
+    assert smaller["test_size"] == 10 and smaller["steps"] == 6
+    assert json.loads((out / "summary.json").read_text()) == smaller
+    again = distill.run_kip(
+        distill.resume_config(out, test_size=10), out, resume=True, progress=False
+    )
+    assert again == smaller
 
 
 def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch):
@@ -193,6 +203,13 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert result["init_test_accuracy"] == pytest.approx(summary["init_test_accuracy"])
 
+    # --test-size: the same solve, read on a fixed random subset of the test set.
+    subset = distill.run_label_solve(
+        dataclasses.replace(config, test_size=12), tmp_path / "ls12", progress=False
+    )
+    assert subset["test_size"] == 12
+    np.testing.assert_array_equal(distill.load_distilled(tmp_path / "ls12").labels, distilled.labels)
+
     released = tmp_path / "released.npz"
     np.savez(released, images=distilled.images, labels=distilled.labels)
     with pytest.raises(ValueError, match="--dataset"):
@@ -223,6 +240,7 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
         ({"executor": "spark"}, "--executor local"),
         ({"block_size": 0}, "--block-size"),
         ({"workers": 2}, "add --executor ray"),
+        ({"test_size": 0}, "--test-size"),
     ],
 )
 def test_config_validation_names_the_fix(changes, message):

@@ -139,6 +139,16 @@ def _test_accuracies(
     ]
 
 
+def _final_test_set(config, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The test images (pixels) and labels of a run's final summary: the whole test set, or
+    ``config.test_size`` of them drawn once from the seed (the same on every resume)."""
+    if config.test_size is None:
+        return dataset.x_test, dataset.y_test
+    rng = np.random.default_rng([config.seed, 1])  # a stream apart from the eval subset's
+    subset = np.sort(rng.choice(len(dataset.y_test), config.test_size, replace=False))
+    return dataset.x_test[subset], dataset.y_test[subset]
+
+
 def _new_run_dir(out: Path, write: Any) -> None:
     """Creates ``out`` whole: ``write(tmp_dir)`` fills a temporary folder, then it is renamed."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +204,7 @@ def _summary(
     config,
     dataset: data.Dataset,
     support_size: int,
+    test_size: int,
     init_accuracy: float,
     final_accuracy: float,
     started: float,
@@ -204,7 +215,7 @@ def _summary(
         "dataset": dataset.name,
         "kernel": config.eval_kernel,
         "support_size": support_size,
-        "test_size": len(dataset.y_test),
+        "test_size": test_size,
         "init_test_accuracy": init_accuracy,
         "test_accuracy": final_accuracy,
         "seconds": round(time.perf_counter() - started, 1),
@@ -222,7 +233,7 @@ def _check_resumable(out: Path, config: KipConfig) -> None:
     if differences:
         raise DistillError(
             f"{out} is a run of another config ({'; '.join(differences)}); resume it with its own "
-            "options (only --steps and the executor options may change), or start a new run "
+            "options (only --steps, --test-size and the executor options may change), or start a new run "
             "with another --out"
         )
 
@@ -310,12 +321,14 @@ def run_kip(
     The target set is the whole train set; each step draws a fresh target batch as a
     function of (seed, step), so a resumed run repeats exactly what an uninterrupted run
     would do. At the end the final support set and the natural init are evaluated with
-    KRR on the whole test set (with the first kernel of ``config.kernels``).
+    KRR on the whole test set, or ``config.test_size`` images of it (with the first
+    kernel of ``config.kernels``).
 
     Args:
       config: the run's options; ``None`` fields are resolved for the dataset.
       out: run directory. Must not exist for a new run; must be a run of the same
-        config for ``resume`` (only ``steps`` and ``data_dir`` may change).
+        config for ``resume`` (only ``steps``, ``data_dir``, ``test_size`` and the executor
+        options may change).
       resume: continue the run in ``out`` from its latest checkpoint.
       progress: show progress bars.
 
@@ -406,6 +419,9 @@ def run_kip(
             )
         summary_path = out / SUMMARY_FILE
         previous = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        final_pixels, final_labels = _final_test_set(config, dataset)
+        if previous is not None and previous["test_size"] != len(final_labels):
+            previous = None  # re-read on another test set: evaluate both sets again
         if previous is not None and int(state.step) == config.steps:
             return previous  # a finished run
         state, last_loss = _train(
@@ -413,6 +429,7 @@ def run_kip(
         )
 
         desc = "test accuracy" if progress else None
+        final_images, final_labels = preprocessing.apply(final_pixels), jnp.asarray(final_labels)
         if previous is not None:  # a finished run extended: same init, kernel and test set
             init_accuracy = previous["init_test_accuracy"]
         else:
@@ -420,8 +437,8 @@ def run_kip(
                 kernel,
                 init["images"],
                 [init["labels"]],
-                test_images,
-                test_labels,
+                final_images,
+                final_labels,
                 config.lambda0,
                 desc,
                 executor,
@@ -430,8 +447,8 @@ def run_kip(
             kernel,
             state.support_images,
             [state.support_labels],
-            test_images,
-            test_labels,
+            final_images,
+            final_labels,
             config.lambda0,
             desc,
             executor,
@@ -449,6 +466,7 @@ def run_kip(
             config,
             dataset,
             len(init["images"]),
+            len(final_labels),
             init_accuracy,
             final_accuracy,
             started,
@@ -466,7 +484,8 @@ def run_label_solve(
 
     Solves for the least-norm labels of the support images that minimize the KRR loss on
     the whole train set (or ``config.target_size`` random train images), then evaluates
-    the natural labels and the solved labels with KRR on the whole test set. The run
+    the natural labels and the solved labels with KRR on the whole test set (or
+    ``config.test_size`` images of it). The run
     directory appears only when complete.
 
     Args:
@@ -514,12 +533,13 @@ def run_label_solve(
     )
     target_labels = data.centered_one_hot(dataset.y_train[targets], dataset.num_classes)
     labels = label_solve(k_ts, k_ss, np.asarray(target_labels), config.lambda0, config.rcond)
+    test_pixels, test_labels = _final_test_set(config, dataset)
     init_accuracy, final_accuracy = _test_accuracies(
         kernel,
         support["images"],
         [support["labels"], labels],
-        preprocessing.apply(dataset.x_test),
-        jnp.asarray(dataset.y_test),
+        preprocessing.apply(test_pixels),
+        jnp.asarray(test_labels),
         config.lambda0,
         "test accuracy" if progress else None,
     )
@@ -527,6 +547,7 @@ def run_label_solve(
         config,
         dataset,
         len(support["images"]),
+        len(test_labels),
         init_accuracy,
         final_accuracy,
         started,
