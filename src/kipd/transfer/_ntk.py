@@ -60,19 +60,24 @@ def _one_output_ntk(apply, same, params, x1, x2, output):
     return j1 @ j2.T
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _power_iteration(apply, params, x, v, iterations):
+@functools.partial(jax.jit, static_argnums=0)
+def _power_step(apply, params, x, v):
+    """One power-iteration step on ``J J^T``: ``(J J^T v / ||J J^T v||, ||J J^T v||)``."""
     f = lambda p: apply(p, x)  # noqa: E731
+    _, pullback = jax.vjp(f, params)
+    (tangent,) = pullback(v)
+    _, w = jax.jvp(f, (params,), (tangent,))
+    norm = jnp.sqrt(jnp.sum(jnp.square(w)))
+    return w / norm, norm
 
-    def body(_, carry):
-        v, _ = carry
-        _, pullback = jax.vjp(f, params)
-        (tangent,) = pullback(v)
-        _, w = jax.jvp(f, (params,), (tangent,))
-        norm = jnp.sqrt(jnp.sum(jnp.square(w)))
-        return w / norm, norm
 
-    return jax.lax.fori_loop(0, iterations, body, (v, jnp.zeros(())))[1]
+def _power_iteration(apply, params, x, v, iterations):
+    # Driven from Python, not lax.fori_loop: XLA:CPU runs convolutions inside loop bodies
+    # far slower than outside (see kipd.transfer._train).
+    norm = jnp.zeros(())
+    for _ in range(iterations):
+        v, norm = _power_step(apply, params, x, v)
+    return norm
 
 
 def critical_learning_rate(

@@ -133,10 +133,9 @@ def transfer(
         eval_every=eval_every,
         progress=progress,
     )
-    stacked = jax.tree_util.tree_map(lambda p: p[None], fit.params)
     x_test = np.asarray(prep(dataset.x_test), np.float32)
     (test_accuracy,) = accuracies(
-        net.apply, stacked, x_test, np.asarray(dataset.y_test)
+        net.apply, [fit.params], x_test, np.asarray(dataset.y_test)
     )
     choice = fit.choice
     return TransferResult(
