@@ -139,14 +139,17 @@ def _test_accuracies(
     ]
 
 
-def _final_test_set(config, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The test images (pixels) and labels of a run's final summary: the whole test set, or
-    ``config.test_size`` of them drawn once from the seed (the same on every resume)."""
-    if config.test_size is None:
-        return dataset.x_test, dataset.y_test
-    rng = np.random.default_rng([config.seed, 1])  # a stream apart from the eval subset's
-    subset = np.sort(rng.choice(len(dataset.y_test), config.test_size, replace=False))
-    return dataset.x_test[subset], dataset.y_test[subset]
+def _final_test_set(
+    config, dataset: data.Dataset, preprocessing: data.Preprocessing
+) -> tuple[jax.Array, jax.Array]:
+    """The preprocessed test images and the labels of a run's final summary: the whole test
+    set, or ``config.test_size`` of them drawn once from the seed (the same on every
+    resume)."""
+    subset = slice(None)
+    if config.test_size is not None:
+        rng = np.random.default_rng([config.seed, 1])  # a stream apart from the eval subset's
+        subset = np.sort(rng.choice(len(dataset.y_test), config.test_size, replace=False))
+    return preprocessing.apply(dataset.x_test[subset]), jnp.asarray(dataset.y_test[subset])
 
 
 def _new_run_dir(out: Path, write: Any) -> None:
@@ -364,10 +367,11 @@ def run_kip(
         init = _initial_support(config, dataset, preprocessing, init_key)
 
     kernel = config.eval_kernel
-    test_images, test_labels = preprocessing.apply(dataset.x_test), jnp.asarray(dataset.y_test)
     rng = np.random.default_rng(config.seed)
-    eval_subset = np.sort(rng.choice(len(test_labels), config.eval_size, replace=False))
-    eval_images, eval_labels = test_images[eval_subset], test_labels[eval_subset]
+    eval_subset = np.sort(rng.choice(len(dataset.y_test), config.eval_size, replace=False))
+    eval_images = preprocessing.apply(dataset.x_test[eval_subset])
+    eval_labels = jnp.asarray(dataset.y_test[eval_subset])
+    final_images, final_labels = _final_test_set(config, dataset, preprocessing)
 
     # Every kernel of the run, training and evaluation, goes through the executor.
     with make_executor(config) as executor:
@@ -419,7 +423,6 @@ def run_kip(
             )
         summary_path = out / SUMMARY_FILE
         previous = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-        final_pixels, final_labels = _final_test_set(config, dataset)
         if previous is not None and previous["test_size"] != len(final_labels):
             previous = None  # re-read on another test set: evaluate both sets again
         if previous is not None and int(state.step) == config.steps:
@@ -429,7 +432,6 @@ def run_kip(
         )
 
         desc = "test accuracy" if progress else None
-        final_images, final_labels = preprocessing.apply(final_pixels), jnp.asarray(final_labels)
         if previous is not None:  # a finished run extended: same init, kernel and test set
             init_accuracy = previous["init_test_accuracy"]
         else:
@@ -533,13 +535,13 @@ def run_label_solve(
     )
     target_labels = data.centered_one_hot(dataset.y_train[targets], dataset.num_classes)
     labels = label_solve(k_ts, k_ss, np.asarray(target_labels), config.lambda0, config.rcond)
-    test_pixels, test_labels = _final_test_set(config, dataset)
+    test_images, test_labels = _final_test_set(config, dataset, preprocessing)
     init_accuracy, final_accuracy = _test_accuracies(
         kernel,
         support["images"],
         [support["labels"], labels],
-        preprocessing.apply(test_pixels),
-        jnp.asarray(test_labels),
+        test_images,
+        test_labels,
         config.lambda0,
         "test accuracy" if progress else None,
     )

@@ -286,10 +286,9 @@ def train(
     done = 0
     while done < steps:
         num = min(eval_every, steps - done)
-        for i in range(settings):
-            if diverged[i]:  # a non-finite loss stays so: spend nothing more on it
-                bar.update(num)
-                continue
+        active = np.flatnonzero(~diverged)  # a non-finite loss stays so: no more steps
+        bar.update(num * (settings - len(active)))
+        for i in active:
             state, bad = states[i], jnp.zeros((), bool)
             for index in range(done, done + num):
                 state, bad = step(state, bad, lrs[i], l2s[i], x, targets, batch_key, index)
@@ -297,7 +296,7 @@ def train(
             diverged[i] = bool(bad)
             bar.update(num)
         done += num
-        acc = np.asarray(accuracies(net.apply, [st.params for st in states], x_val, y_val))
+        acc = accuracies(net.apply, [st.params for st in states], x_val, y_val)
         improved = (acc > best_acc) & ~diverged
         best_acc = np.where(improved, acc, best_acc)
         best_step = np.where(improved, done, best_step)
