@@ -6,11 +6,13 @@ import kipd.kernels
 def test_public_names():
     assert kipd.kernels.__all__ == [
         "ARCHITECTURES",
+        "IMPLEMENTATIONS",
         "KernelState",
         "Layer",
         "architecture",
         "avg_pool",
         "conv",
+        "default_pairs_per_block",
         "dense",
         "flatten",
         "global_avg_pool",

@@ -117,7 +117,7 @@ def value_and_grad(
 def kernel_matrix(
     spec: KernelSpec,
     x1: Any,
-    x2: Any,
+    x2: Any | None = None,
     *,
     executor: Executor | None = None,
     block_size: int | None = None,
@@ -128,7 +128,9 @@ def kernel_matrix(
     Args:
       spec: the kernel.
       x1: ``(n1, H, W, C)`` images (rows).
-      x2: ``(n2, H, W, C)`` images (columns).
+      x2: ``(n2, H, W, C)`` images (columns); ``None`` for the symmetric ``K(x1, x1)``,
+        which computes the blocks of the upper triangle only (and each unordered pair of
+        a diagonal block once).
       executor: where blocks run (default: a :class:`LocalExecutor`).
       block_size: the block side ``B`` (default: :func:`default_block_size`).
       desc: label of a progress bar over the blocks; ``None`` shows none.
@@ -141,14 +143,20 @@ def kernel_matrix(
       (5, 2)
     """
     executor = executor or LocalExecutor()
-    x1, x2 = np.asarray(x1), np.asarray(x2)
-    plan: BlockPlan = _plan(spec, x1, len(x2), len(x1), block_size, support_blocks=False)
-    shared = {
-        "support": pad_rows(x2, plan.padded_support_size),
-        "targets": pad_rows(x1, plan.padded_target_size),
-    }
+    x1 = np.asarray(x1)
+    if x2 is None:
+        plan: BlockPlan = _plan(spec, x1, len(x1), 0, block_size)
+        shared = {"support": pad_rows(x1, plan.padded_support_size)}
+    else:
+        x2 = np.asarray(x2)
+        plan = _plan(spec, x1, len(x2), len(x1), block_size, support_blocks=False)
+        shared = {
+            "support": pad_rows(x2, plan.padded_support_size),
+            "targets": pad_rows(x1, plan.padded_target_size),
+        }
     with tqdm(
         total=len(plan.blocks), desc=desc, disable=desc is None, leave=False, unit="block"
     ) as bar:
         results = executor.map(spec, "forward", shared, plan, on_block=bar.update)
-    return assemble(plan, results)[1]
+    k_ss, k_ts = assemble(plan, results)
+    return k_ss if x2 is None else k_ts

@@ -28,6 +28,8 @@ class KernelSpec(NamedTuple):
       get: ``"ntk"`` or ``"nngp"``.
       W_std, b_std: weight and bias standard deviations.
       depth: pooling blocks of ``convnet`` (``None``: its default).
+      implementation: the kernel's full-resolution stage (:func:`kipd.kernels.make`);
+        ``"auto"`` is resolved on each worker, for its own device.
     """
 
     name: str
@@ -35,10 +37,15 @@ class KernelSpec(NamedTuple):
     W_std: float = 2**0.5
     b_std: float = 0.1
     depth: int | None = None
+    implementation: str = "auto"
 
     def build(self) -> Any:
-        """``kernel(x1, x2) -> (n1, n2)``, the jitted kernel this spec names."""
-        kernel = kipd.kernels.make(self.name, W_std=self.W_std, b_std=self.b_std, depth=self.depth)
+        """``kernel(x1, x2) -> (n1, n2)``, the jitted kernel this spec names
+        (``x2=None``: the symmetric ``K(x1, x1)``)."""
+        kernel = kipd.kernels.make(
+            self.name, W_std=self.W_std, b_std=self.b_std, depth=self.depth,
+            implementation=self.implementation,
+        )
         return functools.partial(kernel, get=self.get)
 
 
@@ -77,11 +84,18 @@ class BlockWorker:
         def forward(rows_array, support, row, col, row_size, col_size):
             return kernel(_rows(rows_array, row, row_size), _rows(support, col, col_size))
 
+        def forward_diagonal(support, row, size):
+            # A diagonal block of K_ss is symmetric: each unordered pair once.
+            return kernel(_rows(support, row, size), None)
+
+        def vjp_diagonal(support, d_k_ss, row, size):
+            _, pullback = jax.vjp(lambda rows: kernel(rows, None), _rows(support, row, size))
+            (d_rows,) = pullback(_block(d_k_ss, row, row, size, size))
+            return d_rows, jnp.zeros_like(d_rows)
+
         def vjp_support(support, d_k_ss, row, col, size):
             # Block (i, j), i < j, stands for (j, i) too: its cotangent is the sum of both.
-            cotangent = _block(d_k_ss, row, col, size, size)
-            mirrored = _block(d_k_ss, col, row, size, size).T
-            cotangent = jnp.where(row == col, cotangent, cotangent + mirrored)
+            cotangent = _block(d_k_ss, row, col, size, size) + _block(d_k_ss, col, row, size, size).T
             _, pullback = jax.vjp(kernel, _rows(support, row, size), _rows(support, col, size))
             return pullback(cotangent)
 
@@ -93,6 +107,8 @@ class BlockWorker:
             return pullback(_block(d_k_ts, row, col, target_size, support_size))
 
         self._forward = jax.jit(forward, static_argnames=("row_size", "col_size"))
+        self._forward_diagonal = jax.jit(forward_diagonal, static_argnames="size")
+        self._vjp_diagonal = jax.jit(vjp_diagonal, static_argnames="size")
         self._vjp_support = jax.jit(vjp_support, static_argnames="size")
         self._vjp_target = jax.jit(vjp_target, static_argnames=("target_size", "support_size"))
 
@@ -108,6 +124,8 @@ class BlockWorker:
           ``(rows, support_block)`` kernel values.
         """
         support_block, target_block = sizes
+        if block.kind == SUPPORT_BLOCK and block.row == block.col:
+            return self._forward_diagonal(shared["support"], block.row, support_block)
         if block.kind == SUPPORT_BLOCK:
             rows_array, row_size = shared["support"], support_block
         else:
@@ -121,9 +139,14 @@ class BlockWorker:
 
         Returns:
           ``ss``: ``(d_rows, d_cols)``, the gradients of the block's row and column
-          support images; ``ts``: ``(d_cols,)`` (targets are not learned).
+          support images (a diagonal block gives its whole gradient as ``d_rows`` and
+          zeros as ``d_cols``); ``ts``: ``(d_cols,)`` (targets are not learned).
         """
         support_block, target_block = sizes
+        if block.kind == SUPPORT_BLOCK and block.row == block.col:
+            return self._vjp_diagonal(
+                shared["support"], shared["d_k_ss"], block.row, support_block
+            )
         if block.kind == SUPPORT_BLOCK:
             return self._vjp_support(
                 shared["support"], shared["d_k_ss"], block.row, block.col, support_block

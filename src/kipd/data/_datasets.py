@@ -1,6 +1,6 @@
 """The Dataset type, the table of built-in datasets, and ``load``.
 
-Files of a built-in dataset are searched for in this order (DESIGN.md, "Data
+Files of a built-in dataset are searched for in this order (docs/design.md, "Data
 conventions"): the explicit ``data_dir``, ``$KIPD_DATA_DIR``, the system dataset folders
 (Debian's ``dataset-fashion-mnist`` installs ``/usr/share/datasets/fashion-mnist``), the
 download cache (``$XDG_CACHE_HOME/kipd`` or ``~/.cache/kipd``), and finally a download

@@ -131,7 +131,7 @@ def _test_accuracies(
 ) -> list[float]:
     """KRR test accuracy of one support image set under each of several label sets."""
     spec = compute.KernelSpec(kernel)
-    k_ss = compute.kernel_matrix(spec, support_images, support_images, executor=executor)
+    k_ss = compute.kernel_matrix(spec, support_images, executor=executor)
     k_ts = compute.kernel_matrix(spec, test_images, support_images, executor=executor, desc=desc)
     return [
         float(accuracy(krr_predict(k_ts, k_ss, jnp.asarray(y), lambda0), test_labels))
@@ -526,7 +526,7 @@ def run_label_solve(
     )
     kernel = config.kernel
     spec = compute.KernelSpec(kernel)
-    k_ss = compute.kernel_matrix(spec, support["images"], support["images"])
+    k_ss = compute.kernel_matrix(spec, support["images"])
     k_ts = compute.kernel_matrix(
         spec,
         preprocessing.apply(dataset.x_train[targets]),

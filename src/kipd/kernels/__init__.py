@@ -1,12 +1,15 @@
 """Exact NNGP / NTK kernels of infinitely wide FC, ConvVec and ConvNet networks.
 
-``make(name)`` gives a jit-compiled, differentiable ``kernel(x1, x2=None, get="ntk")``.
+``make(name)`` gives a jit-compiled, differentiable ``kernel(x1, x2=None, get="ntk")``;
+its full-resolution stage runs as XLA layer maps or a fused kernel (``IMPLEMENTATIONS``).
 ``architecture(name)`` gives the same network as a :class:`Layer`, whose ``init`` /
 ``apply`` are the finite network used for transfer.
 """
 
 from kipd.kernels._architectures import ARCHITECTURES
+from kipd.kernels._architectures import IMPLEMENTATIONS
 from kipd.kernels._architectures import architecture
+from kipd.kernels._architectures import default_pairs_per_block
 from kipd.kernels._architectures import make
 from kipd.kernels._layers import Layer
 from kipd.kernels._layers import avg_pool
@@ -21,11 +24,13 @@ from kipd.kernels._state import KernelState
 
 __all__ = [
     "ARCHITECTURES",
+    "IMPLEMENTATIONS",
     "KernelState",
     "Layer",
     "architecture",
     "avg_pool",
     "conv",
+    "default_pairs_per_block",
     "dense",
     "flatten",
     "global_avg_pool",

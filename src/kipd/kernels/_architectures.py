@@ -8,13 +8,16 @@ convolutions, 2x2 average pooling with stride 2.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from kipd.kernels._blocks import map_grid, map_rows
+from kipd.kernels._blocks import map_grid, map_rows, map_symmetric
+from kipd.kernels._grid import FusedStage, diagonal_variances, grid_state, split_full_resolution
+from kipd.kernels._implementations import auto_implementation, fused_stage
 from kipd.kernels._layers import (
     Layer,
     avg_pool,
@@ -68,6 +71,26 @@ def architecture(
     Returns:
       A :class:`~kipd.kernels.Layer` whose output has ``out_width`` units.
     """
+    return serial(
+        *_layers(
+            name, width=width, W_std=W_std, b_std=b_std, parameterization=parameterization,
+            depth=depth, out_width=out_width, norm=norm,
+        )
+    )
+
+
+def _layers(
+    name: str,
+    *,
+    width: int = 1,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    parameterization: str = "ntk",
+    depth: int | None = None,
+    out_width: int = 1,
+    norm: str | None = None,
+) -> list[Layer]:
+    """The layers of :func:`architecture`, in order."""
     match = _NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(
@@ -91,10 +114,10 @@ def architecture(
         if depth is not None:
             raise ValueError("depth= applies to 'convnet' only; myrtle5 has a fixed depth")
         conv_block = lambda: block(conv(width, **affine))  # noqa: E731
-        return serial(
+        return [
             *conv_block(), *conv_block(), avg_pool(), *conv_block(), avg_pool(), *conv_block(),
             global_avg_pool(), readout,
-        )
+        ]
     if name == "convnet":
         depth = 3 if depth is None else depth
         if depth < 0:
@@ -102,15 +125,15 @@ def architecture(
         blocks = [
             layer for _ in range(depth) for layer in (*block(conv(width, **affine)), avg_pool())
         ]
-        return serial(*block(conv(width, **affine)), *blocks, flatten(), readout)
+        return [*block(conv(width, **affine)), *blocks, flatten(), readout]
     kind, hidden = match.group(1), int(match.group(2))
     if kind == "fc":
         hidden_layers = [layer for _ in range(hidden) for layer in block(dense(width, **affine))]
-        return serial(flatten(), *hidden_layers, readout)
+        return [flatten(), *hidden_layers, readout]
     if hidden < 1:
         raise ValueError("convvec needs at least one conv layer, e.g. 'convvec3'")
     hidden_layers = [layer for _ in range(hidden) for layer in block(conv(width, **affine))]
-    return serial(*hidden_layers, flatten(), readout)
+    return [*hidden_layers, flatten(), readout]
 
 
 def _parse_get(get: Get) -> tuple[str, ...]:
@@ -128,11 +151,32 @@ def _check_images(x: jax.Array, argname: str) -> None:
         )
 
 
-def _default_pairs_per_block(in_band: tuple[int, int], image_shape: tuple[int, ...]) -> int:
-    """Pairs per block so that one band array of a block is about 2**17 entries (512 KiB)."""
+IMPLEMENTATIONS = ("auto", "xla", "cpu", "pallas")
+"""Full-resolution stage implementations: the XLA layer maps, the fused C++ kernel for CPUs,
+the fused Pallas kernel for GPUs, or ``auto`` (the fastest available on the backend)."""
+
+# Band entries per block of pairs by backend: on a CPU a block's arrays should stay in
+# cache (2**17 entries, 512 KiB: one ConvNet pair at 32x32, measured fastest); a GPU
+# needs hundreds of pairs per block to fill its cores (2**26 entries, 256 MiB per array,
+# a few GiB per block with the intermediates).
+_BLOCK_ENTRIES = {"cpu": 2**17, "gpu": 2**26}
+
+
+def default_pairs_per_block(
+    in_band: tuple[int, int], image_shape: tuple[int, ...], backend: str | None = None
+) -> int:
+    """Pairs per block: about ``_BLOCK_ENTRIES[backend]`` band entries per array.
+
+    Args:
+      in_band: the input band ``(R_h, R_w)`` of the network.
+      image_shape: ``(H, W, C)``.
+      backend: ``"cpu"``, ``"gpu"`` (``"cuda"``/``"rocm"``) or ``"tpu"``; default JAX's.
+    """
+    backend = backend or jax.default_backend()
+    entries = _BLOCK_ENTRIES["cpu" if backend == "cpu" else "gpu"]
     height, width = image_shape[:2]
     entries_per_pair = (2 * in_band[0] + 1) * (2 * in_band[1] + 1) * height * width
-    return max(1, 2**17 // entries_per_pair)
+    return max(1, entries // entries_per_pair)
 
 
 def make(
@@ -143,6 +187,7 @@ def make(
     parameterization: str = "ntk",
     depth: int | None = None,
     pairs_per_block: int | None = None,
+    implementation: str = "auto",
 ) -> KernelFn:
     """The exact infinite-width NNGP / NTK kernel of a named architecture.
 
@@ -152,14 +197,23 @@ def make(
       parameterization: must be ``"ntk"`` (the infinite-width NTK of the standard
         parameterization depends on the layer widths).
       depth: number of pooling blocks of ``convnet`` (default 3).
-      pairs_per_block: pairs computed at once (memory and cache use); by default about
-        2**17 band entries per block.
+      pairs_per_block: pairs computed at once (memory and cache use); by default
+        :func:`default_pairs_per_block` for the backend (one ConvNet pair at 32x32 on a
+        CPU, hundreds on a GPU).
+      implementation: the full-resolution stage (the conv and ReLU layers before the
+        first pooling, ~90% of a ConvNet kernel's work): ``"xla"`` (layer maps),
+        ``"cpu"`` (a fused C++ kernel, compiled on first use with the system's g++),
+        ``"pallas"`` (a fused Pallas kernel; interpreted on a CPU, which is slow: for
+        testing), or ``"auto"``: ``"cpu"`` on a CPU when it compiles, the faster of
+        ``"xla"`` and ``"pallas"`` on a GPU (a short calibration, once per shape).
+        float64 inputs always use ``"xla"``.
 
     Returns:
       ``kernel(x1, x2=None, get="ntk")``: ``x1`` of shape ``(n1, H, W, C)``, ``x2`` of
-      shape ``(n2, H, W, C)`` (``None`` means ``x1``); returns the ``(n1, n2)`` kernel
-      matrix, or a tuple of them when ``get`` is a tuple. Jit-compiled; differentiable
-      with ``jax.grad`` / ``jax.vjp`` in both inputs.
+      shape ``(n2, H, W, C)``; returns the ``(n1, n2)`` kernel matrix, or a tuple of them
+      when ``get`` is a tuple. ``x2=None`` gives the symmetric ``K(x1, x1)``, each
+      unordered pair computed once. Jit-compiled; differentiable with ``jax.grad`` /
+      ``jax.vjp`` in both inputs.
 
     Example:
       >>> kernel = make("convnet")
@@ -174,12 +228,24 @@ def make(
         )
     if pairs_per_block is not None and pairs_per_block < 1:
         raise ValueError(f"pairs_per_block must be >= 1, got {pairs_per_block}")
-    network = architecture(name, W_std=W_std, b_std=b_std, depth=depth)
-    in_band = network.band(None)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}, "
+            f"got {implementation!r}"
+        )
+    layers = _layers(name, W_std=W_std, b_std=b_std, depth=depth)
+    in_band = serial(*layers).band(None)
+    stage_blocks = len(split_full_resolution(layers)[0]) // 2
 
-    def variances(images):
-        # The diagonal pass: each image with itself, recording the ReLU input variances.
-        return network.kernel(input_state(images, None, in_band, with_ntk=False)).var1
+    def stage_for(images: jax.Array) -> FusedStage | None:
+        chosen = implementation
+        if chosen == "auto":
+            chosen = auto_implementation(
+                (name, W_std, b_std, depth), tuple(images.shape[1:]), jax.default_backend()
+            )
+        if chosen == "xla" or stage_blocks == 0 or images.dtype != jnp.float32:
+            return None
+        return fused_stage(chosen, radius=in_band, num_blocks=stage_blocks, W_std=W_std, b_std=b_std)
 
     def kernel(x1: jax.Array, x2: jax.Array | None = None, get: Get = "ntk"):
         names = _parse_get(get)
@@ -190,20 +256,25 @@ def make(
                 raise ValueError(
                     f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}"
                 )
-        block = pairs_per_block or _default_pairs_per_block(in_band, x1.shape[1:])
-        var1 = map_rows(variances, x1, block)
-        var2 = var1 if x2 is None else map_rows(variances, x2, block)
-        x2 = x1 if x2 is None else x2
+        stage = stage_for(x1)
+        block = pairs_per_block or default_pairs_per_block(in_band, x1.shape[1:])
         with_ntk = "ntk" in names
+
+        def variances(images):
+            return diagonal_variances(layers, in_band, images, stage)
 
         def grid_block(side1, side2):
             (images1, v1), (images2, v2) = side1, side2
-            state = network.kernel(
-                input_state(images1, images2, in_band, with_ntk=with_ntk, var1=v1, var2=v2)
+            state = grid_state(
+                layers, in_band, images1, images2, v1, v2, with_ntk=with_ntk, stage=stage
             )
             return {"nngp": state.nngp, "ntk": state.ntk}
 
-        out = map_grid(grid_block, (x1, var1), (x2, var2), block)
+        var1 = map_rows(variances, x1, block)
+        if x2 is None:
+            out = map_symmetric(grid_block, (x1, var1), math.isqrt(block) or 1)
+        else:
+            out = map_grid(grid_block, (x1, var1), (x2, map_rows(variances, x2, block)), block)
         results = tuple(out[g] for g in names)
         return results[0] if isinstance(get, str) else results
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _pad_rows(tree: Any, multiple: int) -> Any:
@@ -73,5 +74,51 @@ def map_grid(fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_bl
         m1, m2, b1, b2 = a.shape[:4]
         a = jnp.swapaxes(a, 1, 2).reshape(m1 * b1, m2 * b2, *a.shape[4:])
         return a[:n1, :n2]
+
+    return jax.tree_util.tree_map(join, out)
+
+
+def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int) -> Any:
+    """``fn(rows_i, rows_j) -> (b, b, ...)`` over the blocks ``i <= j`` of the grid of
+    ``rows`` with itself; the blocks ``i > j`` are the transposes of those computed.
+
+    For a symmetric ``fn`` (a kernel: ``K(x, x')[p, q] = K(x', x)[q, p]``) this equals
+    :func:`map_grid` ``(fn, rows, rows, ...)`` with about half the work: ``m (m + 1) / 2``
+    of the ``m^2`` blocks (``n (n + 1) / 2`` pairs for one-pair blocks).
+
+    Returns:
+      ``fn``'s output pytree with leading axes ``(n, n)``.
+    """
+    n = jax.tree_util.tree_leaves(rows)[0].shape[0]
+    block = max(1, min(block, n))
+    if block == n:  # one block: computed whole, its upper triangle mirrored
+        upper = np.triu(np.ones((n, n), bool))
+
+        def mirror(a):
+            flags = upper.reshape(n, n, *[1] * (a.ndim - 2))
+            return jnp.where(flags, a, jnp.swapaxes(a, 0, 1))
+
+        return jax.tree_util.tree_map(mirror, fn(rows, rows))
+    blocks = _split_rows(_pad_rows(rows, block), block)
+    count = -(-n // block)
+    upper_rows, upper_cols = np.triu_indices(count)
+    block_fn = jax.checkpoint(fn)
+
+    def upper_block(index):
+        take = lambda i: jax.tree_util.tree_map(lambda a: a[i], blocks)  # noqa: E731
+        return block_fn(take(index[0]), take(index[1]))
+
+    out = jax.lax.map(upper_block, (jnp.asarray(upper_rows), jnp.asarray(upper_cols)))
+    # Block (i, j) of the whole grid is computed block t(i, j), transposed when i > j.
+    position = np.zeros((count, count), np.int32)
+    position[upper_rows, upper_cols] = position[upper_cols, upper_rows] = np.arange(len(upper_rows))
+    mirrored = np.tril(np.ones((count, count), bool), -1)
+
+    def join(a):
+        grid = a[position]  # (m, m, b, b, ...)
+        flags = mirrored.reshape(count, count, *[1] * (grid.ndim - 2))
+        grid = jnp.where(flags, jnp.swapaxes(grid, 2, 3), grid)
+        grid = jnp.swapaxes(grid, 1, 2).reshape(count * block, count * block, *grid.shape[4:])
+        return grid[:n, :n]
 
     return jax.tree_util.tree_map(join, out)

@@ -32,12 +32,15 @@ class Layer(NamedTuple):
       apply: ``apply(params, x) -> y`` on a batch ``x`` of shape ``(n, *in_shape)``.
       kernel: ``kernel(state) -> state``, the exact infinite-width map.
       band: ``band(out_band) -> in_band``, the offsets needed at the input.
+      offsetwise: whether ``kernel`` acts on each covariance offset separately (conv,
+        ReLU), so that it also maps a window of offset rows (see :class:`KernelState`).
     """
 
     init: Callable[[jax.Array, Shape], tuple[Shape, Any]]
     apply: Callable[[Any, jax.Array], jax.Array]
     kernel: Callable[[KernelState], KernelState]
     band: Callable[[Band], Band]
+    offsetwise: bool = False
 
 
 def _check_parameterization(parameterization: str) -> None:
@@ -73,7 +76,12 @@ def _affine_kernel(state: KernelState, mix, W_std: float, b_std: float) -> Kerne
     w2, b2 = W_std**2, b_std**2
     bias = b2 if state.is_flat else b2 * valid_mask(state.radius, state.spatial_shape)
     nngp = w2 * mix(state.nngp) + bias
-    ntk = None if state.ntk is None else nngp + w2 * mix(state.ntk)
+    if state.ntk is None:
+        ntk = None
+    elif state.ntk.ndim == 0:  # the zero NTK of the inputs (input_state)
+        ntk = nngp
+    else:
+        ntk = nngp + w2 * mix(state.ntk)
     return state.replace(nngp=nngp, ntk=ntk)
 
 
@@ -112,13 +120,19 @@ def dense(
     return Layer(init, apply, kernel, band)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _box_filter(cov: jax.Array, filter_shape: tuple[int, int]) -> jax.Array:
     """Mean over a ``filter_shape`` window of the last two axes, zero padded ('SAME').
 
     This is a convolution on a covariance band: ``cov'(p, p + D)`` is the mean over
     filter taps ``t`` of ``cov(p + t, p + D + t)``, so the offset ``D`` is unchanged and
-    the map is a box filter over positions, separable into two 1-D sums.
+    the map is a box filter over positions, separable into two 1-D sums. A centred box
+    filter with zero padding is self-adjoint, so its VJP is the same filter.
     """
+    return _box_filter_sums(cov, filter_shape)
+
+
+def _box_filter_sums(cov: jax.Array, filter_shape: tuple[int, int]) -> jax.Array:
     for axis, size in zip((-2, -1), filter_shape):
         half = size // 2
         pad = [(0, 0)] * cov.ndim
@@ -129,6 +143,12 @@ def _box_filter(cov: jax.Array, filter_shape: tuple[int, int]) -> jax.Array:
             jax.lax.slice_in_dim(padded, tap, tap + length, axis=axis) for tap in range(size)
         )
     return cov / (filter_shape[0] * filter_shape[1])
+
+
+_box_filter.defvjp(
+    lambda cov, filter_shape: (_box_filter_sums(cov, filter_shape), None),
+    lambda filter_shape, _, cotangent: (_box_filter_sums(cotangent, filter_shape),),
+)
 
 
 def conv(
@@ -175,7 +195,7 @@ def conv(
 
         return _affine_kernel(state, mix, W_std, b_std)
 
-    return Layer(init, apply, kernel, lambda out_band: out_band)
+    return Layer(init, apply, kernel, lambda out_band: out_band, offsetwise=True)
 
 
 def relu() -> Layer:
@@ -187,7 +207,7 @@ def relu() -> Layer:
     def apply(params, x):
         return jax.nn.relu(x)
 
-    return Layer(init, apply, relu_maps, lambda out_band: out_band)
+    return Layer(init, apply, relu_maps, lambda out_band: out_band, offsetwise=True)
 
 
 def _pool_axis(cov: jax.Array, axis: int, coarse_radius: int) -> jax.Array:
@@ -290,7 +310,8 @@ def flatten() -> Layer:
 
         return state.replace(
             nngp=diagonal_mean(state.nngp),
-            ntk=None if state.ntk is None else diagonal_mean(state.ntk),
+            # The inputs' zero NTK (0-d) stays as it is.
+            ntk=state.ntk if state.ntk is None or state.ntk.ndim == 0 else diagonal_mean(state.ntk),
         )
 
     return Layer(init, apply, kernel, lambda out_band: (0, 0))
@@ -342,6 +363,9 @@ def input_state(
       in_band: the band of offsets the network needs (``serial(...).band(None)``).
       with_ntk: whether to carry an NTK (zero at the input).
       var1, var2: for a grid pass, the per-ReLU variances from the diagonal passes.
+
+    The NTK of the raw inputs is zero; it is carried as a 0-d zero (the affine maps
+    treat it as a zero band) rather than a band of zeros that every map would read.
     """
     if in_band is None:
         raise ValueError("the network's first layer needs a flat input; kernels take NHWC images")
@@ -359,7 +383,7 @@ def input_state(
     return materialize(
         KernelState(
             nngp=nngp,
-            ntk=jnp.zeros_like(nngp) if with_ntk else None,
+            ntk=jnp.zeros((), nngp.dtype) if with_ntk else None,
             var1=var1,
             var2=var2,
             diagonal=diagonal,

@@ -9,7 +9,7 @@ the expectations ``E[relu(u) relu(v)]`` and ``E[relu'(u) relu'(v)]`` of a centre
 pair (the next affine layer adds its own NNGP to the NTK). ``k1' = k0`` exactly, while
 ``k0' = 1 / (2 pi sqrt(1 - c^2))`` is infinite at ``c = +-1``; the entries sitting there (a
 pixel with itself) have ``c = 1`` identically, so their true derivative is zero and the
-custom JVP gives zero instead of ``inf * 0``.
+hand-written VJP gives zero instead of ``inf * 0``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def _pi_minus_arccos(c: jax.Array) -> jax.Array:
     return jnp.where(c < 0, arccos_magnitude, math.pi - arccos_magnitude)
 
 
-@jax.custom_jvp
 def arccos_kernels(correlation: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(k0(c), k1(c))`` for correlations ``c`` (clipped to [-1, 1])."""
     c = jnp.clip(correlation, -1.0, 1.0)
@@ -58,15 +57,49 @@ def arccos_kernels(correlation: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k0, k1
 
 
-@arccos_kernels.defjvp
-def _arccos_kernels_jvp(primals, tangents):
-    (correlation,), (dc,) = primals, tangents
-    k0, k1 = arccos_kernels(correlation)
-    c = jnp.clip(correlation, -1.0, 1.0)
-    one_minus_c2 = 1.0 - c * c
+@jax.custom_vjp
+def arccos_maps(
+    nngp: jax.Array, ntk: jax.Array | None, std_product: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
+    """``(k1(c) s, k0(c) ntk)`` with ``c = nngp / s``, ``s = std_product``, elementwise.
+
+    Its VJP is written out (below) rather than derived by JAX: autodiff would re-run the
+    map with its linearization (the arc-cosine polynomial and its derivative) before the
+    transpose; the hand-written rule reuses ``c`` and ``k0`` from the forward and needs one
+    square root and one reciprocal square root per entry. ``ntk`` may be ``None`` (NNGP
+    only).
+    """
+    return _arccos_maps_fwd(nngp, ntk, std_product)[0]
+
+
+def _arccos_maps_fwd(nngp, ntk, std_product):
+    c = nngp / std_product
+    k0, k1 = arccos_kernels(c)
+    out = (k1 * std_product, None if ntk is None else k0 * ntk)
+    return out, (c, k0, ntk, std_product)
+
+
+def _arccos_maps_bwd(residuals, cotangents):
+    c, k0, ntk, s = residuals
+    d_nngp_out, d_ntk_out = cotangents
+    clipped = jnp.clip(c, -1.0, 1.0)
+    one_minus_c2 = 1.0 - clipped * clipped
+    # k1(c) - k0(c) c, the derivative of k1(c) s in s; written with the clipped c inside
+    # k1 and the raw c outside, as the chain rule through the clip gives it.
+    sine = jnp.sqrt(jnp.maximum(one_minus_c2, 0.0)) * _INV_2PI
+    d_nngp = d_nngp_out * k0
+    d_s = d_nngp_out * (sine + k0 * (clipped - c))
+    if ntk is None:
+        return d_nngp, None, d_s
+    # k0'(c) = 1 / (2 pi sqrt(1 - c^2)), infinite at c = +-1; those entries have c = 1
+    # identically (a pixel with itself), so their derivative is 0 (module docstring).
     inside = one_minus_c2 > 0
-    dk0_dc = jnp.where(inside, jax.lax.rsqrt(jnp.where(inside, one_minus_c2, 1.0)), 0.0)
-    return (k0, k1), (dk0_dc * _INV_2PI * dc, k0 * dc)
+    dk0_dc = jnp.where(inside, jax.lax.rsqrt(jnp.where(inside, one_minus_c2, 1.0)), 0.0) * _INV_2PI
+    through_c = d_ntk_out * ntk * dk0_dc / s  # d ntk' / d nngp
+    return d_nngp + through_c, d_ntk_out * k0, d_s - through_c * c
+
+
+arccos_maps.defvjp(_arccos_maps_fwd, _arccos_maps_bwd)
 
 
 def relu_maps(state: KernelState) -> KernelState:
@@ -96,10 +129,7 @@ def relu_maps(state: KernelState) -> KernelState:
     # cov / sqrt(var1 var2), not cov * rsqrt(var1) * rsqrt(var2): for a pixel with itself
     # sqrt(fl(v * v)) == v exactly, so c == 1 exactly and theta == 0, where the product
     # of reciprocals leaves c = 1 +- 1e-7 and theta ~ 5e-4 in float32.
-    std_product = jnp.sqrt(here * there)
-    k0, k1 = arccos_kernels(state.nngp / std_product)
-    nngp = k1 * std_product
-    ntk = None if state.ntk is None else k0 * state.ntk
+    nngp, ntk = arccos_maps(state.nngp, state.ntk, jnp.sqrt(here * there))
     if not flat:
         mask = valid_mask(state.radius, state.spatial_shape)
         nngp = nngp * mask

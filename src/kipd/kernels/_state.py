@@ -4,7 +4,7 @@ A convolution preserves the spatial offset ``D = q - p`` of a covariance entry
 ``cov(x1[p], x2[q])``, a ReLU acts entry by entry, and a 2x2 average pool maps offset ``D``
 to offsets ``2D + {-1, 0, 1}``. So a network whose readout needs only offset 0 (Flatten)
 needs, at every resolution, only a band of offsets ``|D_h| <= R_h, |D_w| <= R_w``: the state
-keeps that band instead of the full ``(H*W)^2`` covariance (DESIGN.md, "Use the
+keeps that band instead of the full ``(H*W)^2`` covariance (docs/design.md, "Use the
 structure").
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,19 +107,23 @@ def shift_band(values: jax.Array, radius: tuple[int, int], fill: float) -> jax.A
     return jnp.stack([rows[..., b : b + width] for b in range(2 * r_w + 1)], axis=-3)
 
 
-def materialize(state: KernelState) -> KernelState:
-    """Return ``state`` unchanged, as arrays that XLA must write to memory.
+def materialize(tree: Any) -> Any:
+    """Return ``tree`` (a pytree of arrays) unchanged, as arrays that XLA must write to memory.
 
     XLA fuses an elementwise producer into the shifted reads of a stencil (box filter,
     pooling) and recomputes it once per read; chained through a ConvNet that costs ~4x
-    in time. XLA:CPU drops ``optimization_barrier``, but never fuses across a
-    conditional, so the state passes through one whose predicate it cannot prove:
-    ``v == v`` fails only for a NaN ``v``, and then the NaN-filled branch gives what the
-    NaN would have spread to anyway.
+    in time. On a GPU (or TPU) ``optimization_barrier`` keeps the fusions apart on the
+    device. XLA:CPU drops that barrier, but never fuses across a conditional, so there
+    the arrays pass through one whose predicate it cannot prove: ``v == v`` fails only
+    for a NaN ``v``, and then the NaN-filled branch gives what the NaN would have spread
+    to anyway. (On a GPU the conditional would make the host read the predicate, a
+    device-to-host sync per layer, which is why it is used on the CPU only.)
     """
-    probe = state.nngp.ravel()[0]
+    if jax.default_backend() != "cpu":
+        return jax.lax.optimization_barrier(tree)
+    probe = jax.tree_util.tree_leaves(tree)[0].ravel()[0]
 
     def nan_filled(tree):
         return jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.nan), tree)
 
-    return jax.lax.cond(probe == probe, lambda tree: tree, nan_filled, state)
+    return jax.lax.cond(probe == probe, lambda tree: tree, nan_filled, tree)

@@ -1,0 +1,458 @@
+"""A fused C++ kernel (XLA FFI) for the full-resolution stage of the ConvNet kernel on CPUs.
+
+The stage is ``num_blocks`` times (3x3 'SAME' conv, ReLU) on the covariance band of
+``_state.py``, NTK parameterization: what ``serial(conv(), relu(), ...).kernel`` computes
+on ``input_state(x1, x2, (R, R), with_ntk=True, var1=..., var2=...)``. On XLA:CPU its
+fusions of the 6-D band arrays (stacks of shifted slices, box filters) run at 1-3 ns per
+band entry per layer, far from what the arithmetic needs. A conv keeps the offset ``D``
+and a ReLU acts entry by entry, so ``_cpu_band.cc`` runs each (pair, offset plane) through
+the whole stage with the plane's ``H x W`` tile in cache: the arc-cosine polynomial is
+evaluated once per entry for both outputs, the rows whose second position lies outside
+the image are skipped, and the work is split over threads inside each call.
+
+Build. On first use the C++ source is compiled with ``g++`` (flags :data:`_FLAGS`; no
+fast-math, no FMA contraction: every operation is the IEEE float32 operation the XLA
+path's expression does, in the same order) into ``$KIPD_CACHE_DIR`` (default
+``~/.cache/kipd``), under a name keyed by a hash of the source, the flags, the JAX
+version and the CPU (``-march=native``); the file is written to a temporary name and
+renamed, so concurrent processes never load a half-written library. It is loaded with
+``ctypes`` and its handlers registered with ``jax.ffi.register_ffi_target``.
+:func:`available` says whether that worked; nothing happens at import time.
+
+Exactness. The XLA path's grid pass gets ``c == 1`` exactly for a pixel with itself,
+which keeps the NTK diagonal exact and its gradient finite. Here
+:func:`conv_relu_variances` runs the very same C++ operations as the ``D = 0`` plane of
+:func:`conv_relu_band` (the variance is read off the plane's own covariance), so with
+``v = conv_relu_variances(x)``, ``conv_relu_band(x, x, v, v)`` has ``c == 1`` exactly at
+``D = 0``: ``sqrt(v * v) == v`` and ``v / v == 1`` in IEEE arithmetic.
+
+Threads: ``$KIPD_CPU_THREADS`` if set, else the CPUs in the process's affinity mask (so a
+worker pinned to one core runs one thread); read at every call.
+
+Limits: float32 only (float64 raises ``ValueError``; the XLA path handles it); any
+``H, W, C``, radius (0 is ConvVec's stage) and number of blocks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+import hashlib
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = Path(__file__).with_name("_cpu_band.cc")
+# -ffp-contract=off: no a*b+c -> FMA, which would round differently from XLA's path and,
+# worse, differently in two loops that must agree bit for bit. -fno-math-errno only drops
+# the errno store of sqrt (so sqrt vectorizes); the results stay IEEE.
+_FLAGS = (
+    "-O3", "-march=native", "-std=c++17", "-fno-fast-math", "-ffp-contract=off",
+    "-fno-math-errno", "-fPIC", "-shared", "-pthread",
+)
+_COMPILER = "g++"
+_TARGETS = {
+    "kipd_cpu_band_forward": "KipdCpuBandForward",
+    "kipd_cpu_band_backward": "KipdCpuBandBackward",
+    "kipd_cpu_diagonal_backward": "KipdCpuDiagonalBackward",
+    "kipd_cpu_variances": "KipdCpuVariances",
+}
+
+_lock = threading.Lock()
+_state: dict = {}  # "library": the loaded ctypes.CDLL (kept alive), or "error": why not
+
+
+def cache_dir() -> Path:
+    """Where the compiled library is kept: ``$KIPD_CACHE_DIR``, else ``~/.cache/kipd``."""
+    return Path(os.environ.get("KIPD_CACHE_DIR") or Path.home() / ".cache" / "kipd")
+
+
+def _cpu_fingerprint() -> str:
+    """What ``-march=native`` depends on, so a shared cache never serves another CPU."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "model name")):
+                    flags += line
+                if line.startswith("flags"):
+                    break
+    except OSError:
+        pass
+    return f"{platform.machine()}\n{platform.processor()}\n{flags}"
+
+
+def _library_path() -> Path:
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), _COMPILER.encode(),
+                 jax.__version__.encode(), jax.lib.__version__.encode(),
+                 _cpu_fingerprint().encode()):
+        key.update(part)
+        key.update(b"\0")
+    return cache_dir() / f"kipd_cpu_band-{key.hexdigest()[:20]}.so"
+
+
+def _build(path: Path) -> None:
+    """Compile the source to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    os.close(handle)
+    try:
+        command = [_COMPILER, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o",
+                   temporary]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        except FileNotFoundError:
+            raise RuntimeError(
+                f"no C++ compiler: {_COMPILER!r} is not on the PATH (the C++ CPU kernel is "
+                "compiled on first use; install g++, or use the XLA path)"
+            ) from None
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} failed (exit {result.returncode}):\n{result.stderr}"
+            )
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _load() -> ctypes.CDLL | None:
+    """Build (once per cache key), load and register the library; None if impossible."""
+    with _lock:
+        if "library" in _state or "error" in _state:
+            return _state.get("library")
+        try:
+            path = _library_path()
+            if not path.exists():
+                _build(path)
+            library = ctypes.CDLL(str(path))
+            for target, symbol in _TARGETS.items():
+                jax.ffi.register_ffi_target(
+                    target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
+                )
+        except Exception as error:  # no compiler, unwritable cache, bad build: report it
+            _state["error"] = f"{type(error).__name__}: {error}"
+            return None
+        _state["library"] = library
+        return library
+
+
+def available() -> bool:
+    """Whether the C++ kernel is usable here (compiled, loaded and registered).
+
+    The first call compiles it if the cache holds no build for this source, these flags,
+    this JAX and this CPU (a few seconds to a minute). Never raises: without ``g++`` (or
+    with a failed build) it returns False, and :func:`build_error` says why.
+    """
+    return _load() is not None
+
+
+def build_error() -> str | None:
+    """Why :func:`available` is False (the compiler's error, say), or None if it is True."""
+    return None if available() else _state.get("error")
+
+
+def _require() -> None:
+    if not available():
+        raise RuntimeError(f"the C++ CPU kernel is unavailable: {_state.get('error')}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """Static parameters of one call (hashable: a ``custom_vjp`` static argument)."""
+
+    radius: int
+    num_blocks: int
+    height: int
+    width: int
+    channels: int
+    w2: float
+    b2: float
+
+    @property
+    def offsets(self) -> int:
+        return 2 * self.radius + 1
+
+    def attributes(self) -> dict:
+        # float32 like the XLA path's weakly typed W_std**2 * band: the same constants.
+        return dict(radius=np.int64(self.radius), w2=np.float32(self.w2), b2=np.float32(self.b2))
+
+
+def _f32(shape) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+
+
+def _call(target: str, results, *args, **attributes):
+    """``jax.ffi.ffi_call`` of a registered target; a vmap runs it once per batch entry."""
+    return jax.ffi.ffi_call(target, results, vmap_method="sequential")(*args, **attributes)
+
+
+def _band_shape(spec: _Spec, *batch: int) -> tuple[int, ...]:
+    return (*batch, spec.offsets, spec.offsets, spec.height, spec.width)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _band(spec: _Spec, x1, x2, v1, v2):
+    shape = _band_shape(spec, x1.shape[0], x2.shape[0])
+    return tuple(_call("kipd_cpu_band_forward", (_f32(shape), _f32(shape)), x1, x2, v1, v2,
+                       diagonal=np.int64(0), **spec.attributes()))
+
+
+# Symbolic zeros (``defvjp(..., symbolic_zeros=True)``): the forward learns which inputs
+# are perturbed and the backward which cotangents are zero. The C++ backward then skips
+# the accumulations of the gradients nobody needs (K(x1, x2) differentiated in x1 only:
+# the bilinear transpose into x2 and the variance gradients of x2), and a zero cotangent
+# (the NNGP output of an NTK-only kernel) is passed as an empty array, not a zero band.
+
+
+def _cotangent(cotangent):
+    """A zero (symbolic) cotangent as an empty array, the C++ backward's "zero"."""
+    if isinstance(cotangent, jax.custom_derivatives.SymbolicZero):
+        return jnp.zeros((0,), jnp.float32)
+    return cotangent
+
+
+def _band_fwd(spec, x1, x2, v1, v2):
+    perturbed = tuple(bool(a.perturbed) for a in (x1, x2, v1, v2))
+    values = tuple(a.value for a in (x1, x2, v1, v2))
+    return _band(spec, *values), (values, perturbed)
+
+
+def _band_bwd(spec, residuals, cotangents):
+    (x1, x2, v1, v2), perturbed = residuals
+    g_nngp, g_ntk = (_cotangent(c) for c in cotangents)
+    if not any(perturbed) or (g_nngp.size == 0 and g_ntk.size == 0):
+        return (None,) * 4
+    # The gradient of an input that is not perturbed is not computed: an empty result.
+    results = tuple(_f32(a.shape if need else (0,))
+                    for a, need in zip((x1, x2, v1, v2), perturbed))
+    needs = {f"need_{name}": np.int64(need)
+             for name, need in zip(("x1", "x2", "v1", "v2"), perturbed)}
+    gradients = _call("kipd_cpu_band_backward", results, x1, x2, v1, v2, g_nngp, g_ntk,
+                      **spec.attributes(), **needs)
+    return tuple(g if need else None for g, need in zip(gradients, perturbed))
+
+
+_band.defvjp(_band_fwd, _band_bwd, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _diagonal(spec: _Spec, x, v):
+    shape = _band_shape(spec, x.shape[0])
+    return tuple(_call("kipd_cpu_band_forward", (_f32(shape), _f32(shape)), x, x, v, v,
+                       diagonal=np.int64(1), **spec.attributes()))
+
+
+def _diagonal_fwd(spec, x, v):
+    perturbed = (bool(x.perturbed), bool(v.perturbed))
+    return _diagonal(spec, x.value, v.value), (x.value, v.value, perturbed)
+
+
+def _diagonal_bwd(spec, residuals, cotangents):
+    x, v, perturbed = residuals
+    g_nngp, g_ntk = (_cotangent(c) for c in cotangents)
+    if not any(perturbed) or (g_nngp.size == 0 and g_ntk.size == 0):
+        return None, None
+    gradients = _call("kipd_cpu_diagonal_backward", (_f32(x.shape), _f32(v.shape)), x, v,
+                      g_nngp, g_ntk, **spec.attributes())
+    return tuple(g if need else None for g, need in zip(gradients, perturbed))
+
+
+_diagonal.defvjp(_diagonal_fwd, _diagonal_bwd, symbolic_zeros=True)
+
+
+# k1(1) = k0(1) = fl(fl(pi) * fl(1 / (2 pi))) in float32: at c == 1 the ReLU maps the
+# variance v to k1(1) * sqrt(v * v) = k1(1) * v, and its derivative in v is k0(1) (the
+# path through sqrt(v * v) has factor k1 - k0 c = 0).
+_K_AT_ONE = float(np.float32(np.float32(math.pi) * np.float32(1.0 / (2.0 * math.pi))))
+
+
+def _box_mean(cov: jax.Array) -> jax.Array:
+    """3x3 mean over the last two axes, zero padded."""
+    height, width = cov.shape[-2:]
+    padded = jnp.pad(cov, [(0, 0)] * (cov.ndim - 2) + [(1, 1), (1, 1)])
+    return sum(padded[..., a : a + height, b : b + width] for a in range(3) for b in range(3)) / 9
+
+
+def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
+    """The variance chain in jnp, (n, H, W, C) -> (n, L, H, W); only differentiated.
+
+    At offset 0 of an image with itself every entry has c == 1, so the chain is linear
+    between the ReLUs; this is the function whose VJP :func:`conv_relu_variances` uses
+    (the C++ forward is what must be exact, not its derivative).
+    """
+    nngp = jnp.sum(x * x, axis=-1) / spec.channels
+    variances = []
+    for _ in range(spec.num_blocks):
+        nngp = spec.w2 * _box_mean(nngp) + spec.b2
+        variances.append(nngp)
+        nngp = _K_AT_ONE * nngp
+    return jnp.stack(variances, axis=1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _variances(spec: _Spec, x):
+    attributes = spec.attributes()
+    del attributes["radius"]
+    shape = (x.shape[0], spec.num_blocks, spec.height, spec.width)
+    return _call("kipd_cpu_variances", _f32(shape), x, **attributes)
+
+
+def _variances_fwd(spec, x):
+    return _variances(spec, x), x
+
+
+def _variances_bwd(spec, x, g_var):
+    return jax.vjp(functools.partial(_variances_jnp, spec), x)[1](g_var)
+
+
+_variances.defvjp(_variances_fwd, _variances_bwd)
+
+
+def _check_float32(name: str, array) -> jax.Array:
+    array = jnp.asarray(array)
+    if array.dtype != jnp.float32:
+        raise ValueError(
+            f"the C++ CPU kernel takes float32 only, {name} is {array.dtype}; the XLA path "
+            "(kipd.kernels._layers) handles float64"
+        )
+    return array
+
+
+def _spec(images, *, radius, num_blocks, W_std, b_std) -> _Spec:
+    if images.ndim != 4:
+        raise ValueError(f"images must be NHWC (n, H, W, C), got shape {images.shape}")
+    if radius < 0 or num_blocks < 1:
+        raise ValueError(f"need radius >= 0 and num_blocks >= 1, got {radius}, {num_blocks}")
+    _require()
+    _, height, width, channels = images.shape
+    return _Spec(int(radius), int(num_blocks), height, width, channels,
+                 float(W_std) ** 2, float(b_std) ** 2)
+
+
+def _stack_variances(variances: Sequence[jax.Array], n: int, spec: _Spec, name: str):
+    expected = (n, spec.height, spec.width)
+    variances = [_check_float32(name, v) for v in variances]
+    if len(variances) != spec.num_blocks or any(v.shape != expected for v in variances):
+        raise ValueError(
+            f"{name} must hold num_blocks={spec.num_blocks} arrays of shape {expected}, got "
+            f"{[tuple(v.shape) for v in variances]}"
+        )
+    return jnp.stack(variances, axis=1)  # (n, L, H, W): one image's variances together
+
+
+def conv_relu_band(
+    x1: jax.Array,
+    x2: jax.Array,
+    var1: Sequence[jax.Array],
+    var2: Sequence[jax.Array],
+    *,
+    radius: int,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> tuple[jax.Array, jax.Array]:
+    """NNGP and NTK bands of every pair after ``num_blocks`` x (3x3 conv, ReLU), in C++.
+
+    The same as ``serial(*[conv(W_std=W_std, b_std=b_std), relu()] * num_blocks).kernel``
+    on ``input_state(x1, x2, (radius, radius), with_ntk=True, var1=var1, var2=var2)``
+    (NTK parameterization; Arora et al. 2019, Sec. 4 and App. B) to float32 rounding,
+    several times faster on a CPU. Differentiable in all four arguments (the backward is
+    C++ too: it recomputes each plane and transposes it by hand).
+
+    Args:
+      x1: ``(n1, H, W, C)`` float32 images.
+      x2: ``(n2, H, W, C)`` float32 images.
+      var1: ``num_blocks`` arrays ``(n1, H, W)``: the positive variances of x1 at each
+        ReLU's input (:func:`conv_relu_variances` gives ones that make the correlation of
+        a pixel with itself exactly 1).
+      var2: the same for x2, ``(n2, H, W)`` each.
+      radius: band half-width ``R`` in both directions.
+      num_blocks: number of (conv, ReLU) blocks.
+      W_std, b_std: weight and bias standard deviations of the convs.
+
+    Returns:
+      ``(nngp, ntk)``, each ``(n1, n2, 2R+1, 2R+1, H, W)`` float32:
+      ``[i, j, a, b, h, w] = cov(x1_i[h, w], x2_j[h + a - R, w + b - R])``, exactly zero
+      where the second position lies outside the image.
+
+    Raises:
+      ValueError: on float64 (or other non-float32) inputs, or mismatched shapes.
+      RuntimeError: if the kernel could not be built (see :func:`available`).
+    """
+    x1, x2 = _check_float32("x1", x1), _check_float32("x2", x2)
+    spec = _spec(x1, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+    if x2.ndim != 4 or x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x2 {x2.shape} must match x1 {x1.shape} but for the batch axis")
+    v1 = _stack_variances(var1, x1.shape[0], spec, "var1")
+    v2 = _stack_variances(var2, x2.shape[0], spec, "var2")
+    return _band(spec, x1, x2, v1, v2)
+
+
+def conv_relu_band_diagonal(
+    x: jax.Array,
+    var: Sequence[jax.Array],
+    *,
+    radius: int,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> tuple[jax.Array, jax.Array]:
+    """The band of each image with itself: pairs ``(i, i)`` only, n of them, not n^2.
+
+    Equal, bit for bit, to the diagonal ``[i, i]`` of ``conv_relu_band(x, x, var, var,
+    ...)`` (the same C++ plane code); differentiable in ``x`` and ``var``, with both sides
+    of each pair contributing to the image's gradient.
+
+    Args:
+      x: ``(n, H, W, C)`` float32 images.
+      var: ``num_blocks`` arrays ``(n, H, W)``, the variances of x at each ReLU's input.
+      radius, num_blocks, W_std, b_std: as for :func:`conv_relu_band`.
+
+    Returns:
+      ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` float32.
+    """
+    x = _check_float32("x", x)
+    spec = _spec(x, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+    return _diagonal(spec, x, _stack_variances(var, x.shape[0], spec, "var"))
+
+
+def conv_relu_variances(
+    x: jax.Array,
+    *,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> tuple[jax.Array, ...]:
+    """Per-image variances at the input of each ReLU of the stage (the diagonal pass).
+
+    The offset-0 plane of each image with itself, through the same C++ operations as the
+    offset-0 plane of :func:`conv_relu_band`, the variance read off the plane's own
+    covariance: so ``conv_relu_band(x, x, v, v)`` with ``v = conv_relu_variances(x)``
+    has correlation exactly 1 for a pixel with itself, and its offset-0 entries are what
+    this chain computed, bit for bit. Agrees with the XLA diagonal pass (``state.var1``
+    of ``input_state(x, None, ...)``) to float32 rounding. Differentiable (its VJP is the
+    autodiff of an equivalent jnp chain, :func:`_variances_jnp`).
+
+    Args:
+      x: ``(n, H, W, C)`` float32 images.
+      num_blocks, W_std, b_std: as for :func:`conv_relu_band`.
+
+    Returns:
+      ``num_blocks`` arrays ``(n, H, W)``, in ReLU order.
+    """
+    x = _check_float32("x", x)
+    spec = _spec(x, radius=0, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+    variances = _variances(spec, x)
+    return tuple(variances[:, block] for block in range(num_blocks))

@@ -1,0 +1,926 @@
+// The full-resolution stage of the ConvNet kernel, fused for the CPU (XLA FFI handlers).
+//
+// The stage is num_blocks x (3x3 'SAME' conv, ReLU) on the covariance band of
+// kipd/kernels/_state.py, NTK parameterization: band entry (pair, offset D, position p)
+// is cov(x1[p], x2[p + D]). A conv keeps the offset D and a ReLU acts entry by entry, so
+// each offset plane of each pair runs the whole stage on its own: here a plane's
+// H x W tile stays in L1/L2 from the raw images to the last ReLU, and only the final
+// outputs go to memory. _cpu.py builds, loads and documents this file; the semantics are
+// those of serial(conv, relu, ...).kernel(input_state(...)) in _layers.py / _relu.py.
+//
+// Floating point. Built with -ffp-contract=off and without fast-math, so every + - * /
+// and sqrt below is one IEEE float32 operation in the order written: the results follow
+// the XLA path's expressions (same association, the same Cephes polynomial for
+// pi - arccos) to float32 rounding, and -- what exactness needs -- the variance pass
+// (Mode::kSelf) and the D = 0 plane of the band (Mode::kBand) execute the very same
+// operations on the same values, so sqrt(v * v) == v and v / v == 1 make the
+// correlation of a pixel with itself exactly 1.
+//
+// Work saved. Only the rows of a plane whose second position p + D lies inside the
+// image are computed (the others are zero); columns are computed in whole vectors of
+// kLanes and masked, which keeps every inner loop a plain vectorizable loop.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr double kPiDouble = 3.14159265358979323846;
+// Rounded from double as JAX rounds a Python float constant to float32.
+const float kPi = static_cast<float>(kPiDouble);
+const float kHalfPi = static_cast<float>(kPiDouble / 2.0);
+const float kInv2Pi = static_cast<float>(1.0 / (2.0 * kPiDouble));
+const float kInv2PiSquared = kInv2Pi * kInv2Pi;
+const float kPoly0 = static_cast<float>(4.2163199048e-2);
+const float kPoly1 = static_cast<float>(2.4181311049e-2);
+const float kPoly2 = static_cast<float>(4.5470025998e-2);
+const float kPoly3 = static_cast<float>(7.4953002686e-2);
+const float kPoly4 = static_cast<float>(1.6666752422e-1);
+
+// Rows of a plane are computed over W rounded up to kLanes floats and masked past the
+// valid columns, so every row loop runs over whole vectors.
+constexpr int64_t kLanes = 16;
+// Zero floats around every tile row: the zero padding the box filter reads at
+// columns -1 and W, and room for the rounded-up width.
+constexpr int64_t kGuard = 16;
+
+// The row loops use GCC vector extensions, one native register per Vec: written as plain
+// float code, GCC 12 if-converts the arc-cosine's selects by computing the polynomial
+// once per branch under masks; as vector code each operation is issued exactly once.
+#if defined(__AVX512F__)
+constexpr int64_t kVec = 16;
+#elif defined(__AVX__)
+constexpr int64_t kVec = 8;
+#else
+constexpr int64_t kVec = 4;
+#endif
+static_assert(kLanes % kVec == 0, "rows must hold whole vectors");
+static_assert(kGuard >= kVec, "box3 reads a whole vector on either side of a row");
+// aligned(4): rows are read at column offsets -1 and +1 (box filter), and shifted by D.
+typedef float Vec __attribute__((vector_size(kVec * sizeof(float)), aligned(4), may_alias));
+typedef int32_t Bits __attribute__((vector_size(kVec * sizeof(float)), aligned(4), may_alias));
+
+inline Vec load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
+inline void store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
+inline Vec splat(float x) { return Vec{} + x; }
+
+inline Vec vsqrt(Vec v) {
+  Vec r;  // one vector square root instruction (IEEE, correctly rounded)
+  for (int64_t k = 0; k < kVec; ++k) r[k] = __builtin_sqrtf(v[k]);
+  return r;
+}
+
+// The horizontal 3-tap sum (left + mid) + right at columns [c, c + kVec) of a row whose
+// columns -kVec.. and ..+kVec are readable (guards). The neighbours are shuffled out of
+// whole-vector loads at c - kVec, c, c + kVec: the row was just stored in whole vectors,
+// and loads at c -/+ 1 would straddle two pending stores, which defeats store-to-load
+// forwarding (a stall per load); these loads match the stores exactly.
+#if defined(__AVX512F__)
+#define KIPD_LEFT {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30}
+#define KIPD_RIGHT {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+#elif defined(__AVX__)
+#define KIPD_LEFT {7, 8, 9, 10, 11, 12, 13, 14}
+#define KIPD_RIGHT {1, 2, 3, 4, 5, 6, 7, 8}
+#else
+#define KIPD_LEFT {3, 4, 5, 6}
+#define KIPD_RIGHT {1, 2, 3, 4}
+#endif
+inline Vec box3(const float* row, int64_t c) {
+  const Vec prev = load(row + c - kVec), mid = load(row + c), next = load(row + c + kVec);
+  const Vec left = __builtin_shuffle(prev, mid, Bits KIPD_LEFT);
+  const Vec right = __builtin_shuffle(mid, next, Bits KIPD_RIGHT);
+  return (left + mid) + right;
+}
+
+inline Vec vabs(Vec v) { return reinterpret_cast<Vec>(reinterpret_cast<Bits>(v) & 0x7fffffff); }
+
+// jnp.maximum(x, 0) and jnp.clip(x, -1, 1) (as std::max / std::min order their operands).
+inline Vec max_zero(Vec x) { return x < 0.0f ? Vec{} : x; }
+inline Vec clip_unit(Vec c) {
+  const Vec low = c < -1.0f ? splat(-1.0f) : c;
+  return 1.0f < low ? splat(1.0f) : low;
+}
+
+// pi - arccos(c) for c in [-1, 1]: _relu._pi_minus_arccos, operation for operation
+// (both branches computed and selected, as jnp.where does).
+inline Vec pi_minus_arccos(Vec c) {
+  const Vec magnitude = vabs(c);
+  const auto near_one = magnitude > 0.5f;
+  const Vec z = near_one ? 0.5f * (1.0f - magnitude) : magnitude * magnitude;
+  const Vec s = near_one ? vsqrt(z) : magnitude;
+  const Vec poly = (((kPoly0 * z + kPoly1) * z + kPoly2) * z + kPoly3) * z + kPoly4;
+  const Vec arcsin_s = s + s * z * poly;
+  const Vec arccos_magnitude = near_one ? 2.0f * arcsin_s : kHalfPi - arcsin_s;
+  return c < 0.0f ? arccos_magnitude : kPi - arccos_magnitude;
+}
+
+// Shapes, constants and memory layouts of one call.
+struct Geometry {
+  int64_t H, W, C, L, R, A, planes;
+  int64_t Wp;      // W rounded up to kLanes: the columns computed per row
+  int64_t margin;  // columns of fill on each side of a padded image row
+  int64_t Wpad;    // W + 2 margin: row length of padded images, variances, accumulators
+  int64_t S;       // tile row stride
+  int64_t tile;    // floats per tile, guards included
+  float w2, b2;
+
+  Geometry(int64_t height, int64_t width, int64_t channels, int64_t blocks, int64_t radius,
+           float w2_, float b2_)
+      : H(height), W(width), C(channels), L(blocks), R(radius), w2(w2_), b2(b2_) {
+    A = 2 * R + 1;
+    planes = A * A;
+    Wp = (W + kLanes - 1) / kLanes * kLanes;
+    // Row reads of the second image run over columns [dw, dw + Wp), |dw| <= R.
+    margin = R + (Wp - W);
+    Wpad = W + 2 * margin;
+    S = Wp + kGuard;
+    tile = kGuard + H * S + kGuard;
+  }
+
+  int64_t image_floats() const { return C * H * Wpad; }
+  int64_t variance_floats() const { return L * H * Wpad; }
+};
+
+// NHWC images (n, H, W, C) -> per image C planes of H rows of Wpad floats, zero fill;
+// the returned pointers address column 0 of row 0 of channel 0.
+std::vector<float> pad_images(const float* x, int64_t n, const Geometry& g) {
+  std::vector<float> out(n * g.image_floats() + 2 * g.margin, 0.0f);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < g.H; ++h)
+      for (int64_t w = 0; w < g.W; ++w)
+        for (int64_t c = 0; c < g.C; ++c)
+          out[i * g.image_floats() + (c * g.H + h) * g.Wpad + g.margin + w] =
+              x[((i * g.H + h) * g.W + w) * g.C + c];
+  return out;
+}
+
+// Variances (n, L, H, W) -> per image L planes of H rows of Wpad floats. The fill 1
+// keeps sqrt(v1 v2) and c = nngp / s finite where the mask then zeroes the entry.
+std::vector<float> pad_variances(const float* v, int64_t n, const Geometry& g) {
+  std::vector<float> out(n * g.variance_floats() + 2 * g.margin, 1.0f);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t l = 0; l < g.L; ++l)
+      for (int64_t h = 0; h < g.H; ++h)
+        std::memcpy(&out[i * g.variance_floats() + (l * g.H + h) * g.Wpad + g.margin],
+                    v + ((i * g.L + l) * g.H + h) * g.W, g.W * sizeof(float));
+  return out;
+}
+
+// One thread's tiles (zero-initialized; only columns [0, Wp) of rows [0, H) are ever
+// written, so the guards stay zero).
+struct Workspace {
+  enum Tile { kNngpIn, kNtkIn, kNngpOut, kNtkOut, kGradNngp, kGradNtk, kErrNngp, kErrNtk,
+              kFixedTiles };
+  // Per ReLU, what its backward needs: input NTK, s, c (unclipped), k0, sin term.
+  enum Saved { kSavedNtk, kSavedStd, kSavedCorr, kSavedK0, kSavedSine, kSavedPerBlock };
+
+  const Geometry& g;
+  std::vector<float> memory;
+  float* colmask;   // Wp: 1 where p and p + D lie in the image (column-wise), else 0
+  float* zero_row;  // a zero row read in place of rows outside the plane's valid rows
+  float* sum_nngp;  // vertical box sums of one row (guards zero)
+  float* sum_ntk;
+  float* record_row;  // kSelf: one row of a block's variances
+
+  explicit Workspace(const Geometry& geometry, bool with_saved) : g(geometry) {
+    const int64_t tiles = kFixedTiles + (with_saved ? kSavedPerBlock * g.L : 0);
+    const int64_t row = kGuard + g.S + kGuard;
+    memory.assign(tiles * g.tile + 5 * row + kLanes, 0.0f);
+    float* rows = memory.data() + tiles * g.tile;
+    colmask = rows + kGuard;
+    zero_row = rows + row + kGuard;
+    sum_nngp = rows + 2 * row + kGuard;
+    sum_ntk = rows + 3 * row + kGuard;
+    record_row = rows + 4 * row + kGuard;
+  }
+
+  // Row 0, column 0 of tile k.
+  float* tile(int64_t k) { return memory.data() + k * g.tile + kGuard; }
+  float* saved(int64_t block, int64_t what) {
+    return tile(kFixedTiles + block * kSavedPerBlock + what);
+  }
+};
+
+// The row range [h0, h1) of a plane where p + D lies inside the image, its column mask,
+// and whether the plane is all zero.
+struct Plane {
+  int64_t dh, dw, h0, h1;
+  bool empty;
+
+  Plane(const Geometry& g, Workspace& ws, int64_t dh_, int64_t dw_) : dh(dh_), dw(dw_) {
+    h0 = std::max<int64_t>(0, -dh);
+    h1 = std::min<int64_t>(g.H, g.H - dh);
+    empty = h1 <= h0 || std::abs(dw) >= g.W;
+    float* cm = ws.colmask;
+    for (int64_t c = 0; c < g.Wp; ++c)
+      cm[c] = (c < g.W && c + dw >= 0 && c + dw < g.W) ? 1.0f : 0.0f;
+  }
+
+  const float* row_or_zero(const float* tile, int64_t h, int64_t S, const float* zero) const {
+    return (h >= h0 && h < h1) ? tile + h * S : zero;
+  }
+};
+
+// Vertical 3-tap sums of rows h-1, h, h+1 of a tile (rows outside the plane read as
+// zero), in the XLA box filter's order: (up + mid) + down.
+inline void vertical_sum(float* out, const float* up, const float* mid, const float* down,
+                         int64_t n) {
+  for (int64_t c = 0; c < n; c += kVec)
+    store(out + c, (load(up + c) + load(mid + c)) + load(down + c));
+}
+
+// The input band row: (x1 x2)_0 + (x1 x2)_1 + ..., then / C, as input_state adds it.
+inline void input_row(float* out, const float* x1, const float* x2, const float* cm,
+                      const Geometry& g) {
+  const int64_t step = g.H * g.Wpad;
+  const float channels = static_cast<float>(g.C);
+  for (int64_t c = 0; c < g.Wp; c += kVec) {
+    Vec sum = load(x1 + c) * load(x2 + c);
+    for (int64_t ch = 1; ch < g.C; ++ch) sum = sum + load(x1 + ch * step + c) * load(x2 + ch * step + c);
+    store(out + c, load(cm + c) != 0.0f ? sum / channels : Vec{});
+  }
+}
+
+enum class Mode {
+  kBand,  // the grid / diagonal band: variances given, outputs kept
+  kSelf,  // the variance pass: offset 0 of an image with itself, variances recorded
+  kSave,  // the band, keeping what the backward pass needs
+};
+
+// Where conv_relu_row writes besides its outputs (kSelf: record; kSave: the rest).
+struct RowSaves {
+  float* record;  // the conv's NNGP output, i.e. the variance (kSelf)
+  float* ntk;     // the ReLU's input NTK, s, c (unclipped), k0, sin term (kSave)
+  float* std_product;
+  float* corr;
+  float* k0;
+  float* sine;
+};
+
+// One conv + ReLU on a row of a plane. The conv output is
+//   nngp = w2 * (box(nngp) / 9) + b2,  ntk = nngp + w2 * (box(ntk) / 9)   (first: ntk = nngp)
+// and the ReLU uses s = sqrt(v1[p] v2[p + D]), c = nngp / s (kSelf: v1 = v2 = nngp).
+template <Mode mode, bool first>
+inline void conv_relu_row(const float* sum_nngp, const float* sum_ntk, const float* v1,
+                          const float* v2, const float* cm, float* nngp_out, float* ntk_out,
+                          const RowSaves& saves, float w2, float b2, int64_t n) {
+  for (int64_t c = 0; c < n; c += kVec) {
+    const Vec box = box3(sum_nngp, c);
+    const Vec nngp = w2 * (box / 9.0f) + b2;
+    Vec ntk = nngp;
+    if constexpr (!first) {
+      const Vec box_ntk = box3(sum_ntk, c);
+      ntk = nngp + w2 * (box_ntk / 9.0f);
+    }
+    Vec var1, var2;
+    if constexpr (mode == Mode::kSelf) {
+      var1 = var2 = nngp;
+      store(saves.record + c, nngp);
+    } else {
+      var1 = load(v1 + c);
+      var2 = load(v2 + c);
+    }
+    // sqrt(v1 v2) and a true division: for a pixel with itself sqrt(v * v) == v and
+    // v / v == 1 exactly (see the file comment).
+    const Vec std_product = vsqrt(var1 * var2);
+    const Vec corr = nngp / std_product;
+    const Vec clipped = clip_unit(corr);
+    const Vec k0 = pi_minus_arccos(clipped) * kInv2Pi;
+    const Vec sine = vsqrt(max_zero(1.0f - clipped * clipped)) * kInv2Pi;
+    const Vec k1 = sine + k0 * clipped;
+    const auto valid = load(cm + c) != 0.0f;
+    store(nngp_out + c, valid ? k1 * std_product : Vec{});
+    store(ntk_out + c, valid ? k0 * ntk : Vec{});
+    if constexpr (mode == Mode::kSave) {
+      store(saves.ntk + c, ntk);
+      store(saves.std_product + c, std_product);
+      store(saves.corr + c, corr);
+      store(saves.k0 + c, k0);
+      store(saves.sine + c, sine);
+    }
+  }
+}
+
+// Where a plane's inputs live: padded images / variances of both sides (Geometry).
+struct Sides {
+  const float* x1;  // image of the first side, channel 0, row 0, column 0
+  const float* x2;
+  const float* v1;  // its variances, block 0, row 0, column 0 (unused in kSelf)
+  const float* v2;
+};
+
+// Where forward_plane puts its results.
+struct PlaneOutputs {
+  float* nngp = nullptr;    // kBand: the H x W output planes, rows of W floats
+  float* ntk = nullptr;
+  float* record = nullptr;  // kSelf: the variance of each block, L planes of H x W
+};
+
+// One offset plane (dh, dw) through the stage: kBand writes the whole output planes
+// (zero outside the valid rows), kSelf the variances, kSave the workspace's saved
+// tiles for the backward pass.
+template <Mode mode>
+Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t dh, int64_t dw,
+                    const PlaneOutputs& out) {
+  Plane plane(g, ws, dh, dw);
+  const int64_t S = g.S, W = g.W, Wp = g.Wp, Wpad = g.Wpad;
+  if constexpr (mode == Mode::kBand) {
+    // The rows the loops below do not write.
+    for (int64_t h = 0; h < g.H; ++h) {
+      if (!plane.empty && h >= plane.h0 && h < plane.h1) continue;
+      std::memset(out.nngp + h * W, 0, W * sizeof(float));
+      std::memset(out.ntk + h * W, 0, W * sizeof(float));
+    }
+  }
+  if (plane.empty) return plane;
+  const float* cm = ws.colmask;
+  float* nngp_in = ws.tile(Workspace::kNngpIn);
+  float* ntk_in = ws.tile(Workspace::kNtkIn);
+  float* nngp_out = ws.tile(Workspace::kNngpOut);
+  float* ntk_out = ws.tile(Workspace::kNtkOut);
+  for (int64_t h = plane.h0; h < plane.h1; ++h)
+    input_row(nngp_in + h * S, in.x1 + h * Wpad, in.x2 + (h + dh) * Wpad + dw, cm, g);
+  for (int64_t l = 0; l < g.L; ++l) {
+    const bool first = l == 0;
+    // The last block of the band writes its rows straight into the output planes when
+    // they are whole vectors wide (W == Wp), else into a tile copied out below.
+    const bool direct = mode == Mode::kBand && l == g.L - 1 && W == Wp;
+    for (int64_t h = plane.h0; h < plane.h1; ++h) {
+      vertical_sum(ws.sum_nngp, plane.row_or_zero(nngp_in, h - 1, S, ws.zero_row),
+                   nngp_in + h * S, plane.row_or_zero(nngp_in, h + 1, S, ws.zero_row), Wp);
+      if (!first)
+        vertical_sum(ws.sum_ntk, plane.row_or_zero(ntk_in, h - 1, S, ws.zero_row),
+                     ntk_in + h * S, plane.row_or_zero(ntk_in, h + 1, S, ws.zero_row), Wp);
+      const int64_t at = h * S;
+      RowSaves saves{};
+      if constexpr (mode == Mode::kSelf) saves.record = ws.record_row;
+      if constexpr (mode == Mode::kSave)
+        saves = RowSaves{nullptr, ws.saved(l, Workspace::kSavedNtk) + at,
+                         ws.saved(l, Workspace::kSavedStd) + at,
+                         ws.saved(l, Workspace::kSavedCorr) + at,
+                         ws.saved(l, Workspace::kSavedK0) + at,
+                         ws.saved(l, Workspace::kSavedSine) + at};
+      const float* v1 = mode == Mode::kSelf ? nullptr : in.v1 + (l * g.H + h) * Wpad;
+      const float* v2 = mode == Mode::kSelf ? nullptr : in.v2 + (l * g.H + h + dh) * Wpad + dw;
+      float* to_nngp = direct ? out.nngp + h * W : nngp_out + at;
+      float* to_ntk = direct ? out.ntk + h * W : ntk_out + at;
+      if (first)
+        conv_relu_row<mode, true>(ws.sum_nngp, ws.sum_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
+                                  g.w2, g.b2, Wp);
+      else
+        conv_relu_row<mode, false>(ws.sum_nngp, ws.sum_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
+                                   g.w2, g.b2, Wp);
+      if constexpr (mode == Mode::kSelf)
+        std::memcpy(out.record + (l * g.H + h) * W, ws.record_row, W * sizeof(float));
+    }
+    if (direct) return plane;
+    std::swap(nngp_in, nngp_out);
+    std::swap(ntk_in, ntk_out);
+  }
+  if constexpr (mode == Mode::kBand) {
+    for (int64_t h = plane.h0; h < plane.h1; ++h) {
+      std::memcpy(out.nngp + h * W, nngp_in + h * S, W * sizeof(float));
+      std::memcpy(out.ntk + h * W, ntk_in + h * S, W * sizeof(float));
+    }
+  }
+  return plane;
+}
+
+// Gradient accumulators of one side, in the padded layouts of its images / variances:
+// sum over planes of g_input * x_other (x) and of g_s * s (variances).
+// A null pointer: that gradient is not needed (its input is not perturbed), skip its work.
+struct Accumulators {
+  float* x1;
+  float* x2;
+  float* v1;
+  float* v2;
+};
+
+// Which gradients a backward call computes.
+struct Needs {
+  bool x1, x2, v1, v2;
+};
+
+// Transpose of a conv on a row: out = box(err) / 9 (err already holds w2 and the mask).
+inline void box_row(float* out, const float* sums, int64_t n) {
+  for (int64_t c = 0; c < n; c += kVec)
+    store(out + c, box3(sums, c) / 9.0f);
+}
+
+// Backward of one ReLU on a row: from the cotangents of its outputs (g_nngp, g_ntk) to
+// w2 * mask * (cotangent of the conv's NNGP output) in err_nngp (it also feeds the NTK
+// output nngp + ...), w2 * mask * (cotangent of the box of the NTK) in err_ntk, and
+// g_s * s in gss. The derivatives are those of _relu.arccos_maps' VJP, with
+// d k0 / d c = 1 / (2 pi sqrt(1 - c^2)) = (1 / (2 pi))^2 / sin_term, defined as 0
+// where 1 - c^2 <= 0 (a pixel with itself, c == 1 exactly). Without with_std, gss is
+// not written (no variance gradient is needed).
+template <bool with_std>
+inline void relu_backward_row(const float* g_nngp, const float* g_ntk, const RowSaves& saved,
+                              const float* cm, float* err_nngp, float* err_ntk, float* gss,
+                              float w2, int64_t n) {
+  for (int64_t c = 0; c < n; c += kVec) {
+    const auto valid = load(cm + c) != 0.0f;
+    const Vec gn = valid ? load(g_nngp + c) : Vec{};
+    const Vec gt = valid ? load(g_ntk + c) : Vec{};
+    const Vec raw = load(saved.corr + c);
+    const Vec clipped = clip_unit(raw);
+    const Vec k0 = load(saved.k0 + c);
+    const Vec sine = load(saved.sine + c);
+    const Vec s = load(saved.std_product + c);
+    const auto inside = sine > 0.0f;
+    const Vec dk0 = inside ? kInv2PiSquared / (inside ? sine : splat(1.0f)) : Vec{};
+    const Vec through_corr = gt * load(saved.ntk + c) * dk0 / s;
+    const Vec g_in = gn * k0 + through_corr;
+    const Vec g_k = gt * k0;
+    store(err_nngp + c, valid ? w2 * (g_in + g_k) : Vec{});
+    store(err_ntk + c, valid ? w2 * g_k : Vec{});
+    if constexpr (with_std) {
+      const Vec g_std = gn * (sine + k0 * (clipped - raw)) - through_corr * raw;
+      store(gss + c, valid ? g_std * s : Vec{});
+    }
+  }
+}
+
+inline void add_row(float* acc, const float* x, int64_t n) {
+  for (int64_t c = 0; c < n; c += kVec) store(acc + c, load(acc + c) + load(x + c));
+}
+
+inline void add_product_row(float* acc, const float* a, const float* b, int64_t n) {
+  for (int64_t c = 0; c < n; c += kVec) store(acc + c, load(acc + c) + load(a + c) * load(b + c));
+}
+
+// Gradients of one (pair, plane) for given output cotangents (H x W planes each),
+// added to the accumulators: recompute the forward keeping each ReLU's inputs, then
+// run the transposes from the last layer to the input band. A null cotangent is zero;
+// a null accumulator is skipped (the transposes through the layers are shared, the
+// per-side accumulations are not).
+void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t dh, int64_t dw,
+                    const float* cot_nngp, const float* cot_ntk, const Accumulators& acc) {
+  const Plane plane = forward_plane<Mode::kSave>(g, ws, in, dh, dw, PlaneOutputs{});
+  if (plane.empty) return;
+  const int64_t S = g.S, Wp = g.Wp, Wpad = g.Wpad, H = g.H;
+  const float* cm = ws.colmask;
+  float* grad_nngp = ws.tile(Workspace::kGradNngp);
+  float* grad_ntk = ws.tile(Workspace::kGradNtk);
+  float* err_nngp = ws.tile(Workspace::kErrNngp);
+  float* err_ntk = ws.tile(Workspace::kErrNtk);
+  float* gss = ws.tile(Workspace::kNngpOut);  // free after the forward
+  // The last ReLU reads the output cotangents in place when rows are whole vectors
+  // (W == Wp), else from tiles padded to Wp.
+  const bool direct = g.W == Wp;
+  if (!direct) {
+    for (int64_t h = plane.h0; h < plane.h1; ++h) {
+      if (cot_nngp)
+        std::memcpy(grad_nngp + h * S, cot_nngp + h * g.W, g.W * sizeof(float));
+      else
+        std::fill(grad_nngp + h * S, grad_nngp + h * S + g.W, 0.0f);
+      if (cot_ntk)
+        std::memcpy(grad_ntk + h * S, cot_ntk + h * g.W, g.W * sizeof(float));
+      else
+        std::fill(grad_ntk + h * S, grad_ntk + h * S + g.W, 0.0f);
+      std::fill(grad_nngp + h * S + g.W, grad_nngp + h * S + Wp, 0.0f);
+      std::fill(grad_ntk + h * S + g.W, grad_ntk + h * S + Wp, 0.0f);
+    }
+  }
+  const bool with_std = acc.v1 || acc.v2;
+  for (int64_t l = g.L - 1; l >= 0; --l) {
+    const bool from_output = direct && l == g.L - 1;
+    for (int64_t h = plane.h0; h < plane.h1; ++h) {
+      const int64_t at = h * S;
+      const RowSaves saved{nullptr, ws.saved(l, Workspace::kSavedNtk) + at,
+                           ws.saved(l, Workspace::kSavedStd) + at,
+                           ws.saved(l, Workspace::kSavedCorr) + at,
+                           ws.saved(l, Workspace::kSavedK0) + at,
+                           ws.saved(l, Workspace::kSavedSine) + at};
+      const float* gn = !from_output ? grad_nngp + at
+                        : cot_nngp   ? cot_nngp + h * g.W
+                                     : ws.zero_row;
+      const float* gt = !from_output ? grad_ntk + at
+                        : cot_ntk    ? cot_ntk + h * g.W
+                                     : ws.zero_row;
+      if (with_std) {
+        relu_backward_row<true>(gn, gt, saved, cm, err_nngp + at, err_ntk + at, gss + at,
+                                g.w2, Wp);
+        if (acc.v1) add_row(acc.v1 + (l * H + h) * Wpad, gss + at, Wp);
+        if (acc.v2) add_row(acc.v2 + (l * H + h + dh) * Wpad + dw, gss + at, Wp);
+      } else {
+        relu_backward_row<false>(gn, gt, saved, cm, err_nngp + at, err_ntk + at, gss + at,
+                                 g.w2, Wp);
+      }
+    }
+    // The box filter is self-adjoint: the cotangents of the conv's inputs are the box
+    // filter of the (masked) cotangents of its outputs.
+    for (int64_t h = plane.h0; h < plane.h1; ++h) {
+      vertical_sum(ws.sum_nngp, plane.row_or_zero(err_nngp, h - 1, S, ws.zero_row),
+                   err_nngp + h * S, plane.row_or_zero(err_nngp, h + 1, S, ws.zero_row), Wp);
+      box_row(grad_nngp + h * S, ws.sum_nngp, Wp);
+      if (l > 0) {
+        vertical_sum(ws.sum_ntk, plane.row_or_zero(err_ntk, h - 1, S, ws.zero_row),
+                     err_ntk + h * S, plane.row_or_zero(err_ntk, h + 1, S, ws.zero_row), Wp);
+        box_row(grad_ntk + h * S, ws.sum_ntk, Wp);
+      }
+    }
+  }
+  if (!acc.x1 && !acc.x2) return;
+  // The input band is bilinear: d/dx1[p] = g x2[p + D], d/dx2[p + D] = g x1[p] (the
+  // division by C is applied once, when the accumulators are written out).
+  const int64_t step = H * Wpad;
+  for (int64_t h = plane.h0; h < plane.h1; ++h) {
+    float* g_in = err_nngp + h * S;  // reused: the masked input-band cotangent
+    const float* gr = grad_nngp + h * S;
+    for (int64_t c = 0; c < Wp; c += kVec)
+      store(g_in + c, load(cm + c) != 0.0f ? load(gr + c) : Vec{});
+    for (int64_t ch = 0; ch < g.C; ++ch) {
+      const int64_t here = ch * step + h * Wpad, there = ch * step + (h + dh) * Wpad + dw;
+      if (acc.x1) add_product_row(acc.x1 + here, g_in, in.x2 + there, Wp);
+      if (acc.x2) add_product_row(acc.x2 + there, g_in, in.x1 + here, Wp);
+    }
+  }
+}
+
+// Threads per call: $KIPD_CPU_THREADS if set (>= 1), else the CPUs this process may
+// run on (its affinity mask: a worker pinned to one core, e.g. by taskset, gets one
+// thread rather than one per core of the machine).
+int thread_count(int64_t work_items) {
+  int threads = 0;
+  if (const char* env = std::getenv("KIPD_CPU_THREADS")) threads = std::atoi(env);
+#if defined(__linux__)
+  cpu_set_t allowed;
+  if (threads <= 0 && sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
+    threads = CPU_COUNT(&allowed);
+#endif
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::max(threads, 1);
+  return static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(work_items, 1)));
+}
+
+// body(thread, begin, end) over [0, total) in chunks handed out dynamically (the cores
+// are shared, so a static split would wait for the slowest one).
+template <class Body>
+void parallel_chunks(int threads, int64_t total, int64_t chunk, Body&& body) {
+  std::atomic<int64_t> next{0};
+  auto worker = [&](int thread) {
+    for (;;) {
+      const int64_t begin = next.fetch_add(chunk);
+      if (begin >= total) return;
+      body(thread, begin, std::min(total, begin + chunk));
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (auto& thread : pool) thread.join();
+}
+
+// The band outputs are large fresh buffers (XLA's allocator maps new memory for them), so
+// writing them costs a page fault per 4 KiB page, serialized on the process's memory
+// map when two threads fault together. Asking for transparent huge pages (where the
+// system's policy is "madvise") makes that one fault per 2 MiB. Only whole pages inside
+// the buffer are advised; a refusal (no THP) changes nothing.
+void advise_huge_pages(void* data, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr int64_t kHuge = int64_t{2} << 20;
+  if (bytes < 2 * kHuge) return;
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+// Slices of a backward call's work, each with its own accumulators (see backward):
+// enough for any core count this kernel meets, few enough to keep their memory small.
+constexpr int64_t kBackwardSlices = 16;
+
+int64_t chunk_size(int64_t total, int threads, int64_t planes) {
+  // ~8 chunks per thread for balance, at most one pair's planes so that a chunk's
+  // accumulations stay on one pair's images.
+  return std::max<int64_t>(1, std::min<int64_t>(planes, total / (8 * threads)));
+}
+
+// Check the shapes common to all handlers; fill the geometry.
+ffi::Error check_images(const ffi::Buffer<ffi::F32>& x, const char* name) {
+  if (x.dimensions().size() != 4)
+    return ffi::Error::InvalidArgument(std::string(name) + " must be (n, H, W, C)");
+  return ffi::Error::Success();
+}
+
+ffi::Error check_variances(const ffi::Buffer<ffi::F32>& v, const ffi::Buffer<ffi::F32>& x,
+                           const char* name) {
+  auto vd = v.dimensions();
+  auto xd = x.dimensions();
+  if (vd.size() != 4 || vd[0] != xd[0] || vd[2] != xd[1] || vd[3] != xd[2] || vd[1] < 1)
+    return ffi::Error::InvalidArgument(std::string(name) + " must be (n, num_blocks, H, W)");
+  return ffi::Error::Success();
+}
+
+ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F32>& x2,
+                      const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
+                      int64_t radius) {
+  for (auto error : {check_images(x1, "x1"), check_images(x2, "x2"),
+                     check_variances(v1, x1, "var1"), check_variances(v2, x2, "var2")})
+    if (error.failure()) return error;
+  auto d1 = x1.dimensions(), d2 = x2.dimensions();
+  if (d1[1] != d2[1] || d1[2] != d2[2] || d1[3] != d2[3])
+    return ffi::Error::InvalidArgument("x1 and x2 must have the same H, W, C");
+  if (v1.dimensions()[1] != v2.dimensions()[1])
+    return ffi::Error::InvalidArgument("var1 and var2 must have the same num_blocks");
+  if (radius < 0) return ffi::Error::InvalidArgument("radius must be >= 0");
+  return ffi::Error::Success();
+}
+
+// The band of pairs (i, j) of x1 x x2 (diagonal == 0) or (i, i) (diagonal != 0).
+ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
+                           ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
+                           ffi::ResultBuffer<ffi::F32> nngp, ffi::ResultBuffer<ffi::F32> ntk,
+                           int64_t radius, float w2, float b2, int64_t diagonal) {
+  if (auto error = check_pair(x1, x2, v1, v2, radius); error.failure()) return error;
+  auto d1 = x1.dimensions();
+  const int64_t n1 = d1[0], n2 = x2.dimensions()[0];
+  if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2);
+  const int64_t pairs = diagonal ? n1 : n1 * n2;
+  const int64_t total = pairs * g.planes;
+  if (total == 0) return ffi::Error::Success();
+  const std::vector<float> x1p = pad_images(x1.typed_data(), n1, g);
+  const std::vector<float> x2p = pad_images(x2.typed_data(), n2, g);
+  const std::vector<float> v1p = pad_variances(v1.typed_data(), n1, g);
+  const std::vector<float> v2p = pad_variances(v2.typed_data(), n2, g);
+  float* out_nngp = nngp->typed_data();
+  float* out_ntk = ntk->typed_data();
+  advise_huge_pages(out_nngp, total * g.H * g.W * sizeof(float));
+  advise_huge_pages(out_ntk, total * g.H * g.W * sizeof(float));
+  const int threads = thread_count(total);
+  std::vector<Workspace> workspaces;
+  workspaces.reserve(threads);
+  for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
+  parallel_chunks(threads, total, chunk_size(total, threads, g.planes),
+                  [&](int thread, int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t pair = item / g.planes, plane = item % g.planes;
+      const int64_t i = diagonal ? pair : pair / n2, j = diagonal ? pair : pair % n2;
+      const Sides in{x1p.data() + i * g.image_floats() + g.margin,
+                     x2p.data() + j * g.image_floats() + g.margin,
+                     v1p.data() + i * g.variance_floats() + g.margin,
+                     v2p.data() + j * g.variance_floats() + g.margin};
+      const int64_t offset = item * g.H * g.W;
+      PlaneOutputs out;
+      out.nngp = out_nngp + offset;
+      out.ntk = out_ntk + offset;
+      forward_plane<Mode::kBand>(g, workspaces[thread], in, plane / g.A - g.R,
+                                 plane % g.A - g.R, out);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// Gradients of the band w.r.t. both images and both variance sets. With diagonal, the
+// second side's accumulators are the first's, and dx2 / dv2 are not written. Only the
+// gradients in `needs` are computed and written (the others' outputs may be empty). An
+// empty cotangent (no elements) stands for a zero one.
+ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
+                         ffi::Buffer<ffi::F32>& v1, ffi::Buffer<ffi::F32>& v2,
+                         ffi::Buffer<ffi::F32>& cot_nngp, ffi::Buffer<ffi::F32>& cot_ntk,
+                         float* dx1, float* dx2, float* dv1, float* dv2, int64_t radius,
+                         float w2, float b2, bool diagonal, Needs needs) {
+  if (auto error = check_pair(x1, x2, v1, v2, radius); error.failure()) return error;
+  auto d1 = x1.dimensions();
+  const int64_t n1 = d1[0], n2 = x2.dimensions()[0];
+  if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2);
+  const int64_t pairs = diagonal ? n1 : n1 * n2;
+  const int64_t total = pairs * g.planes;
+  const int64_t band_floats = total * g.H * g.W;
+  for (const auto* cot : {&cot_nngp, &cot_ntk}) {
+    const int64_t count = static_cast<int64_t>(cot->element_count());
+    if (count != band_floats && count != 0)
+      return ffi::Error::InvalidArgument("cotangents must have the band's shape (or none)");
+  }
+  const float* cn = cot_nngp.element_count() ? cot_nngp.typed_data() : nullptr;
+  const float* ck = cot_ntk.element_count() ? cot_ntk.typed_data() : nullptr;
+  if (diagonal) {
+    needs.x1 = needs.x2 = needs.x1 || needs.x2;
+    needs.v1 = needs.v2 = needs.v1 || needs.v2;
+  }
+  const bool nothing = (!cn && !ck) || !(needs.x1 || needs.x2 || needs.v1 || needs.v2);
+  const std::vector<float> x1p = pad_images(x1.typed_data(), n1, g);
+  const std::vector<float> x2p = pad_images(x2.typed_data(), n2, g);
+  const std::vector<float> v1p = pad_variances(v1.typed_data(), n1, g);
+  const std::vector<float> v2p = pad_variances(v2.typed_data(), n2, g);
+  // The items are cut into a fixed number of slices that depends on the problem only,
+  // each with private accumulators, summed in slice order below: no atomics, and the
+  // same bits whichever thread ran a slice and however many threads there are (a block
+  // recomputed on another worker after a failure gives the identical gradient).
+  const int64_t slices = nothing ? 0 : std::min<int64_t>(total, kBackwardSlices);
+  const int threads = thread_count(slices);
+  const int64_t side1 = n1 * (g.image_floats() + g.variance_floats());
+  const int64_t side2 = diagonal ? 0 : n2 * (g.image_floats() + g.variance_floats());
+  const int64_t per_slice = side1 + side2 + 2 * g.margin + kLanes;
+  std::vector<float> accumulators(std::max<int64_t>(slices, 1) * per_slice, 0.0f);
+  auto accumulators_of = [&](int64_t slice) {
+    float* base = accumulators.data() + slice * per_slice + g.margin;
+    Accumulators acc;
+    acc.x1 = base;
+    acc.v1 = base + n1 * g.image_floats();
+    acc.x2 = diagonal ? acc.x1 : acc.v1 + n1 * g.variance_floats();
+    acc.v2 = diagonal ? acc.v1 : acc.x2 + n2 * g.image_floats();
+    return acc;
+  };
+  std::vector<Workspace> workspaces;
+  workspaces.reserve(threads);
+  for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, true);
+  parallel_chunks(threads, slices, 1, [&](int thread, int64_t first_slice, int64_t last_slice) {
+   for (int64_t slice = first_slice; slice < last_slice; ++slice) {
+    const Accumulators mine = accumulators_of(slice);
+    const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t pair = item / g.planes, plane = item % g.planes;
+      const int64_t i = diagonal ? pair : pair / n2, j = diagonal ? pair : pair % n2;
+      const Sides in{x1p.data() + i * g.image_floats() + g.margin,
+                     x2p.data() + j * g.image_floats() + g.margin,
+                     v1p.data() + i * g.variance_floats() + g.margin,
+                     v2p.data() + j * g.variance_floats() + g.margin};
+      const Accumulators acc{needs.x1 ? mine.x1 + i * g.image_floats() : nullptr,
+                             needs.x2 ? mine.x2 + j * g.image_floats() : nullptr,
+                             needs.v1 ? mine.v1 + i * g.variance_floats() : nullptr,
+                             needs.v2 ? mine.v2 + j * g.variance_floats() : nullptr};
+      const int64_t offset = item * g.H * g.W;
+      // The cotangents stream from memory, a plane (2 x H x W floats) per item: ask for
+      // the next item's into L2 now, so that they arrive while this one is computed.
+      if (item + 1 < end) {
+        const int64_t next = offset + g.H * g.W;
+        for (int64_t k = 0; k < g.H * g.W; k += 64 / sizeof(float)) {
+          if (cn) __builtin_prefetch(cn + next + k, 0, 2);
+          if (ck) __builtin_prefetch(ck + next + k, 0, 2);
+        }
+      }
+      backward_plane(g, workspaces[thread], in, plane / g.A - g.R, plane % g.A - g.R,
+                     cn ? cn + offset : nullptr, ck ? ck + offset : nullptr, acc);
+    }
+   }
+  });
+  for (int64_t slice = 1; slice < slices; ++slice) {
+    const float* from = accumulators.data() + slice * per_slice;
+    float* to = accumulators.data();
+    for (int64_t k = 0; k < per_slice; ++k) to[k] += from[k];
+  }
+  const Accumulators total_acc = accumulators_of(0);
+  const float channels = static_cast<float>(g.C);
+  // d/dv = sum(g_s s) / (2 v): s = sqrt(v1 v2) has ds/dv1 = s / (2 v1).
+  auto write_side = [&](int64_t n, const float* acc_x, const float* acc_v, const float* v,
+                        float* dx, float* dv, bool need_x, bool need_v) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w) {
+          if (need_x)
+            for (int64_t c = 0; c < g.C; ++c)
+              dx[((i * g.H + h) * g.W + w) * g.C + c] =
+                  acc_x[i * g.image_floats() + (c * g.H + h) * g.Wpad + w] / channels;
+          if (need_v)
+            for (int64_t l = 0; l < g.L; ++l) {
+              const int64_t at = ((i * g.L + l) * g.H + h) * g.W + w;
+              dv[at] = acc_v[i * g.variance_floats() + (l * g.H + h) * g.Wpad + w] /
+                       (2.0f * v[at]);
+            }
+        }
+  };
+  write_side(n1, total_acc.x1, total_acc.v1, v1.typed_data(), dx1, dv1, needs.x1, needs.v1);
+  if (!diagonal)
+    write_side(n2, total_acc.x2, total_acc.v2, v2.typed_data(), dx2, dv2, needs.x2, needs.v2);
+  return ffi::Error::Success();
+}
+
+ffi::Error BandBackwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
+                            ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
+                            ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
+                            ffi::ResultBuffer<ffi::F32> dx1, ffi::ResultBuffer<ffi::F32> dx2,
+                            ffi::ResultBuffer<ffi::F32> dv1, ffi::ResultBuffer<ffi::F32> dv2,
+                            int64_t radius, float w2, float b2, int64_t need_x1,
+                            int64_t need_x2, int64_t need_v1, int64_t need_v2) {
+  // An unneeded gradient's result may be empty: check the needed ones' sizes.
+  const std::pair<ffi::ResultBuffer<ffi::F32>*, ffi::Buffer<ffi::F32>*> outs[] = {
+      {&dx1, &x1}, {&dx2, &x2}, {&dv1, &v1}, {&dv2, &v2}};
+  const bool need[] = {need_x1 != 0, need_x2 != 0, need_v1 != 0, need_v2 != 0};
+  for (int k = 0; k < 4; ++k)
+    if (need[k] && (*outs[k].first)->element_count() != outs[k].second->element_count())
+      return ffi::Error::InvalidArgument("a needed gradient must have its input's shape");
+  return band_backward(x1, x2, v1, v2, cot_nngp, cot_ntk, dx1->typed_data(),
+                       dx2->typed_data(), dv1->typed_data(), dv2->typed_data(), radius, w2,
+                       b2, false, Needs{need[0], need[1], need[2], need[3]});
+}
+
+ffi::Error DiagonalBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> v,
+                                ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
+                                ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dv,
+                                int64_t radius, float w2, float b2) {
+  return band_backward(x, x, v, v, cot_nngp, cot_ntk, dx->typed_data(), nullptr,
+                       dv->typed_data(), nullptr, radius, w2, b2, true,
+                       Needs{true, true, true, true});
+}
+
+// Per image, the variances at each ReLU's input: offset 0 of the image with itself.
+ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> var,
+                         float w2, float b2) {
+  if (auto error = check_images(x, "x"); error.failure()) return error;
+  auto d = x.dimensions();
+  auto vd = var->dimensions();
+  if (vd.size() != 4 || vd[0] != d[0] || vd[2] != d[1] || vd[3] != d[2] || vd[1] < 1)
+    return ffi::Error::InvalidArgument("the variances must be (n, num_blocks, H, W)");
+  const int64_t n = d[0];
+  if (n == 0) return ffi::Error::Success();
+  // Radius 0: the geometry (margins, padded rows) differs from the band's, but the
+  // arithmetic of an entry does not depend on it.
+  const Geometry g(d[1], d[2], d[3], vd[1], 0, w2, b2);
+  const std::vector<float> xp = pad_images(x.typed_data(), n, g);
+  float* out = var->typed_data();
+  const int threads = thread_count(n);
+  std::vector<Workspace> workspaces;
+  workspaces.reserve(threads);
+  for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
+  parallel_chunks(threads, n, 1, [&](int thread, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* image = xp.data() + i * g.image_floats() + g.margin;
+      const Sides in{image, image, nullptr, nullptr};
+      PlaneOutputs outputs;
+      outputs.record = out + i * g.L * g.H * g.W;
+      forward_plane<Mode::kSelf>(g, workspaces[thread], in, 0, 0, outputs);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandForward, BandForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x1 (n1, H, W, C)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x2 (n2, H, W, C)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var1 (n1, L, H, W)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var2 (n2, L, H, W)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // nngp
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ntk
+                                  .Attr<int64_t>("radius")
+                                  .Attr<float>("w2")
+                                  .Attr<float>("b2")
+                                  .Attr<int64_t>("diagonal"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandBackward, BandBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x2
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var2
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of nngp
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of ntk
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d x1
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d x2
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d var1
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d var2
+                                  .Attr<int64_t>("radius")
+                                  .Attr<float>("w2")
+                                  .Attr<float>("b2")
+                                  .Attr<int64_t>("need_x1")  // 0: d x1 not computed,
+                                  .Attr<int64_t>("need_x2")  // its result may be empty
+                                  .Attr<int64_t>("need_v1")
+                                  .Attr<int64_t>("need_v2"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuDiagonalBackward, DiagonalBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, H, W, C)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var (n, L, H, W)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of nngp
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of ntk
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d x
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d var
+                                  .Attr<int64_t>("radius")
+                                  .Attr<float>("w2")
+                                  .Attr<float>("b2"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuVariances, VariancesImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, H, W, C)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // var (n, L, H, W)
+                                  .Attr<float>("w2")
+                                  .Attr<float>("b2"));

@@ -1,0 +1,103 @@
+"""The two passes of a kernel evaluation, with a choice of full-resolution stage.
+
+A ConvNet kernel spends ~90% of its work in its full-resolution stage: the input band and
+every conv and ReLU before the first pooling, on ``(2R_h+1)(2R_w+1)HW`` entries per pair
+(230k at 32x32). That stage is either the layer maps themselves (XLA) or a fused kernel
+(:class:`FusedStage`: C++ on a CPU, Pallas on a GPU) that computes the same numbers with
+each offset plane kept on chip through all its layers. The layers after it (pooling,
+Flatten, the readout) always run as layer maps.
+
+Exactness of the diagonal: the ReLU correlation of a pixel with itself is exactly 1 only
+if the grid pass's offset-0 covariance of an image with itself equals, bit for bit, the
+variance that the diagonal pass recorded. So both passes use the same stage.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+
+from kipd.kernels._layers import Layer, input_state, serial
+from kipd.kernels._state import KernelState, materialize
+
+Variances = tuple[jax.Array, ...]
+
+
+class FusedStage(NamedTuple):
+    """A fused implementation of the full-resolution stage: the input band, then
+    ``num_blocks`` x [conv, ReLU], with hyperparameters (radius, ``W_std``, ``b_std``) bound.
+
+    Attributes:
+      band: ``band(x1, x2, var1, var2) -> (nngp, ntk)``: images ``(n1, H, W, C)``,
+        ``(n2, H, W, C)``, the variances at each of the stage's ReLUs ``(n, H, W)``;
+        outputs ``(n1, n2, 2R_h+1, 2R_w+1, H, W)``. Differentiable in all four.
+      diagonal: ``diagonal(x, var) -> (nngp, ntk)``, each image with itself,
+        ``(n, 2R_h+1, 2R_w+1, H, W)``; differentiable.
+      variances: ``variances(x) -> var``, the per-image variances at the stage's ReLUs,
+        computed with the same operations as ``band``'s offset 0; differentiable.
+    """
+
+    band: Callable[..., tuple[jax.Array, jax.Array]]
+    diagonal: Callable[..., tuple[jax.Array, jax.Array]]
+    variances: Callable[[jax.Array], Variances]
+
+
+def split_full_resolution(layers: Sequence[Layer]) -> tuple[list[Layer], Layer]:
+    """``(stage, rest)``: the leading offsetwise layers (conv, ReLU) and the others."""
+    count = 0
+    while count < len(layers) and layers[count].offsetwise:
+        count += 1
+    return list(layers[:count]), serial(*layers[count:])
+
+
+def diagonal_variances(
+    layers: Sequence[Layer],
+    in_band: tuple[int, int],
+    images: jax.Array,
+    stage: FusedStage | None = None,
+) -> Variances:
+    """The variances of ``images`` ``(n, H, W, C)`` at the input of every ReLU, in order
+    (the diagonal pass)."""
+    full_resolution, rest = split_full_resolution(layers)
+    if stage is None or not full_resolution:
+        return serial(*layers).kernel(input_state(images, None, in_band, with_ntk=False)).var1
+    variances = stage.variances(images)
+    nngp, _ = stage.diagonal(images, variances)
+    state = KernelState(nngp=nngp, ntk=None, var1=variances, var2=(), diagonal=True)
+    return rest.kernel(materialize(state)).var1
+
+
+def grid_state(
+    layers: Sequence[Layer],
+    in_band: tuple[int, int],
+    images1: jax.Array,
+    images2: jax.Array,
+    var1: Variances,
+    var2: Variances,
+    *,
+    with_ntk: bool,
+    stage: FusedStage | None = None,
+) -> KernelState:
+    """The kernel state of every pair of ``images1`` ``(b1, H, W, C)`` x ``images2``
+    ``(b2, H, W, C)`` after all ``layers`` (the grid pass).
+
+    Args:
+      layers: the network, in order.
+      in_band: the band of offsets it needs at its input.
+      images1, images2: the images of the block.
+      var1, var2: their variances at every ReLU (:func:`diagonal_variances`).
+      with_ntk: whether to carry the NTK.
+      stage: a fused full-resolution stage, or ``None`` for the layer maps.
+    """
+    full_resolution, rest = split_full_resolution(layers)
+    if stage is None or not full_resolution:
+        state = input_state(images1, images2, in_band, with_ntk=with_ntk, var1=var1, var2=var2)
+        return serial(*layers).kernel(state)
+    relus = len(full_resolution) // 2  # [conv, ReLU] pairs
+    nngp, ntk = stage.band(images1, images2, var1[:relus], var2[:relus])
+    state = KernelState(
+        nngp=nngp, ntk=ntk if with_ntk else None, var1=var1[relus:], var2=var2[relus:],
+        diagonal=False,
+    )
+    return rest.kernel(materialize(state))

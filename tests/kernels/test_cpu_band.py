@@ -1,0 +1,359 @@
+"""The C++ full-resolution stage (XLA FFI on the CPU) against the XLA layer maps it replaces.
+
+Nothing here is skipped: without g++ the kernel cannot build and these tests fail (CI
+has g++), with the compiler's error in the message.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kipd.kernels import _cpu
+from kipd.kernels._layers import conv, input_state, relu, serial
+
+BLOCKS = 2
+RADIUS = 3
+TOLERANCE = 1e-5
+
+
+def _stage(num_blocks: int):
+    return serial(*[layer for _ in range(num_blocks) for layer in (conv(), relu())])
+
+
+def reference_band(x1, x2, var1, var2, *, radius, num_blocks):
+    """The XLA path: (conv, relu) x num_blocks on the input band, grid pass."""
+    state = _stage(num_blocks).kernel(
+        input_state(x1, x2, (radius, radius), with_ntk=True, var1=tuple(var1), var2=tuple(var2))
+    )
+    return state.nngp, state.ntk
+
+
+def reference_variances(x, *, radius, num_blocks):
+    """The XLA diagonal pass: the variances at each ReLU's input."""
+    return _stage(num_blocks).kernel(input_state(x, None, (radius, radius), with_ntk=False)).var1
+
+
+def relative_error(actual, expected) -> float:
+    """Max absolute error over max absolute value."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def _linear_functional(key, shape):
+    """A random linear functional of (nngp, ntk), so every output entry gets a gradient."""
+    w_nngp, w_ntk = jax.random.normal(key, (2, *shape))
+
+    def apply(outputs):
+        nngp, ntk = outputs
+        return jnp.sum(w_nngp * nngp) + jnp.sum(w_ntk * ntk)
+
+    return apply
+
+
+def test_kernel_builds():
+    assert _cpu.available(), _cpu.build_error()
+    assert _cpu.build_error() is None
+
+
+@pytest.fixture(scope="module")
+def case():
+    """2 x 3 pairs of distinct 10x10x2 images, their XLA variances, and the compiled
+    functions the tests share."""
+    assert _cpu.available(), _cpu.build_error()
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x1 = jax.random.normal(keys[0], (2, 10, 10, 2))
+    x2 = jax.random.normal(keys[1], (3, 10, 10, 2))
+    reference_var = jax.jit(
+        functools.partial(reference_variances, radius=RADIUS, num_blocks=BLOCKS)
+    )
+    band = functools.partial(_cpu.conv_relu_band, radius=RADIUS, num_blocks=BLOCKS)
+    reference = functools.partial(reference_band, radius=RADIUS, num_blocks=BLOCKS)
+    loss = _linear_functional(keys[2], (2, 3, 2 * RADIUS + 1, 2 * RADIUS + 1, 10, 10))
+
+    def gradient(stage):
+        return jax.jit(jax.grad(lambda *args: loss(stage(*args)), argnums=(0, 1, 2, 3)))
+
+    return dict(
+        x1=x1, x2=x2, var1=reference_var(x1), var2=reference_var(x2), loss=loss,
+        band=jax.jit(band), reference=jax.jit(reference),
+        band_grad=gradient(band), reference_grad=gradient(reference),
+        variances=jax.jit(functools.partial(_cpu.conv_relu_variances, num_blocks=BLOCKS)),
+        reference_variances=reference_var,
+    )
+
+
+def _args(case):
+    return case["x1"], case["x2"], case["var1"], case["var2"]
+
+
+def test_forward_matches_reference(case):
+    for actual, expected in zip(case["band"](*_args(case)), case["reference"](*_args(case))):
+        assert actual.shape == expected.shape == (2, 3, 7, 7, 10, 10)
+        assert actual.dtype == jnp.float32
+        assert relative_error(actual, expected) <= TOLERANCE
+        # Entries whose second position lies outside the image are exactly zero.
+        outside = np.asarray(expected) == 0
+        assert outside.any() and np.all(np.asarray(actual)[outside] == 0)
+
+
+def test_gradients_match_reference(case):
+    actual, expected = case["band_grad"](*_args(case)), case["reference_grad"](*_args(case))
+    for name, a, e in zip(("x1", "x2", "var1", "var2"), actual, expected):
+        for a_leaf, e_leaf in zip(jax.tree.leaves(a), jax.tree.leaves(e), strict=True):
+            assert a_leaf.shape == e_leaf.shape
+            assert relative_error(a_leaf, e_leaf) <= TOLERANCE, name
+
+
+
+def test_partial_gradients_equal_the_full_gradient(case, monkeypatch):
+    """Differentiating in some inputs only (the backward then skips the others' work,
+    via symbolic zeros), or through one output only (the other's cotangent is a
+    symbolic zero, never materialized), gives the same numbers, bit for bit (one
+    thread: the same order of every sum)."""
+    monkeypatch.setenv("KIPD_CPU_THREADS", "1")
+    args = _args(case)
+    full = case["band_grad"](*args)
+    for argnums in (0, 1, 2, 3, (0, 2), (1, 3)):
+        partial = jax.jit(jax.grad(lambda *a: case["loss"](case["band"](*a)),
+                                   argnums=argnums))(*args)
+        numbers = argnums if isinstance(argnums, tuple) else (argnums,)
+        partial = partial if isinstance(argnums, tuple) else (partial,)
+        for number, actual in zip(numbers, partial, strict=True):
+            for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(full[number]),
+                            strict=True):
+                np.testing.assert_array_equal(a, e, err_msg=f"argnums={argnums}")
+
+    weights = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 7, 7, 10, 10))
+    for output in (0, 1):
+        def one(*a, output=output):  # the other output's cotangent is a symbolic zero
+            return jnp.sum(weights * case["band"](*a)[output])
+
+        def both(*a, output=output):  # ... here a materialized zero band
+            outputs = case["band"](*a)
+            return jnp.sum(weights * outputs[output]) + jnp.sum(0.0 * outputs[1 - output])
+
+        actual, expected = (jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args)
+                            for f in (one, both))
+        for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(a, e, err_msg=f"output={output}")
+
+    # Nothing perturbed on the second side through the variance chain either: the
+    # kernel's own variances, differentiated in x1 only, against the full gradient.
+    variances = case["variances"]
+
+    def through_variances(x1, x2):
+        return case["loss"](case["band"](x1, x2, variances(x1), variances(x2)))
+
+    full = jax.jit(jax.grad(through_variances, argnums=(0, 1)))(case["x1"], case["x2"])
+    for argnum in (0, 1):
+        partial = jax.jit(jax.grad(through_variances, argnums=argnum))(case["x1"], case["x2"])
+        np.testing.assert_array_equal(partial, full[argnum])
+
+@pytest.mark.parametrize(
+    "shape, radius, num_blocks",
+    [((6, 5, 2), 0, 1),  # ConvVec's stage: the offset-0 plane only; one block
+     ((7, 16, 3), 2, 3)],  # rows of whole vectors (written in place); three blocks
+)
+def test_other_shapes_match_reference(shape, radius, num_blocks):
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    x1, x2 = (jax.random.normal(key, (2, *shape)) for key in keys[:2])
+    variances = jax.jit(functools.partial(reference_variances, radius=radius,
+                                          num_blocks=num_blocks))
+    var1, var2 = variances(x1), variances(x2)
+    band = functools.partial(_cpu.conv_relu_band, radius=radius, num_blocks=num_blocks)
+    reference = functools.partial(reference_band, radius=radius, num_blocks=num_blocks)
+    for actual, expected in zip(band(x1, x2, var1, var2),
+                                jax.jit(reference)(x1, x2, var1, var2)):
+        assert relative_error(actual, expected) <= TOLERANCE
+    loss = _linear_functional(keys[2], (2, 2, 2 * radius + 1, 2 * radius + 1, *shape[:2]))
+    actual, expected = (
+        jax.jit(jax.grad(lambda *args: loss(f(*args)), argnums=(0, 1, 2, 3)))(x1, x2, var1, var2)
+        for f in (band, reference)
+    )
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert relative_error(a, e) <= TOLERANCE
+
+
+def test_convnet_shape_matches_reference():
+    """The ConvNet's stage at 28x28x1, radius 7 (rows padded to whole vectors)."""
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    x1, x2 = (jax.random.normal(key, (n, 28, 28, 1)) for key, n in zip(keys, (1, 2)))
+    var1 = _cpu.conv_relu_variances(x1, num_blocks=BLOCKS)
+    var2 = _cpu.conv_relu_variances(x2, num_blocks=BLOCKS)
+    band = _cpu.conv_relu_band(x1, x2, var1, var2, radius=7, num_blocks=BLOCKS)
+    expected = jax.jit(functools.partial(reference_band, radius=7, num_blocks=BLOCKS))(
+        x1, x2, var1, var2
+    )
+    for actual, wanted in zip(band, expected):
+        assert actual.shape == (1, 2, 15, 15, 28, 28)
+        assert relative_error(actual, wanted) <= TOLERANCE
+        outside = np.asarray(wanted) == 0
+        assert np.all(np.asarray(actual)[outside] == 0)
+
+
+def test_variances_match_xla_diagonal_pass(case):
+    for x, expected_all in ((case["x1"], case["var1"]), (case["x2"], case["var2"])):
+        actual_all = case["variances"](x)
+        assert len(actual_all) == BLOCKS
+        for actual, expected in zip(actual_all, expected_all):
+            assert actual.shape == x.shape[:3]
+            assert relative_error(actual, expected) <= 1e-6
+
+
+def test_variances_gradient_matches_reference(case):
+    x = case["x1"]
+    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(1), (BLOCKS, *x.shape[:3])))
+    actual = jax.vjp(case["variances"], x)[1](cotangent)[0]
+    expected = jax.vjp(case["reference_variances"], x)[1](cotangent)[0]
+    assert relative_error(actual, expected) <= TOLERANCE
+
+
+def _offset0_chain_float64(x: np.ndarray, num_blocks: int):
+    """NNGP and NTK of each image with itself at offset 0, where c == 1: k0 = k1 = 1/2."""
+    w2, b2 = (2**0.5) ** 2, 0.1**2
+    nngp = np.mean(np.asarray(x, np.float64) ** 2, axis=-1)
+
+    def box(cov):
+        padded = np.pad(cov, [(0, 0), (1, 1), (1, 1)])
+        height, width = cov.shape[1:]
+        return sum(padded[:, a : a + height, b : b + width] for a in range(3) for b in range(3)) / 9
+
+    ntk = None
+    for _ in range(num_blocks):
+        nngp = w2 * box(nngp) + b2
+        ntk = nngp if ntk is None else nngp + w2 * box(ntk)
+        nngp, ntk = nngp / 2, ntk / 2
+    return nngp, ntk
+
+
+def test_identical_images_have_correlation_exactly_one(case):
+    """With its own variances, a pixel with itself has c == 1 at every ReLU."""
+    x = case["x2"]
+    variances = case["variances"](x)
+    nngp, ntk = case["band"](x, x, variances, variances)
+    diagonal = np.arange(x.shape[0])
+    nngp0 = nngp[diagonal, diagonal, RADIUS, RADIUS]
+    ntk0 = ntk[diagonal, diagonal, RADIUS, RADIUS]
+    # At c == 1 exactly, sqrt(1 - c^2) = 0 and k1 = k0 = fl(fl(pi) fl(1 / (2 pi))), which is
+    # 1/2 in float32: the last NNGP is half the last variance, bit for bit (the earlier
+    # ReLUs must have had c == 1 as well, or the last variance would not be reproduced).
+    k0 = np.float32(np.float32(math.pi) * np.float32(1 / (2 * math.pi)))
+    assert k0 == 0.5
+    np.testing.assert_array_equal(nngp0, k0 * np.asarray(variances[-1]))
+    exact_nngp, exact_ntk = _offset0_chain_float64(x, BLOCKS)
+    assert relative_error(nngp0, exact_nngp) <= 1e-6
+    assert relative_error(ntk0, exact_ntk) <= 1e-6
+
+    loss = _linear_functional(jax.random.PRNGKey(7), nngp.shape)
+
+    def pipeline(band, variances):
+        def total(x):
+            v = variances(x)
+            return loss(band(x, x, v, v))
+
+        return jax.jit(jax.grad(total))
+
+    actual = pipeline(case["band"], case["variances"])(x)
+    expected = pipeline(case["reference"], case["reference_variances"])(x)
+    assert bool(jnp.all(jnp.isfinite(actual)))
+    assert relative_error(actual, expected) <= TOLERANCE
+
+
+def test_diagonal_equals_the_grid_diagonal(case):
+    """``conv_relu_band_diagonal`` is the grid's (i, i) pairs, bit for bit, and so is its
+    gradient up to the order of the sums (both sides of a pair land on the one image).
+
+    The variances are the kernel's own, so that c == 1 exactly at offset 0, as the
+    integrator runs it: with the XLA path's variances c = 1 - 1e-7 there, and d k0 / d c
+    ~ 1 / sqrt(1 - c^2) makes any gradient through those entries ill-conditioned.
+    """
+    x = case["x2"]
+    var = case["variances"](x)
+    diagonal = jax.jit(
+        functools.partial(_cpu.conv_relu_band_diagonal, radius=RADIUS, num_blocks=BLOCKS)
+    )
+    nngp, ntk = diagonal(x, var)
+    assert nngp.shape == ntk.shape == (3, 7, 7, 10, 10)
+    index = np.arange(3)
+
+    def grid_diagonal(x, var):
+        return tuple(out[index, index] for out in case["band"](x, x, var, var))
+
+    grid_nngp, grid_ntk = grid_diagonal(x, var)
+    np.testing.assert_array_equal(nngp, grid_nngp)
+    np.testing.assert_array_equal(ntk, grid_ntk)
+
+    loss = _linear_functional(jax.random.PRNGKey(8), nngp.shape)
+    actual, expected = (
+        jax.jit(jax.grad(lambda x, var: loss(f(x, var)), argnums=(0, 1)))(x, var)
+        for f in (diagonal, grid_diagonal)
+    )
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert bool(jnp.all(jnp.isfinite(a)))
+        assert relative_error(a, e) <= TOLERANCE
+
+
+def test_thread_count_does_not_change_the_forward_or_the_gradient(case, monkeypatch):
+    """Each (pair, plane) is computed whole by one thread, and the backward sums fixed
+    slices of the work in a fixed order: the split is invisible, bit for bit (a block
+    re-run on another worker after a failure gives the identical gradient)."""
+    weights = jax.random.normal(jax.random.PRNGKey(9), (2, *case["band"](*_args(case))[0].shape))
+
+    def loss(*args):
+        nngp, ntk = case["band"](*args)
+        return jnp.sum(weights[0] * nngp) + jnp.sum(weights[1] * ntk)
+
+    gradient = jax.grad(loss, argnums=(0, 1, 2, 3))
+    outputs = {}
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("KIPD_CPU_THREADS", threads)
+        band = [np.asarray(a) for a in case["band"](*_args(case))]
+        outputs[threads] = band + [np.asarray(a) for a in jax.tree.leaves(gradient(*_args(case)))]
+    for threads in ("2", "3"):
+        for one, other in zip(outputs["1"], outputs[threads], strict=True):
+            np.testing.assert_array_equal(one, other)
+
+
+def test_float64_is_rejected():
+    """float64 goes to the XLA path; the C++ kernel says so rather than downcasting."""
+    with jax.enable_x64(True):
+        x = jnp.ones((1, 4, 4, 1), jnp.float64)
+        var = (jnp.ones((1, 4, 4), jnp.float64),) * BLOCKS
+        with pytest.raises(ValueError, match="float32 only.*XLA path"):
+            _cpu.conv_relu_band(x, x, var, var, radius=1, num_blocks=BLOCKS)
+        with pytest.raises(ValueError, match="float32 only"):
+            _cpu.conv_relu_variances(x, num_blocks=BLOCKS)
+
+
+def test_bad_shapes_are_rejected(case):
+    x1, x2, var1, var2 = _args(case)
+    with pytest.raises(ValueError, match="num_blocks"):
+        _cpu.conv_relu_band(x1, x2, var1[:1], var2, radius=RADIUS, num_blocks=BLOCKS)
+    with pytest.raises(ValueError, match="must match"):
+        _cpu.conv_relu_band(x1, x2[:, :8], var1, var2, radius=RADIUS, num_blocks=BLOCKS)
+
+
+def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KIPD_CACHE_DIR", str(tmp_path))
+    path = _cpu._library_path()
+    assert path.parent == tmp_path and path.suffix == ".so"
+
+
+def test_missing_compiler_makes_it_unavailable(monkeypatch, tmp_path):
+    """No compiler (and nothing cached): available() is False with the reason kept, and
+    the API raises a RuntimeError that carries it; nothing crashes."""
+    monkeypatch.setenv("KIPD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cpu, "_COMPILER", "kipd-no-such-compiler")
+    monkeypatch.setattr(_cpu, "_state", {})
+    assert not _cpu.available()
+    assert "kipd-no-such-compiler" in _cpu.build_error()
+    x = jnp.ones((1, 4, 4, 1))
+    with pytest.raises(RuntimeError, match="kipd-no-such-compiler"):
+        _cpu.conv_relu_variances(x, num_blocks=1)
+    assert list(tmp_path.iterdir()) == []  # no half-written library left behind
