@@ -155,28 +155,42 @@ IMPLEMENTATIONS = ("auto", "xla", "cpu", "pallas")
 """Full-resolution stage implementations: the XLA layer maps, the fused C++ kernel for CPUs,
 the fused Pallas kernel for GPUs, or ``auto`` (the fastest available on the backend)."""
 
-# Band entries per block of pairs by backend: on a CPU a block's arrays should stay in
-# cache (2**17 entries, 512 KiB: one ConvNet pair at 32x32, measured fastest); a GPU
-# needs hundreds of pairs per block to fill its cores (2**26 entries, 256 MiB per array,
-# a few GiB per block with the intermediates).
-_BLOCK_ENTRIES = {"cpu": 2**17, "gpu": 2**26}
+# Band entries per block of pairs. On a CPU the XLA stage's arrays should stay in cache
+# (2**17 entries, 512 KiB: one ConvNet pair at 32x32, measured fastest); the fused C++
+# stage keeps its own tiles in cache, and bigger blocks spread the per-operation cost of
+# the XLA layers after it (2**20: 4 pairs at 32x32, fwd+VJP ~10% faster than 1 pair; at
+# most 128 pairs: ConvVec's one-entry-per-pixel band measured faster at 128 than 1024). A
+# GPU needs hundreds of pairs per block to fill its cores (2**26, 256 MiB per array).
+_BLOCK_ENTRIES = {"cpu": 2**17, "cpu-fused": 2**20, "gpu": 2**26}
+_FUSED_CPU_MAX_PAIRS = 128
 
 
 def default_pairs_per_block(
-    in_band: tuple[int, int], image_shape: tuple[int, ...], backend: str | None = None
+    in_band: tuple[int, int],
+    image_shape: tuple[int, ...],
+    backend: str | None = None,
+    fused: bool = False,
 ) -> int:
-    """Pairs per block: about ``_BLOCK_ENTRIES[backend]`` band entries per array.
+    """Pairs per block of a kernel evaluation (``make``'s default ``pairs_per_block``).
 
     Args:
       in_band: the input band ``(R_h, R_w)`` of the network.
       image_shape: ``(H, W, C)``.
       backend: ``"cpu"``, ``"gpu"`` (``"cuda"``/``"rocm"``) or ``"tpu"``; default JAX's.
+      fused: whether the full-resolution stage is a fused kernel (``implementation``
+        ``"cpu"`` or ``"pallas"``).
     """
     backend = backend or jax.default_backend()
-    entries = _BLOCK_ENTRIES["cpu" if backend == "cpu" else "gpu"]
+    if backend == "cpu":
+        entries = _BLOCK_ENTRIES["cpu-fused" if fused else "cpu"]
+    else:
+        entries = _BLOCK_ENTRIES["gpu"]
     height, width = image_shape[:2]
     entries_per_pair = (2 * in_band[0] + 1) * (2 * in_band[1] + 1) * height * width
-    return max(1, entries // entries_per_pair)
+    pairs = entries // entries_per_pair
+    if backend == "cpu" and fused:
+        pairs = min(pairs, _FUSED_CPU_MAX_PAIRS)
+    return max(1, pairs)
 
 
 def make(
@@ -257,7 +271,9 @@ def make(
                     f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}"
                 )
         stage = stage_for(x1)
-        block = pairs_per_block or default_pairs_per_block(in_band, x1.shape[1:])
+        block = pairs_per_block or default_pairs_per_block(
+            in_band, x1.shape[1:], fused=stage is not None
+        )
         with_ntk = "ntk" in names
 
         def variances(images):
