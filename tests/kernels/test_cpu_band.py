@@ -15,28 +15,22 @@ import numpy as np
 import pytest
 
 from kipd.kernels import _cpu
-from kipd.kernels._layers import conv, input_state, relu, serial
+from kipd.kernels._grid import xla_stage
 
 BLOCKS = 2
 RADIUS = 3
 TOLERANCE = 1e-5
 
 
-def _stage(num_blocks: int):
-    return serial(*[layer for _ in range(num_blocks) for layer in (conv(), relu())])
-
-
 def reference_band(x1, x2, var1, var2, *, radius, num_blocks):
     """The XLA path: (conv, relu) x num_blocks on the input band, grid pass."""
-    state = _stage(num_blocks).kernel(
-        input_state(x1, x2, (radius, radius), with_ntk=True, var1=tuple(var1), var2=tuple(var2))
-    )
+    state = xla_stage(x1, x2, var1, var2, radius=radius, num_blocks=num_blocks)
     return state.nngp, state.ntk
 
 
 def reference_variances(x, *, radius, num_blocks):
     """The XLA diagonal pass: the variances at each ReLU's input."""
-    return _stage(num_blocks).kernel(input_state(x, None, (radius, radius), with_ntk=False)).var1
+    return xla_stage(x, None, radius=radius, num_blocks=num_blocks).var1
 
 
 def relative_error(actual, expected) -> float:

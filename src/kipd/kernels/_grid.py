@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 
-from kipd.kernels._layers import Layer, input_state, serial
+from kipd.kernels._layers import Layer, conv, input_state, relu, serial
 from kipd.kernels._state import KernelState, materialize
 
 Variances = tuple[jax.Array, ...]
@@ -101,3 +101,35 @@ def grid_state(
         diagonal=False,
     )
     return rest.kernel(materialize(state))
+
+
+def xla_stage(
+    x1: jax.Array,
+    x2: jax.Array | None,
+    var1: Variances = (),
+    var2: Variances = (),
+    *,
+    radius: int,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> KernelState:
+    """The full-resolution stage as layer maps: the reference every :class:`FusedStage`
+    must equal (input band, then ``num_blocks`` x [conv, ReLU], band of ``radius``).
+
+    Args:
+      x1, x2: ``(n1, H, W, C)``, ``(n2, H, W, C)``; ``x2=None`` is the diagonal pass.
+      var1, var2: for a grid pass, the variances at each ReLU, ``(n, H, W)`` each.
+
+    Returns:
+      The :class:`KernelState` after the stage: ``nngp`` / ``ntk`` of shape
+      ``(n1, n2, 2R+1, 2R+1, H, W)`` (grid) or ``(n1, 2R+1, 2R+1, H, W)`` with the
+      variances in ``var1`` (diagonal, NNGP only).
+    """
+    stage = serial(
+        *[layer for _ in range(num_blocks) for layer in (conv(W_std=W_std, b_std=b_std), relu())]
+    )
+    state = input_state(
+        x1, x2, (radius, radius), with_ntk=x2 is not None, var1=tuple(var1), var2=tuple(var2)
+    )
+    return stage.kernel(state)
