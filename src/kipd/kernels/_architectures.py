@@ -187,10 +187,12 @@ def default_pairs_per_block(
         entries = _BLOCK_ENTRIES["gpu"]
     height, width = image_shape[:2]
     entries_per_pair = (2 * in_band[0] + 1) * (2 * in_band[1] + 1) * height * width
-    pairs = entries // entries_per_pair
+    pairs = max(1, entries // entries_per_pair)
     if backend == "cpu" and fused:
-        pairs = min(pairs, _FUSED_CPU_MAX_PAIRS)
-    return max(1, pairs)
+        # A power of two: blocks then tile the usual batch sizes without padded pairs
+        # (5 pairs per block would pad 16 columns to 20).
+        pairs = min(2 ** int(math.log2(pairs)), _FUSED_CPU_MAX_PAIRS)
+    return pairs
 
 
 def make(

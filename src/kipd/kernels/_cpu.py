@@ -79,17 +79,12 @@ def cache_dir() -> Path:
 
 def _cpu_fingerprint() -> str:
     """What ``-march=native`` depends on, so a shared cache never serves another CPU."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("flags", "model name")):
-                    flags += line
-                if line.startswith("flags"):
-                    break
-    except OSError:
-        pass
-    return f"{platform.machine()}\n{platform.processor()}\n{flags}"
+    cpuinfo = Path("/proc/cpuinfo")
+    # Without /proc (not Linux) the machine and processor names are all there is to key on.
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line for line in lines if line.startswith("model name")), "")
+    flags = next((line for line in lines if line.startswith("flags")), "")
+    return f"{platform.machine()}\n{platform.processor()}\n{model}\n{flags}"
 
 
 def _library_path() -> Path:
