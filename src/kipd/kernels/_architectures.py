@@ -25,7 +25,6 @@ from kipd.kernels._layers import (
     dense,
     flatten,
     global_avg_pool,
-    input_state,
     normalization,
     relu,
     serial,
