@@ -10,40 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kipd.kernels._grid import xla_stage
 from kipd.kernels._pallas import conv_relu_band, conv_relu_variances
 
-BLOCKS = 2
-RADIUS = 3
-TOLERANCE = 1e-5
-
-
-def reference_stage(x1, x2, var1, var2, *, radius, num_blocks):
-    """The XLA path: (conv, relu) x num_blocks on the input band, grid pass."""
-    state = xla_stage(x1, x2, var1, var2, radius=radius, num_blocks=num_blocks)
-    return state.nngp, state.ntk
-
-
-def reference_variances(x, *, radius, num_blocks):
-    """The XLA diagonal pass: the variances at each ReLU's input."""
-    return xla_stage(x, None, radius=radius, num_blocks=num_blocks).var1
-
-
-def relative_error(actual, expected) -> float:
-    """Max absolute error over max absolute value."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
-
-
-def _linear_functional(key, shape):
-    """A random linear functional of (nngp, ntk), so every output entry gets a gradient."""
-    w_nngp, w_ntk = jax.random.normal(key, (2, *shape))
-
-    def apply(outputs):
-        nngp, ntk = outputs
-        return jnp.sum(w_nngp * nngp) + jnp.sum(w_ntk * ntk)
-
-    return apply
+from stage_reference import (  # tests/kernels, on pytest's pythonpath
+    BLOCKS,
+    RADIUS,
+    TOLERANCE,
+    linear_functional as _linear_functional,
+    reference_band as reference_stage,
+    reference_variances,
+    relative_error,
+)
 
 
 @pytest.fixture(scope="module")
