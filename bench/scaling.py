@@ -26,7 +26,6 @@ import time
 import numpy as np
 
 from kipd import compute
-from kipd.compute._estimate import block_overhead
 from kipd.distill import krr_loss
 
 PAPER_V100_STEP_SECONDS = 460.0  # paper §2.1: 100 support x 5000 targets, ConvNet, one V100
@@ -97,14 +96,14 @@ def main() -> None:
     block = compute.estimate_step(spec, shape, block_size, block_size, repeats=args.repeats)
     block_compute = block.forward_seconds["ts"]
     local = compute.LocalExecutor()
-    overheads = {"local": block_overhead(local)}
+    overheads = {"local": compute.block_overhead(local)}
     problem = _problem(args.support, args.targets, shape)
     steps, results = {}, {}
     steps["local"], results["local"] = _step(spec, problem, local, None, args.repeats)
     for workers in (1, 2):
         with compute.RayExecutor(workers=workers) as ray_executor:
             name = f"ray, {workers} worker{'s' * (workers > 1)}"
-            overheads[name] = block_overhead(ray_executor)
+            overheads[name] = compute.block_overhead(ray_executor)
             steps[name], results[name] = _step(spec, problem, ray_executor, None, args.repeats)
     _table(
         f"1. overhead per block vs one {block_size}x{block_size} {args.kernel} forward block "

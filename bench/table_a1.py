@@ -59,7 +59,7 @@ def _markdown(
         "",
         f"- command: `{command}`",
         (
-            f"- test set: a fixed class-balanced subset of {result.test_size} test images "
+            f"- test set: a fixed random subset of {result.test_size} test images "
             f"(seed {result.seed})"
         ),
         (

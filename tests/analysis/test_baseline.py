@@ -4,21 +4,19 @@ equal to KRR on kernels computed from scratch for each subset."""
 import numpy as np
 import pytest
 
-from kipd import analysis, data
+from kipd import analysis, compute, data
 from kipd.analysis._krr import krr_test_accuracy
-from kipd.distill import _run
-from kipd.distill._blocks import kernel_matrix
 
 
 def _direct_accuracy(ds, subset):
     """KRR test accuracy of train images ``subset`` with kernels computed for them alone."""
     prep = data.fit_preprocessing(ds.x_train, "standard")
-    ntk = _run.ntk("fc1")
+    spec = compute.KernelSpec("fc1")
     images = prep.apply(ds.x_train[subset])
     labels = data.centered_one_hot(ds.y_train[subset], ds.num_classes)
     return krr_test_accuracy(
-        kernel_matrix(ntk, prep.apply(ds.x_test), images),
-        kernel_matrix(ntk, images, images),
+        compute.kernel_matrix(spec, prep.apply(ds.x_test), images),
+        compute.kernel_matrix(spec, images),
         labels,
         ds.y_test,
         1e-6,
@@ -59,11 +57,11 @@ def test_draws_are_nested_class_balanced_and_from_the_pool(tiny_dataset):
     assert "subsets" not in result.to_dict()
 
 
-def test_fixed_class_balanced_test_subset(tiny_dataset):
+def test_test_subset_follows_the_one_policy(tiny_dataset):
     result = analysis.natural_baseline(
         tiny_dataset, "fc1", (1,), draws=2, test_size=20, progress=False
     )
-    assert result.test_size == 18  # 20 // 3 classes = 6 per class
+    assert result.test_size == 20  # kipd.data.draw_test_subset(30, 20, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +71,7 @@ def test_fixed_class_balanced_test_subset(tiny_dataset):
         ({"draws": 0}, "draws must be >= 1"),
         ({"per_class": (1, 8), "pool_per_class": 4}, "--pool-per-class 8"),
         ({"per_class": (31,)}, "fewer than per_class=31"),
-        ({"test_size": 2}, "between 3"),
+        ({"test_size": 0}, "--test-size"),
     ],
 )
 def test_bad_options_name_the_fix(tiny_dataset, options, message):

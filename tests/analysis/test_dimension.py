@@ -9,8 +9,7 @@ import pytest
 from scipy.spatial.distance import pdist, squareform
 
 import kipd.kernels
-from kipd import analysis
-from kipd.distill import _run
+from kipd import analysis, distill
 
 
 def _subspace_points(n, dim, ambient, seed):
@@ -104,9 +103,9 @@ def test_ntk_distances_follow_eq_6():
 
 
 def test_dimensions_over_training_reads_every_kept_checkpoint(tiny_run):
-    run = analysis.load_run(tiny_run)
+    run = distill.load_run(tiny_run)
     dims = analysis.dimensions_over_training(run, progress=False)
     assert list(dims) == [0, 2, 4, 6]
-    assert dims[0] == analysis.dimensions(run.init_images, _run.ntk("fc1"))
-    assert dims[6] == analysis.dimensions(run.images, _run.ntk("fc1"))
+    assert dims[0] == analysis.dimensions(run.init_images, "fc1")
+    assert dims[6] == analysis.dimensions(run.images, "fc1")
     assert all(1 <= d.linear <= 12 and 1 <= d.gradient_linear <= 12 for d in dims.values())

@@ -4,16 +4,14 @@ and natural supports are subsampled at the same indices."""
 import numpy as np
 import pytest
 
-from kipd import analysis, data
+from kipd import analysis, compute, data, distill
 from kipd.analysis._krr import krr_test_accuracy
 from kipd.analysis._subsample import subset_accuracies
-from kipd.distill import _run
-from kipd.distill._blocks import kernel_matrix
 
 
 @pytest.fixture(scope="module")
 def run_and_kernels(tiny_run):
-    run = analysis.load_run(tiny_run)
+    run = distill.load_run(tiny_run)
     return run, analysis.run_kernels(run, progress=False)
 
 
@@ -22,12 +20,12 @@ def test_sliced_kernels_equal_kernels_of_the_subset(run_and_kernels, tiny_datase
     subset = np.array([[0, 3, 5, 6, 10]])
     (sliced,) = subset_accuracies(kernels.final, kernels.test_labels, subset, kernels.lambda0)
     ds = data.load(tiny_dataset)
-    ntk = _run.ntk("fc1")
+    spec = compute.KernelSpec("fc1")
     images, labels = run.images[subset[0]], run.labels[subset[0]]
     test_images = run.preprocessing.apply(ds.x_test)
     direct = krr_test_accuracy(
-        kernel_matrix(ntk, test_images, images),
-        kernel_matrix(ntk, images, images),
+        compute.kernel_matrix(spec, test_images, images),
+        compute.kernel_matrix(spec, images),
         labels,
         ds.y_test,
         run.config.lambda0,

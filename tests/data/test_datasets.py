@@ -71,9 +71,8 @@ def test_svhn_mat_maps_label_10_to_digit_0(isolated, tmp_path, files):
 
 
 def test_search_order(isolated, tmp_path, files, monkeypatch):
-    """data_dir, then $KIPD_DATA_DIR, then system folders, then the cache."""
+    """Without data_dir: $KIPD_DATA_DIR, then system folders, then the cache."""
     places = {
-        "data_dir": tmp_path / "explicit",
         "env": tmp_path / "env" / "fashion_mnist",
         "system": tmp_path / "system" / "fashion-mnist",
         "cache": isolated / "fashion_mnist",
@@ -85,7 +84,7 @@ def test_search_order(isolated, tmp_path, files, monkeypatch):
     monkeypatch.setenv("KIPD_DATA_DIR", str(tmp_path / "env"))
 
     def found_in() -> str:
-        ds = kd.load("fashion_mnist", data_dir=places["data_dir"], download=False)
+        ds = kd.load("fashion_mnist", download=False)
         return next(p for p, n in first_label.items() if n == len(ds.x_train))
 
     for place, folder in places.items():
@@ -96,14 +95,32 @@ def test_search_order(isolated, tmp_path, files, monkeypatch):
         found_in()
 
 
-def test_incomplete_folder_is_skipped(isolated, tmp_path, files, monkeypatch):
+def test_data_dir_is_the_only_place_searched(isolated, tmp_path, files, monkeypatch):
+    """A given data_dir wins, and one without the files (missing, empty, incomplete) is
+    refused instead of silently reading another copy."""
     files.write_mnist_like(tmp_path / "full", np.random.default_rng(0))
-    partial = tmp_path / "partial"
-    files.write_mnist_like(partial, np.random.default_rng(1), n_train=7)
-    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
     monkeypatch.setenv("KIPD_DATA_DIR", str(tmp_path / "full"))
-    ds = kd.load("mnist", data_dir=partial, download=False)
-    assert len(ds.x_train) == 20
+    explicit = tmp_path / "explicit"
+    files.write_mnist_like(explicit, np.random.default_rng(1), n_train=7)
+    assert len(kd.load("mnist", data_dir=explicit, download=False).x_train) == 7
+    (explicit / "t10k-labels-idx1-ubyte.gz").unlink()
+    (tmp_path / "empty").mkdir()
+    for folder in (explicit, tmp_path / "empty"):
+        with pytest.raises(kd.DatasetError, match="does not hold .*t10k-labels-idx1-ubyte.gz"):
+            kd.load("mnist", data_dir=folder, download=False)
+    with pytest.raises(kd.DatasetError, match="--data-dir .*nonexistent is not a folder"):
+        kd.load("mnist", data_dir=tmp_path / "nonexistent", download=False)
+
+
+def test_labels_that_leave_classes_empty_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 10
+    labels[0] = 57  # a typo: 10 classes become 58, 47 of them empty
+    path = tmp_path / "typo.npz"
+    np.savez(path, x_train=rng.random((40, 4, 4, 1)), y_train=labels,
+             x_test=rng.random((10, 4, 4, 1)), y_test=np.arange(10))
+    with pytest.raises(kd.DatasetError, match="47 of 58 classes have no train images.*57"):
+        kd.load(path)
 
 
 def test_missing_files_error_says_how_to_get_them(isolated):

@@ -1,4 +1,4 @@
-"""Pins kipd.data's public names: changing them is a visible decision (STYLE.md 6)."""
+"""Pins kipd.data's public names: changing them is a visible decision."""
 
 import kipd.data
 
@@ -13,6 +13,8 @@ def test_public_names():
         "class_balanced_subset",
         "default_preprocessing",
         "default_zca_regularization",
+        "draw_test_subset",
+        "fit_dataset_preprocessing",
         "fit_preprocessing",
         "load",
         "split_validation",

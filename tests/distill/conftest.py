@@ -1,9 +1,11 @@
 """Shared fixtures of the distill tests: float64 on demand and the kernels runs use."""
 
+import functools
+
 import jax
 import pytest
 
-from kipd.distill import _run
+from kipd import compute
 
 
 @pytest.fixture
@@ -17,4 +19,4 @@ def x64():
 def ntk():
     """``ntk(name)``: the NTK of a named architecture as ``kernel(x1, x2)``, the same object
     runs use, so that tests share compiled functions."""
-    return _run.ntk
+    return functools.cache(lambda name: compute.KernelSpec(name).build())

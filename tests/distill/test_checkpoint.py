@@ -1,4 +1,4 @@
-"""Atomic files and checkpoint retention of run directories."""
+"""Checkpoints: the whole state by tree path, retention of the best and the latest."""
 
 import jax
 import jax.numpy as jnp
@@ -39,15 +39,11 @@ def test_restores_the_whole_state(tmp_path):
         _checkpoint.load_checkpoint(path, _state(0)._replace(support_images=jnp.ones((3, 3, 3, 1))))
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    path = tmp_path / "config.json"
-    _checkpoint.write_json(path, {"a": 1})
-
-    def fail(f):
-        f.write(b"{half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        _checkpoint.atomic_write(path, fail)
-    assert path.read_text() == '{\n  "a": 1\n}\n'
-    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+def test_leaves_are_stored_by_tree_path(tmp_path):
+    path = _checkpoint.save_checkpoint(tmp_path, _state(2), 0.5, keep_best=5)
+    arrays = dict(np.load(path))
+    assert {"support_images", "support_labels", "step", "key", "loss"} <= arrays.keys()
+    assert any(name.startswith("opt_state/") for name in arrays)
+    images, labels = _checkpoint.read_support(path)
+    np.testing.assert_array_equal(images, _state(2).support_images)
+    np.testing.assert_array_equal(labels, _state(2).support_labels)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kipd import data, distill
-from kipd.distill import _run
+from kipd import compute
+from kipd.distill import _rundir
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,7 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
         "metrics.jsonl",
         "preprocessing.npz",
         "summary.json",
+        "test_subset.npz",
     ]
     config = distill.load_config(out)
     assert (config.lr, config.zca, config.target_batch_size) == (0.01, False, 30)  # resolved
@@ -103,24 +105,32 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
         distill.resume_config(out, test_size=10), out, resume=True, progress=False
     )
     assert again == smaller
+    # The final test subset of the summary is recorded, and evaluate reuses it.
+    assert len(distill.load_run(out).test_indices) == 10
+    assert distill.evaluate(out, progress=False)["test_accuracy"] == smaller["test_accuracy"]
+
+
+def _steps(run_dir):
+    """The steps of a run's checkpoints."""
+    return [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.npz")]
 
 
 def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch):
     config = _config(dataset, steps=7, checkpoint_every=2)
     distill.run_kip(config, tmp_path / "whole", progress=False)
 
-    real_save = _run.save_checkpoint
+    real_save = _rundir.save_checkpoint
 
     def killed_at_step_5(folder, state, loss, keep_best):
         if int(state.step) == 6:  # metrics of steps 5 and 6 written, checkpoint 6 not
             raise KeyboardInterrupt
         return real_save(folder, state, loss, keep_best)
 
-    monkeypatch.setattr(_run, "save_checkpoint", killed_at_step_5)
+    monkeypatch.setattr(_rundir, "save_checkpoint", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         distill.run_kip(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(_run, "save_checkpoint", real_save)
-    assert max(_run.list_checkpoints(tmp_path / "resumed" / "checkpoints")) == 4
+    monkeypatch.setattr(_rundir, "save_checkpoint", real_save)
+    assert max(_steps(tmp_path / "resumed")) == 4
     distill.run_kip(config, tmp_path / "resumed", resume=True, progress=False)
 
     whole, resumed = (
@@ -141,7 +151,7 @@ def test_run_directory_guards(dataset, tmp_path):
     with pytest.raises(distill.DistillError, match="nothing to resume.*leave out --resume"):
         distill.run_kip(_config(dataset), out, resume=True, progress=False)
     distill.run_kip(_config(dataset, steps=2), out, progress=False)
-    with pytest.raises(distill.DistillError, match="already exists.*--resume"):
+    with pytest.raises(distill.DistillError, match="already holds a run.*--resume"):
         distill.run_kip(_config(dataset, steps=2), out, progress=False)
     with pytest.raises(distill.DistillError, match="another config.*lr: 0.01 -> 0.5"):
         distill.run_kip(
@@ -160,9 +170,10 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_pa
             out,
             progress=False,
         )
-    checkpoints = _run.list_checkpoints(out / "checkpoints")
-    for path in checkpoints.values():
-        assert all(np.isfinite(v).all() for k, v in _npz(path).items() if k.startswith("leaf"))
+    for path in (out / "checkpoints").glob("step_*.npz"):
+        checkpoint = _npz(path)
+        assert checkpoint.keys() >= {"support_images", "support_labels", "step", "key"}
+        assert all(np.isfinite(v).all() for k, v in checkpoint.items() if k.startswith("support"))
     assert not (out / "distilled.npz").exists()
 
 
@@ -183,7 +194,7 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     config = distill.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
     summary = distill.run_label_solve(config, out, progress=False)
     assert summary["target_size"] == 90 and summary["support_size"] == 6
-    with pytest.raises(distill.DistillError, match="already exists"):
+    with pytest.raises(distill.DistillError, match="already holds a run: choose a new --out"):
         distill.run_label_solve(config, out, progress=False)
 
     # The stored labels are eq. (2) on the whole (preprocessed) train set.
@@ -237,9 +248,7 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
         ({"kernels": ()}, "--kernel"),
         ({"init": "zeros"}, "--init"),
         ({"lambda0": 0.0}, "1e-6"),
-        ({"executor": "spark"}, "--executor local"),
         ({"block_size": 0}, "--block-size"),
-        ({"workers": 2}, "add --executor ray"),
         ({"test_size": 0}, "--test-size"),
     ],
 )
@@ -260,14 +269,13 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
     local = _config(dataset, steps=5, block_size=16)
     distill.run_kip(local, tmp_path / "local", progress=False)
 
-    real_make_executor = _run.make_executor
     passes = []
 
     class DyingCluster:
-        """The run's Ray executor; every worker is killed in the 4th step's backward pass."""
+        """A Ray executor whose every worker is killed in the 4th step's backward pass."""
 
-        def __init__(self, config):
-            self.inner = real_make_executor(config)
+        def __init__(self):
+            self.inner = compute.RayExecutor(workers=2)
             self.name = "ray"
 
         def map(self, spec, phase, shared, plan, on_block=None):
@@ -288,15 +296,14 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
         def __exit__(self, *exc):
             self.close()
 
-    monkeypatch.setattr(_run, "make_executor", DyingCluster)
-    cluster = dataclasses.replace(local, executor="ray", workers=2)
     with pytest.raises(distill.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
-        distill.run_kip(cluster, tmp_path / "ray", progress=False)
+        with DyingCluster() as cluster:
+            distill.run_kip(local, tmp_path / "ray", progress=False, executor=cluster)
     assert not ray.is_initialized()  # the local cluster was stopped
-    assert max(_run.list_checkpoints(tmp_path / "ray" / "checkpoints")) == 2
-    monkeypatch.setattr(_run, "make_executor", real_make_executor)
-    distill.run_kip(distill.resume_config(tmp_path / "ray", executor="local"),
-                    tmp_path / "ray", resume=True, progress=False)
+    assert max(_steps(tmp_path / "ray")) == 2
+    # Where blocks run is not part of the run: it resumes here, on the local executor.
+    distill.run_kip(distill.resume_config(tmp_path / "ray"), tmp_path / "ray", resume=True,
+                    progress=False)
     a, b = _npz(tmp_path / "local/distilled.npz"), _npz(tmp_path / "ray/distilled.npz")
     for key in ("images", "labels"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)

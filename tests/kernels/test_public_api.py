@@ -1,4 +1,4 @@
-"""Pins kipd.kernels' public names: changing them is a visible decision (STYLE.md 6)."""
+"""Pins kipd.kernels' public names: changing them is a visible decision."""
 
 import kipd.kernels
 

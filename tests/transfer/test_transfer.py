@@ -1,6 +1,5 @@
 """Transfer: empirical NTK against the exact kernel, training, selection, CLI (all < 90 s)."""
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -13,7 +12,8 @@ import pytest
 import kipd.data as kd
 import kipd.kernels
 from kipd import transfer
-from kipd.transfer import _cli, _train, _transfer
+from kipd import cli
+from kipd.transfer import _train, _transfer
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(
@@ -186,54 +186,31 @@ def test_input_validation(fmnist):
         transfer.transfer(x, y, ds, arch="resnet", steps=1)
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="kipd")
-    _cli.add_parser(parser.add_subparsers(dest="command"))
-    return parser
-
-
 def test_cli_rejects_bad_numbers(capsys):
     with pytest.raises(SystemExit):
-        _parser().parse_args(["transfer", "x.npz", "--lr-factors", "a,b"])
+        cli.main(["transfer", "x.npz", "--lr-factors", "a,b"])
     assert "comma-separated numbers" in capsys.readouterr().err
 
 
 @needs_fmnist
-def test_cli_json_on_released_layout(tmp_path, fmnist):
+def test_cli_json_on_released_layout(tmp_path, fmnist, capsys):
     _, _, x, y = fmnist
     path = tmp_path / "released.npz"
     np.savez(path, images=x[:20], labels=np.asarray(kd.centered_one_hot(y[:20], 10)))
-    args = _parser().parse_args(
-        [
-            "transfer",
-            str(path),
-            "--dataset",
-            "fashion_mnist",
-            "--arch",
-            "fc1",
-            "--width",
-            "16",
-            "--steps",
-            "10",
-            "--lr-factors",
-            "1",
-            "--l2",
-            "0",
-            "--validation-size",
-            "200",
-            "--json",
-        ]
-    )
-    result = json.loads(json.dumps(_cli.run(args)))
+    args = ["transfer", str(path), "--dataset", "fashion_mnist", "--arch", "fc1", "--width", "16",
+            "--steps", "10", "--lr-factors", "1", "--l2", "0", "--validation-size", "200"]
+    assert cli.main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert 0 <= result["test_accuracy"] <= 1
     assert (
         result["lr_factor"] == 1.0
         and result["l2"] == 0.0
         and result["support_size"] == 20
     )
-    assert "test accuracy" in _cli.format_result(result)
-    with pytest.raises(ValueError, match="does not record its dataset"):
-        _cli.run(_parser().parse_args(["transfer", str(path)]))
+    assert cli.main([*args, "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert cli.main(["transfer", str(path)]) == 1
+    assert "does not record its dataset" in capsys.readouterr().err
 
 
 @needs_fmnist

@@ -1,13 +1,14 @@
 """Analysis: see what KIP learned (paper §4, appendix C).
 
-``load_run`` reads a run directory; ``run_figures`` / ``save_figures`` draw its images
+A run directory is read with ``kipd.distill.load_run``; ``run_figures`` / ``save_figures`` draw its images
 (initial vs learned, in pixel space), labels and training curves; ``dimensions`` and
 ``dimensions_over_training`` measure the intrinsic (Two-NN) and linear (PCA) dimension of
 the images and of their infinite-width NTK gradients (Figs. 7, A3); ``spectral_bands``
 splits ridge-0 KRR over bands of K_ss's spectrum (Fig. 8); ``subsampling`` measures how
 learned and natural supports degrade when subsampled (Fig. A1); ``natural_baseline``
 gives KRR on random natural subsets (Table A1); ``write_report`` puts it all in one HTML
-page. Figures need matplotlib (``pip install 'kipd[analysis]'``). See docs/analysis.md.
+page. ``ANALYSES`` registers the analyses of a run that ``kipd analyze`` and ``kipd report``
+iterate. Figures need matplotlib (``pip install 'kipd[analysis]'``). See docs/analysis.md.
 """
 
 from kipd.analysis._bands import BANDS
@@ -36,50 +37,55 @@ from kipd.analysis._figures import run_figures
 from kipd.analysis._figures import save_figures
 from kipd.analysis._figures import subsample_plot
 from kipd.analysis._figures import training_curves
+from kipd.analysis._registry import ANALYSES
+from kipd.analysis._registry import Analysis
+from kipd.analysis._registry import Option
+from kipd.analysis._registry import Outcome
+from kipd.analysis._registry import RunContext
 from kipd.analysis._report import write_report
 from kipd.analysis._run_kernels import RunKernels
 from kipd.analysis._run_kernels import SupportKernels
-from kipd.analysis._run_kernels import evaluation_set
 from kipd.analysis._run_kernels import run_kernels
-from kipd.analysis._runs import Run
-from kipd.analysis._runs import checkpoint_supports
-from kipd.analysis._runs import load_dataset
-from kipd.analysis._runs import load_run
 from kipd.analysis._subsample import DRAWS
 from kipd.analysis._subsample import FRACTIONS
 from kipd.analysis._subsample import SubsampleRow
 from kipd.analysis._subsample import subsampling
+from kipd.analysis._tables import Table
+from kipd.analysis._tables import baseline_table
+from kipd.analysis._tables import to_text
 
 __all__ = [
+    "ANALYSES",
     "BANDS",
     "BASELINE_DRAWS",
     "DRAWS",
     "FRACTIONS",
     "PER_CLASS",
+    "Analysis",
     "AnalysisError",
     "Baseline",
     "BaselineRow",
     "Dimensions",
     "MissingDependencyError",
-    "Run",
+    "Option",
+    "Outcome",
+    "RunContext",
     "RunKernels",
     "SpectralBands",
     "SubsampleRow",
     "SupportKernels",
+    "Table",
     "band_analysis",
     "band_plot",
     "band_predictions",
-    "checkpoint_supports",
+    "baseline_table",
     "dimension_plot",
     "dimensions",
     "dimensions_over_training",
-    "evaluation_set",
     "gram_distances",
     "image_grid",
     "label_heatmap",
     "linear_dimension",
-    "load_dataset",
-    "load_run",
     "natural_baseline",
     "run_figures",
     "run_kernels",
@@ -87,6 +93,7 @@ __all__ = [
     "spectral_bands",
     "subsample_plot",
     "subsampling",
+    "to_text",
     "training_curves",
     "two_nn_dimension",
     "write_report",

@@ -17,7 +17,7 @@ import numpy as np
 
 from kipd.analysis._errors import AnalysisError
 from kipd.analysis._run_kernels import RunKernels
-from kipd.distill._label_solve import RCOND
+from kipd.distill import RCOND
 
 BANDS = 5
 """Contiguous bands of 20% of the eigenvalues each (paper, Fig. 8)."""

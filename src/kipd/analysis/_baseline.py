@@ -24,12 +24,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from kipd import data
+from kipd import compute, data
 from kipd.analysis._errors import AnalysisError
 from kipd.analysis._krr import krr_test_accuracy
-from kipd.analysis._run_kernels import evaluation_set
-from kipd.distill import LAMBDA0, _run
-from kipd.distill._blocks import kernel_matrix
+from kipd.distill import LAMBDA0
 
 PER_CLASS = (1, 2, 4, 8, 16, 32, 64, 128)
 """Images per class of Table A1's rows."""
@@ -95,7 +93,9 @@ class Baseline(NamedTuple):
         return {**fields, "rows": [row._asdict() for row in self.rows]}
 
 
-def _check_options(per_class: Sequence[int], draws: int, pool_per_class: int | None) -> None:
+def _check_options(
+    per_class: Sequence[int], draws: int, pool_per_class: int | None, test_size: int | None
+) -> None:
     if not per_class or any(not isinstance(k, int) or k < 1 for k in per_class):
         raise AnalysisError(
             f"images per class must be integers >= 1, got {list(per_class)}: pass e.g. "
@@ -103,6 +103,11 @@ def _check_options(per_class: Sequence[int], draws: int, pool_per_class: int | N
         )
     if draws < 1:
         raise AnalysisError(f"draws must be >= 1, got {draws}: pass e.g. --draws 20")
+    if test_size is not None and not (isinstance(test_size, int) and test_size >= 1):
+        raise AnalysisError(
+            f"test size must be an integer >= 1, got {test_size!r}: pass e.g. --test-size 2000, "
+            "or leave it out for the whole test set"
+        )
     if pool_per_class is not None and pool_per_class < max(per_class):
         raise AnalysisError(
             f"the pool of {pool_per_class} images per class is smaller than the largest subset "
@@ -137,6 +142,7 @@ def natural_baseline(
     zca_regularization: float | None = None,
     data_dir: str | None = None,
     lambda0: float = LAMBDA0,
+    executor: compute.Executor | None = None,
     progress: bool = True,
 ) -> Baseline:
     """KRR test accuracy of random class-balanced natural subsets (paper Table A1).
@@ -146,8 +152,8 @@ def natural_baseline(
       kernel: architecture of the NTK (``convnet`` in the paper).
       per_class: images per class of each row.
       draws: random subsets per row (20 in the paper).
-      test_size: a fixed class-balanced test subset of about this size
-        (:func:`evaluation_set`); ``None``: the whole test set.
+      test_size: a fixed random test subset of this size, drawn by kipd's one policy
+        (:func:`kipd.data.draw_test_subset` with ``seed``); ``None``: the whole test set.
       pool_per_class: draw from a fixed random pool of this many train images per class
         (fewer test kernel entries; see the module notes); ``None``: the whole train set.
       seed: seed of the test subset, the pool and the draws.
@@ -155,6 +161,7 @@ def natural_baseline(
       zca_regularization: its strength; ``None``: the dataset's default.
       data_dir: folder searched first for the dataset's files.
       lambda0: relative KRR ridge.
+      executor: where the kernel blocks go (default: this process's devices).
       progress: progress bars.
 
     Returns:
@@ -172,18 +179,13 @@ def natural_baseline(
     """
     started = time.perf_counter()
     per_class = tuple(per_class)
-    _check_options(per_class, draws, pool_per_class)
-    kernel_fn = _run.ntk(kernel)  # an unknown name fails here, before the data is loaded
+    _check_options(per_class, draws, pool_per_class, test_size)
+    spec = compute.KernelSpec(kernel)
+    spec.build()  # an unknown name fails here, before the data is loaded
     ds = data.load(dataset, data_dir=data_dir)
-    use_zca = data.default_preprocessing(ds) == "zca" if zca is None else zca
-    if use_zca:
-        regularization = zca_regularization
-        if regularization is None:
-            regularization = data.default_zca_regularization(ds)
-        preprocessing = data.fit_preprocessing(ds.x_train, "zca", regularization)
-    else:
-        preprocessing = data.fit_preprocessing(ds.x_train, "standard")
-    test_pixels, test_labels = evaluation_set(ds, test_size, seed)
+    preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
+    test_indices = data.draw_test_subset(len(ds.y_test), test_size, seed)
+    test_pixels, test_labels = ds.x_test[test_indices], ds.y_test[test_indices]
     pool_key, draw_key = jax.random.split(jax.random.PRNGKey(seed))
     candidates = np.arange(len(ds.y_train))
     try:
@@ -202,21 +204,22 @@ def natural_baseline(
     union, positions = np.unique(draw_indices, return_inverse=True)
     positions = positions.reshape(draw_indices.shape)
     union_images = preprocessing.apply(ds.x_train[union])
-    k_ts = kernel_matrix(
-        kernel_fn,
+    k_ts = compute.kernel_matrix(
+        spec,
         preprocessing.apply(test_pixels),
         union_images,
+        executor=executor,
         desc="K(test, drawn images)" if progress else None,
     )
     draw_size = positions[0].size
     per_draw_kss = draws * draw_size**2 < len(union) ** 2
-    k_union = None if per_draw_kss else kernel_matrix(kernel_fn, union_images, union_images)
+    k_union = None if per_draw_kss else compute.kernel_matrix(spec, union_images, executor=executor)
     accuracies = np.empty((len(per_class), draws))
     for draw in tqdm(range(draws), desc="draws", disable=not progress):
         full = positions[draw].ravel()
         if per_draw_kss:
             images = union_images[full]
-            k_draw = kernel_matrix(kernel_fn, images, images)
+            k_draw = compute.kernel_matrix(spec, images, executor=executor)
         else:
             k_draw = k_union[np.ix_(full, full)]
         for row, k in enumerate(per_class):

@@ -25,10 +25,8 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from kipd import compute, distill
 from kipd.analysis._errors import AnalysisError
-from kipd.analysis._runs import Run, checkpoint_supports
-from kipd.distill import _run
-from kipd.distill._blocks import kernel_matrix
 
 TWO_NN_FRACTION = 0.9
 """Fraction of the points (smallest ratios) in the Two-NN fit: Ansuini et al.'s default."""
@@ -51,7 +49,7 @@ def gram_distances(gram: np.ndarray) -> np.ndarray:
 
     Example:
       >>> x = np.array([[0.0, 0.0], [3.0, 4.0]])
-      >>> gram_distances(x @ x.T)[0, 1]
+      >>> float(gram_distances(x @ x.T)[0, 1])
       5.0
     """
     g = np.asarray(gram, np.float64)
@@ -171,30 +169,37 @@ class Dimensions(NamedTuple):
 
 
 def dimensions(
-    images: np.ndarray, ntk: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    images: np.ndarray,
+    kernel: str | Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    executor: compute.Executor | None = None,
 ) -> Dimensions:
     """The image and gradient dimensions of a support set.
 
     Args:
       images: ``(n, H, W, C)`` support images (preprocessed space, as KIP learns them).
-      ntk: ``ntk(x1, x2) -> (n1, n2)``, e.g. ``kipd.distill``'s NTK of an architecture
-        (any positive semi-definite kernel: its Gram matrix stands for the gradients').
+      kernel: the architecture whose NTK Gram matrix stands for the gradients' inner
+        products (``kipd.kernels.make`` names; computed through ``kipd.compute``), or any
+        positive semi-definite ``kernel(x1, x2) -> (n1, n2)``.
+      executor: where the kernel blocks go (default: this process's devices).
 
     Returns:
       :class:`Dimensions`.
 
     Example:
-      >>> import functools, kipd.kernels
-      >>> ntk = functools.partial(kipd.kernels.make("fc1"), get="ntk")
       >>> x = np.random.default_rng(0).standard_normal((20, 4, 4, 1))
-      >>> dimensions(x, ntk).linear  # doctest: +SKIP
-      13
+      >>> dimensions(x, "fc1").linear
+      9
 
     Paper: §4, appendix A eqs. (4)-(6), Figs. 7 and A3.
     """
     flat = np.asarray(images, np.float64).reshape(len(images), -1)
     image_gram = flat @ flat.T
-    gradient_gram = kernel_matrix(ntk, images, images)
+    if callable(kernel):
+        gradient_gram = np.asarray(kernel(images, images), np.float64)
+    else:
+        spec = compute.KernelSpec(kernel)
+        gradient_gram = compute.kernel_matrix(spec, images, executor=executor)
     return Dimensions(
         intrinsic=two_nn_dimension(gram_distances(image_gram)),
         linear=linear_dimension(image_gram),
@@ -204,29 +209,34 @@ def dimensions(
 
 
 def dimensions_over_training(
-    run: Run, *, kernel: str | None = None, progress: bool = True
+    run: distill.Run,
+    *,
+    kernel: str | None = None,
+    executor: compute.Executor | None = None,
+    progress: bool = True,
 ) -> dict[int, Dimensions]:
     """The dimensions of a run's support set at step 0 and at every kept checkpoint.
 
     Args:
-      run: a run from :func:`load_run`.
+      run: a run from :func:`kipd.distill.load_run`.
       kernel: architecture of the NTK of the gradient dimensions; default: the run's
         evaluation kernel.
+      executor: where the kernel blocks go (default: this process's devices).
       progress: a progress bar over the checkpoints.
 
     Returns:
       ``{step: Dimensions}`` in increasing step order.
 
     Example:
-      >>> for step, dims in dimensions_over_training(load_run("runs/quickstart")).items():  # doctest: +SKIP
+      >>> for step, dims in dimensions_over_training(distill.load_run("runs/quickstart")).items():  # doctest: +SKIP
       ...     print(step, dims.intrinsic)
 
     Paper: Figs. 7 and A3.
     """
-    ntk = _run.ntk(kernel or run.config.eval_kernel)
-    supports = checkpoint_supports(run)
+    kernel = kernel or run.config.eval_kernel
+    supports = distill.checkpoint_supports(run)
     return {
-        step: dimensions(images, ntk)
+        step: dimensions(images, kernel, executor=executor)
         for step, (images, _) in tqdm(
             supports.items(), desc="dimensions", unit="checkpoint", disable=not progress
         )

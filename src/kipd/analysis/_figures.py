@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from kipd import distill, files
 from kipd.analysis._bands import SpectralBands
 from kipd.analysis._dimension import Dimensions
 from kipd.analysis._errors import AnalysisError, require_matplotlib
-from kipd.analysis._runs import Run, load_dataset, load_run
 from kipd.analysis._subsample import SubsampleRow
-from kipd.distill._checkpoint import atomic_write
 
 FINAL_COLOR = "#1f4e99"
 INITIAL_COLOR = "#9db8e0"
@@ -270,11 +269,11 @@ def subsample_plot(rows: Sequence[SubsampleRow]) -> bytes:
     return _png(figure)
 
 
-def run_figures(run: Run, class_names: Sequence[str] | None = None) -> dict[str, bytes]:
+def run_figures(run: distill.Run, class_names: Sequence[str] | None = None) -> dict[str, bytes]:
     """The figures that need no test kernels: image grid, label heatmap, training curves.
 
     Args:
-      run: from :func:`load_run`.
+      run: from :func:`kipd.distill.load_run`.
       class_names: names of the classes; default: their ids.
 
     Returns:
@@ -318,13 +317,13 @@ def save_figures(
       [PosixPath('runs/quickstart/figures/images.png'), ...]
     """
     require_matplotlib()
-    run = load_run(run_dir)
+    run = distill.load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / "figures"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    class_names = load_dataset(run, data_dir).class_names
+    class_names = distill.resolve(run, data_dir=data_dir).dataset.class_names
     for name, png in run_figures(run, class_names).items():
         path = out / f"{name}.png"
-        atomic_write(path, lambda f, png=png: f.write(png))
+        files.atomic_write(path, lambda f, png=png: f.write(png))
         paths.append(path)
     return paths

@@ -12,20 +12,14 @@ import base64
 import datetime
 import html
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import kipd
+from kipd import compute, distill, files
 from kipd.analysis import _figures, _tables
-from kipd.analysis._bands import BANDS, band_analysis
-from kipd.analysis._dimension import dimensions_over_training
-from kipd.analysis._errors import require_matplotlib
-from kipd.analysis._results import bands_result, dimension_result, subsample_result
-from kipd.analysis._run_kernels import run_kernels
-from kipd.analysis._runs import load_run
-from kipd.analysis._subsample import DRAWS, FRACTIONS, subsampling
-from kipd.distill._checkpoint import atomic_write
+from kipd.analysis._errors import AnalysisError, require_matplotlib
+from kipd.analysis._registry import ANALYSES, RunContext
 
 REPORT_FILE = "report.html"
 
@@ -61,14 +55,14 @@ def write_report(
     *,
     kernel: str | None = None,
     test_size: int | None = None,
-    bands: int = BANDS,
-    fractions: Sequence[float] = FRACTIONS,
-    draws: int = DRAWS,
     seed: int = 0,
     data_dir: str | None = None,
+    executor: compute.Executor | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Writes one self-contained HTML report of a run.
+    """Writes one self-contained HTML report of a run: its summary, config, images, labels,
+    training curves and every analysis of :data:`ANALYSES`.
 
     Args:
       run_dir: a run directory (finished, or a KIP run still training: its latest
@@ -76,40 +70,50 @@ def write_report(
       out: the HTML file; default ``run_dir/report.html``.
       kernel: architecture of the NTK of the analyses; default: the run's evaluation
         kernel.
-      test_size: a fixed class-balanced test subset of about this size for the band and
-        subsampling analyses; ``None``: the whole test set.
-      bands: spectral bands (5: 20% of the eigenvalues each).
-      fractions: kept fractions of the subsampling analysis.
-      draws: random subsets per fraction.
-      seed: seed of the test subset and the subsets.
+      test_size: test images of the band and subsampling analyses; ``None``: the run's
+        own final test subset (the images of its ``summary.json``).
+      seed: seed of the random draws (and of a ``test_size`` subset).
       data_dir: folder searched first for the dataset; default: the run's.
+      executor: where the kernel blocks go (default: this process's devices).
       progress: progress bars.
+      **options: options of the analyses (``bands``, ``fractions``, ``draws``; see
+        :data:`ANALYSES`); the rest keep their defaults.
 
     Returns:
-      ``{"analysis": "report", "report": path, "dimension": ..., "bands": ...,
-      "subsample": ...}``, the last three as ``kipd analyze ... --json`` gives them.
+      ``{"analysis": "report", "report": path, <name>: result, ...}`` with each
+      analysis's result as ``kipd analyze <name> --json`` gives it.
 
     Raises:
-      AnalysisError: not a run directory, bad options, or matplotlib missing (checked
-      first, before any computation).
+      AnalysisError: bad options, or matplotlib missing (checked first, before any
+        computation). DistillError: not a run directory.
 
     Example:
       >>> write_report("runs/quickstart")["report"]  # doctest: +SKIP
       'runs/quickstart/report.html'
     """
     require_matplotlib()
-    run = load_run(run_dir)
+    known = {option.name for analysis in ANALYSES.values() for option in analysis.options}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise AnalysisError(f"unknown report options {unknown}; the analyses take {sorted(known)}")
+    run = distill.load_run(run_dir)
     out = Path(out) if out is not None else run.path / REPORT_FILE
-    kernels = run_kernels(
-        run, kernel=kernel, test_size=test_size, seed=seed, data_dir=data_dir, progress=progress
+    context = RunContext(
+        run,
+        kernel=kernel,
+        test_size=test_size,
+        seed=seed,
+        data_dir=data_dir,
+        executor=executor,
+        progress=progress,
     )
-    dims = dimensions_over_training(run, kernel=kernels.kernel, progress=progress)
-    spectra = band_analysis(kernels, bands)
-    full, rows = subsampling(kernels, fractions, draws, seed, progress)
-    dimension = dimension_result(run, dims, kernels.kernel)
-    band = bands_result(run, kernels, spectra)
-    subsample = subsample_result(run, kernels, full, rows, draws)
-    figures = _figures.run_figures(run, kernels.class_names)
+    outcomes = {
+        name: analysis.run(
+            context, **{o.name: options[o.name] for o in analysis.options if o.name in options}
+        )
+        for name, analysis in ANALYSES.items()
+    }
+    figures = _figures.run_figures(run, context.kernels.class_names)
 
     state = "finished" if run.finished else f"unfinished: latest checkpoint, step {run.step}"
     summary = run.summary or {"state": state}
@@ -145,20 +149,11 @@ def write_report(
         parts.append(_section("Training", _image(figures["curves"], "training curves")))
     parts += [
         _section(
-            "Dimension (Fig. 7, A3)",
-            _tables.to_html(_tables.dimension_table(dimension)),
-            _image(_figures.dimension_plot(dims), "dimensions over training"),
-        ),
-        _section(
-            "Spectral bands (Fig. 8)",
-            _tables.to_html(_tables.band_table(band)),
-            _image(_figures.band_plot(spectra), "spectral bands"),
-        ),
-        _section(
-            "Subsampling (Fig. A1)",
-            _tables.to_html(_tables.subsample_table(subsample)),
-            _image(_figures.subsample_plot(rows), "subsampling"),
-        ),
+            analysis.title,
+            _tables.to_html(analysis.table(outcomes[name].result)),
+            _image(outcomes[name].figure(), analysis.title),
+        )
+        for name, analysis in ANALYSES.items()
     ]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -166,11 +161,9 @@ def write_report(
         f"</head><body>{''.join(parts)}</body></html>\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda f: f.write(page.encode("utf-8")))
+    files.atomic_write(out, lambda f: f.write(page.encode("utf-8")))
     return {
         "analysis": "report",
         "report": str(out),
-        "dimension": dimension,
-        "bands": band,
-        "subsample": subsample,
+        **{name: outcome.result for name, outcome in outcomes.items()},
     }

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from kipd import distill
 from kipd.analysis._bands import SpectralBands
 from kipd.analysis._dimension import Dimensions
 from kipd.analysis._run_kernels import RunKernels
-from kipd.analysis._runs import Run
 from kipd.analysis._subsample import SubsampleRow
 
 
@@ -31,7 +31,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def dimension_result(run: Run, dimensions: Mapping[int, Dimensions], kernel: str) -> dict[str, Any]:
+def dimension_result(run: distill.Run, dimensions: Mapping[int, Dimensions], kernel: str) -> dict[str, Any]:
     """``{"analysis": "dimension", "run", "kernel", "support_size", "rows": [{"step",
     "intrinsic", "linear", "gradient_intrinsic", "gradient_linear"}]}``."""
     return {
@@ -44,7 +44,7 @@ def dimension_result(run: Run, dimensions: Mapping[int, Dimensions], kernel: str
 
 
 def bands_result(
-    run: Run, kernels: RunKernels, spectra: Mapping[str, SpectralBands]
+    run: distill.Run, kernels: RunKernels, spectra: Mapping[str, SpectralBands]
 ) -> dict[str, Any]:
     """``{"analysis": "bands", "run", "kernel", "test_size", "final": {...},
     "initial": {...}}``, each a :class:`SpectralBands` with lists for arrays."""
@@ -58,7 +58,7 @@ def bands_result(
 
 
 def subsample_result(
-    run: Run,
+    run: distill.Run,
     kernels: RunKernels,
     full: Mapping[str, float],
     rows: Sequence[SubsampleRow],

@@ -12,11 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kipd import data
-from kipd.analysis._errors import AnalysisError
-from kipd.analysis._runs import Run, load_dataset
-from kipd.distill import _run
-from kipd.distill._blocks import kernel_matrix
+from kipd import compute, data, distill
 
 
 class SupportKernels(NamedTuple):
@@ -55,58 +51,27 @@ class RunKernels(NamedTuple):
     lambda0: float
 
 
-def evaluation_set(
-    dataset: data.Dataset, size: int | None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed class-balanced subset of the test set, or the whole test set.
-
-    Args:
-      dataset: the dataset.
-      size: test images wanted; ``size // C`` are drawn from each class (so the subset
-        has ``C * (size // C)`` images). ``None``: the whole test set.
-      seed: seed of the draw; the same seed gives the same subset.
-
-    Returns:
-      ``(pixels (t, H, W, C), labels (t,))``.
-
-    Raises:
-      AnalysisError: ``size`` is below the number of classes or above the test set.
-    """
-    if size is None:
-        return dataset.x_test, dataset.y_test
-    n_test, classes = len(dataset.y_test), dataset.num_classes
-    if not classes <= size <= n_test:
-        raise AnalysisError(
-            f"test size must be between {classes} (one image per class) and {n_test} (the "
-            f"{dataset.name} test set), got {size}: pass e.g. --test-size {min(2000, n_test)}"
-        )
-    try:
-        pixels, labels, _ = data.class_balanced_subset(
-            dataset.x_test, dataset.y_test, size // classes, seed
-        )
-    except ValueError as err:
-        raise AnalysisError(f"no class-balanced test subset of {size} images: {err}") from err
-    return pixels, labels
-
-
 def run_kernels(
-    run: Run,
+    run: distill.Run,
     *,
     kernel: str | None = None,
     test_size: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     data_dir: str | None = None,
+    executor: compute.Executor | None = None,
     progress: bool = True,
 ) -> RunKernels:
     """Kernel matrices of the run's final and initial supports against a test set.
 
     Args:
-      run: a run from :func:`load_run`.
+      run: a run from :func:`kipd.distill.load_run`.
       kernel: architecture of the NTK; default: the run's evaluation kernel (its first).
-      test_size: a fixed class-balanced test subset of about this size (see
-        :func:`evaluation_set`); ``None``: the whole test set.
-      seed: seed of the test subset.
+      test_size: test images, drawn by kipd's one policy
+        (:func:`kipd.data.draw_test_subset` with ``seed``); ``None``: the run's own final
+        test subset (the images of its ``summary.json``).
+      seed: seed of that draw; default: the run's seed.
       data_dir: folder searched first for the dataset; default: the run's.
+      executor: where the kernel blocks go (default: this process's devices).
       progress: progress bars over the kernel blocks.
 
     Returns:
@@ -114,26 +79,29 @@ def run_kernels(
       ``(t, n)`` matrices for each of the two supports.
 
     Raises:
-      AnalysisError: bad test size. ValueError: unknown kernel, or the dataset cannot be
-      loaded.
+      ValueError: bad test size, unknown kernel, or the dataset cannot be loaded.
 
     Example:
-      >>> kernels = run_kernels(load_run("runs/quickstart"), test_size=2000)  # doctest: +SKIP
+      >>> kernels = run_kernels(distill.load_run("runs/quickstart"), test_size=2000)  # doctest: +SKIP
       >>> kernels.final.k_ts.shape  # doctest: +SKIP
       (2000, 10)
     """
-    name = kernel or run.config.eval_kernel
-    kernel_fn = _run.ntk(name)  # an unknown name fails here, before the data is loaded
-    dataset = load_dataset(run, data_dir)
-    pixels, test_labels = evaluation_set(dataset, test_size, seed)
-    test_images = run.preprocessing.apply(pixels)
+    resolved = distill.resolve(run, data_dir=data_dir, kernel=kernel)
+    dataset = resolved.dataset
+    if test_size is not None:
+        seed = run.config.seed if seed is None else seed
+        resolved = resolved._replace(
+            test_indices=data.draw_test_subset(len(dataset.y_test), test_size, seed)
+        )
+    test_images, test_labels = resolved.test_set()
+    spec = compute.KernelSpec(resolved.kernel)
 
     def support(images: np.ndarray, labels: np.ndarray, which: str) -> SupportKernels:
         desc = f"K(test, {which} support)" if progress else None
         return SupportKernels(
             labels=np.asarray(labels),
-            k_ss=kernel_matrix(kernel_fn, images, images),
-            k_ts=kernel_matrix(kernel_fn, test_images, images, desc=desc),
+            k_ss=compute.kernel_matrix(spec, images, executor=executor),
+            k_ts=compute.kernel_matrix(spec, test_images, images, executor=executor, desc=desc),
         )
 
     return RunKernels(
@@ -142,6 +110,6 @@ def run_kernels(
         test_labels=np.asarray(test_labels),
         num_classes=dataset.num_classes,
         class_names=tuple(dataset.class_names),
-        kernel=name,
+        kernel=resolved.kernel,
         lambda0=run.config.lambda0,
     )

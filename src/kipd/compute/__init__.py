@@ -7,27 +7,32 @@ large kernel matrix by blocks. Where the blocks run is the executor's business: 
 :class:`LocalExecutor` spreads them over this process's devices; the
 :class:`RayExecutor` (``pip install 'kipd[ray]'``) over a pool of Ray actors on one
 machine or a cluster. Every executor gives the same numbers as ``jax.grad`` of the whole
-loss. ``estimate`` measures a block and predicts a run's time and memory (``--plan``).
+loss. ``ExecutorConfig`` names an executor as options (``--executor``, ``--workers``,
+``--ray-address``). ``estimate`` measures a block and predicts a run's time and memory (``--plan``).
 """
 
-from kipd.compute._estimate import StepEstimate, estimate_step
+from kipd.compute._estimate import StepEstimate, block_overhead, estimate_step
 from kipd.compute._executor import ComputeError, Executor
 from kipd.compute._grad import default_block_size, kernel_matrix, value_and_grad
 from kipd.compute._local import LocalExecutor
+from kipd.compute._options import EXECUTORS, ExecutorConfig
 from kipd.compute._plan import Block, BlockPlan, plan_blocks
 from kipd.compute._ray import RayExecutor
 from kipd.compute._worker import BlockWorker, KernelSpec
 
 __all__ = [
+    "EXECUTORS",
     "Block",
     "BlockPlan",
     "BlockWorker",
     "ComputeError",
     "Executor",
+    "ExecutorConfig",
     "KernelSpec",
     "LocalExecutor",
     "RayExecutor",
     "StepEstimate",
+    "block_overhead",
     "default_block_size",
     "estimate_step",
     "kernel_matrix",

@@ -13,10 +13,12 @@ from kipd.data._errors import DatasetError
 from kipd.data._preprocess import Preprocessing
 from kipd.data._preprocess import default_preprocessing
 from kipd.data._preprocess import default_zca_regularization
+from kipd.data._preprocess import fit_dataset_preprocessing
 from kipd.data._preprocess import fit_preprocessing
 from kipd.data._splits import centered_one_hot
 from kipd.data._splits import class_balanced_subset
 from kipd.data._splits import split_validation
+from kipd.data._splits import draw_test_subset
 
 __all__ = [
     "Dataset",
@@ -27,6 +29,8 @@ __all__ = [
     "class_balanced_subset",
     "default_preprocessing",
     "default_zca_regularization",
+    "draw_test_subset",
+    "fit_dataset_preprocessing",
     "fit_preprocessing",
     "load",
     "split_validation",

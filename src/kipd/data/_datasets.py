@@ -259,8 +259,10 @@ def load(
         images, (n, H, W) or (n, H, W, C)) or to an image folder
         (``root/{train,test}/<class>/*.png``). A built-in name wins over a same-named
         path; write ``./mnist`` to mean the path.
-      data_dir: a folder searched first for a built-in dataset's files, directly and in a
-        sub-folder named after the dataset (``data_dir/cifar10/``).
+      data_dir: a folder holding a built-in dataset's files, directly or in a sub-folder
+        named after the dataset (``data_dir/cifar10/``). When given it is the only place
+        searched: a missing folder, or one without the files, is an error rather than a
+        silent fall-back to another copy.
       download: fetch missing built-in files into the cache. With False a missing file
         is an error.
 
@@ -279,6 +281,12 @@ def load(
 
     Paper: appendix A, "Datasets".
     """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DatasetError(
+            f"--data-dir {data_dir} is not a folder: pass the folder that holds the dataset's "
+            "files, or leave --data-dir out to search $KIPD_DATA_DIR, the system dataset "
+            "folders and the download cache"
+        )
     builtin = builtin_name(str(name)) if isinstance(name, str) else None
     if builtin is not None:
         spec = BUILTINS[builtin]
@@ -321,10 +329,19 @@ def _locate(
     """Paths of all of ``spec``'s files, from the first folder that has them all, else
     from the cache after downloading what it lacks."""
     dirs = _search_dirs(spec, data_dir)
+    if data_dir is not None:  # the given folder and its sub-folders only
+        dirs = dirs[: 1 + len(spec.folders)]
     for directory in dirs:
         found = {remote.name: _find(directory, remote) for remote in spec.files}
         if all(found.values()):
             return found  # type: ignore[return-value]
+    if data_dir is not None:
+        missing = ", ".join(remote.name for remote in spec.files)
+        raise DatasetError(
+            f"{spec.title}: --data-dir {data_dir} does not hold {missing} (looked in it and in "
+            f"its sub-folders {', '.join(spec.folders)}): pass the folder that holds them, or "
+            "leave --data-dir out to search the usual places and the download cache"
+        )
     cache = cache_dir() / spec.name
     paths = {}
     for remote in spec.files:
@@ -370,10 +387,20 @@ def _to_dataset(
     y_train = _labels(raw.y_train, len(x_train), f"{name}: y_train")
     y_test = _labels(raw.y_test, len(x_test), f"{name}: y_test")
     largest = int(max(y_train.max(initial=0), y_test.max(initial=0)))
+    # A user's data declares its classes only through its labels: a gap means a typo.
+    inferred = num_classes is None
     if num_classes is None:
         num_classes = len(class_names) if class_names is not None else largest + 1
     if largest >= num_classes:
         raise DatasetError(f"{name}: label {largest} is out of range for {num_classes} classes")
+    empty = np.setdiff1d(np.arange(num_classes), y_train) if inferred else np.zeros(0)
+    if empty.size:
+        shown = ", ".join(map(str, empty[:8])) + (", ..." if empty.size > 8 else "")
+        raise DatasetError(
+            f"{name}: {empty.size} of {num_classes} classes have no train images (class ids "
+            f"{shown}; the largest label is {largest}): labels must be the class ids 0..C-1 "
+            "with every class present; relabel the data to consecutive ids"
+        )
     if class_names is None:
         class_names = tuple(str(c) for c in range(num_classes))
     if len(class_names) != num_classes:

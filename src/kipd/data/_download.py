@@ -8,17 +8,16 @@ failure, an interrupt included, deletes the temporary file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
+from kipd import files
 from kipd.data._errors import DatasetError
 
 _CHUNK = 1 << 20
@@ -67,13 +66,11 @@ def fetch(
 
 
 def _fetch_one(url: str, dest: Path, sha256: str, size: int | None, timeout: float) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp: Path | None = Path(tmp_name)
-    try:
+    with files.atomic_path(dest) as tmp:
         digest = hashlib.sha256()
         received = 0
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:
                     header = response.headers.get("Content-Length")
@@ -105,9 +102,3 @@ def _fetch_one(url: str, dest: Path, sha256: str, size: int | None, timeout: flo
         actual = digest.hexdigest()
         if actual != sha256:
             raise _AttemptError(f"checksum mismatch: sha256 {actual}, expected {sha256}")
-        os.replace(tmp, dest)
-        tmp = None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from kipd import files
 from kipd.data._datasets import Dataset, builtin_name
 
 # Paper, appendix A: lambda = 100 for SVHN, 0.1 for CIFAR-10 and CIFAR-100.
@@ -210,21 +209,17 @@ class Preprocessing:
         return cls(**values)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the parameters to an .npz file atomically (temporary file + rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.to_dict())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        """Writes the parameters to an .npz file atomically, with their content hash."""
+        files.write_npz(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Preprocessing:
-        """Reads parameters written by :meth:`save` (or any .npz holding ``to_dict``)."""
-        with np.load(path, allow_pickle=False) as arrays:
-            return cls.from_dict(arrays)
+        """Reads parameters written by :meth:`save` (or any .npz holding ``to_dict``).
+
+        Raises:
+          kipd.files.DamagedFileError: the file is truncated or corrupted.
+        """
+        return cls.from_dict(files.read_npz(path))
 
 
 jax.tree_util.register_dataclass(
@@ -276,6 +271,34 @@ def fit_preprocessing(
             raise ValueError(f"zca_regularization must be >= 0, got {lam}")
         return _fit_zca(x, shape, float(lam))
     raise ValueError(f"unknown preprocessing method {method!r}; use 'standard' or 'zca'")
+
+
+
+def fit_dataset_preprocessing(
+    dataset: Dataset, zca: bool | None = None, zca_regularization: float | None = None
+) -> Preprocessing:
+    """The preprocessing of a run, a baseline or a released set on ``dataset``, fitted on
+    its train images: every command that fits one for a dataset goes through here.
+
+    Args:
+      dataset: the dataset.
+      zca: regularized ZCA; ``None`` means the paper's choice for the dataset
+        (:func:`default_preprocessing`: ZCA for RGB, standard for grayscale).
+      zca_regularization: ZCA strength; ``None`` means the dataset's default
+        (:func:`default_zca_regularization`).
+
+    Example:
+      >>> prep = fit_dataset_preprocessing(load("cifar10"))  # doctest: +SKIP
+      >>> prep.method, prep.regularization  # doctest: +SKIP
+      ('zca', 0.1)
+    """
+    if zca is None:
+        zca = default_preprocessing(dataset) == "zca"
+    if not zca:
+        return fit_preprocessing(dataset.x_train, "standard")
+    if zca_regularization is None:
+        zca_regularization = default_zca_regularization(dataset)
+    return fit_preprocessing(dataset.x_train, "zca", zca_regularization)
 
 
 def _channel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

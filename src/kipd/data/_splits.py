@@ -11,6 +11,46 @@ import numpy as np
 from kipd.data._datasets import Dataset
 
 
+TEST_SUBSET_STREAMS = {"readings": (), "final": (1,)}
+"""The random stream of each use of :func:`draw_test_subset`: the readings taken during
+training and the final evaluation draw independent subsets from the same seed."""
+
+
+def draw_test_subset(num_test: int, size: int | None, seed: int, purpose: str = "final") -> np.ndarray:
+    """The test images a run or an analysis evaluates on: kipd's one test-subset policy.
+
+    A uniformly random subset of ``size`` test indices without replacement, sorted,
+    drawn from ``numpy.random.default_rng([seed, *TEST_SUBSET_STREAMS[purpose]])``; the
+    whole test set when ``size`` is ``None`` or not smaller than it. A run directory
+    records the indices it used (``test_subset.npz``), and every later command on the run
+    reuses them.
+
+    Args:
+      num_test: images in the test set.
+      size: images wanted, ``>= 1``; ``None``: all of them.
+      seed: the run's (or analysis') seed.
+      purpose: ``"final"`` (a summary's accuracy) or ``"readings"`` (during training).
+
+    Returns:
+      ``(t,)`` int64 sorted indices into the test set.
+
+    Raises:
+      ValueError: ``size`` below 1 or an unknown ``purpose``.
+
+    Example:
+      >>> draw_test_subset(10, 4, seed=0).tolist(), draw_test_subset(10, None, seed=0).size
+      ([3, 5, 7, 8], 10)
+    """
+    if purpose not in TEST_SUBSET_STREAMS:
+        raise ValueError(f"purpose must be one of {sorted(TEST_SUBSET_STREAMS)}, got {purpose!r}")
+    if size is not None and not (isinstance(size, (int, np.integer)) and size >= 1):
+        raise ValueError(f"test size must be an integer >= 1, got {size!r}: pass e.g. --test-size 2000")
+    if size is None or size >= num_test:
+        return np.arange(num_test, dtype=np.int64)
+    rng = np.random.default_rng([seed, *TEST_SUBSET_STREAMS[purpose]])
+    return np.sort(rng.choice(num_test, size, replace=False)).astype(np.int64)
+
+
 def split_validation(dataset: Dataset, size: int = 5000, seed: int = 0) -> Dataset:
     """Holds a random validation split out of the train split.
 

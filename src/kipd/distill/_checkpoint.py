@@ -1,55 +1,36 @@
-"""Atomic files and checkpoints of a run directory.
+"""Checkpoints of a KIP run: the whole state, keyed by tree path, verified on read.
 
-Every file of a run is written to a temporary name in the same folder and moved into
-place with ``os.replace``, so a reader (or a resumed run) sees either the old file or
-the new one, never half of one. A checkpoint is the whole KIP state pytree (support
-images and labels, optimizer state, step, PRNG key) as the leaves of one ``.npz``; it is
-restored into the structure of a freshly initialized state, so a resumed run continues
-bit for bit.
+A checkpoint is the whole KIP state pytree (support images and labels, optimizer state,
+step, PRNG key) in one ``.npz`` written by :func:`kipd.files.write_npz`: each leaf is
+stored under its path in the tree (``support_images``, ``support_labels``,
+``opt_state/0/mu/images``, ``step``, ``key``), so a reader that wants the support set
+takes two arrays by name and needs no optimizer to rebuild a template. Restoring into a
+freshly initialized state gives back the same structure, so a resumed run continues bit
+for bit. Checkpoints of kipd 0.1 stored the leaves by position (``leaf_0000``, ...,
+``num_leaves``); they are read too (the support images and labels are the first two
+leaves of :class:`~kipd.distill.KipState`).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kipd import files
+
 _CHECKPOINT = re.compile(r"^step_(\d{8})\.npz$")
+_LOSS = "loss"
+_LEGACY_COUNT = "num_leaves"
 
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``.
-
-    Args:
-      path: destination; its folder must exist.
-      write: writes the whole content to the binary file it is given.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Writes ``value`` as indented JSON, atomically."""
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def write_npz(path: Path, arrays: dict[str, Any]) -> None:
-    """Writes named arrays as an uncompressed ``.npz``, atomically."""
-    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+T = TypeVar("T")
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -58,7 +39,7 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 
 
 def list_checkpoints(folder: Path) -> dict[int, Path]:
-    """The checkpoints in ``folder`` by step (temporary files are ignored)."""
+    """The checkpoints in ``folder`` by increasing step (temporary files are ignored)."""
     if not folder.is_dir():
         return {}
     found = {}
@@ -69,11 +50,30 @@ def list_checkpoints(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def _key_name(key: Any) -> str:
+    for attribute in ("name", "key", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    raise TypeError(f"unexpected pytree key {key!r}")
+
+
+def named_leaves(state: Any) -> dict[str, Any]:
+    """The leaves of a pytree by their path, e.g. ``{"support_images": ..., "step": ...}``.
+
+    Example:
+      >>> named_leaves({"a": 1, "b": (2, 3)})
+      {'a': 1, 'b/0': 2, 'b/1': 3}
+    """
+    with_paths, _ = jax.tree_util.tree_flatten_with_path(state)
+    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in with_paths}
+
+
 def save_checkpoint(folder: Path, state: Any, loss: float, keep_best: int) -> Path:
     """Writes ``state`` as the checkpoint of its step and prunes older checkpoints.
 
     Kept: the ``keep_best`` checkpoints of lowest train loss (the paper evaluates the 5
-    lowest) and the latest one, which resuming continues from.
+    lowest) and the latest one, which resuming continues from. A damaged older checkpoint
+    counts as the worst loss, so it is the first to go.
 
     Args:
       folder: the run's ``checkpoints/`` folder.
@@ -84,11 +84,9 @@ def save_checkpoint(folder: Path, state: Any, loss: float, keep_best: int) -> Pa
     Returns:
       Path of the new checkpoint.
     """
-    leaves = jax.tree_util.tree_leaves(state)
     step = int(state.step)
     path = checkpoint_path(folder, step)
-    arrays = {f"leaf_{i:04d}": leaf for i, leaf in enumerate(leaves)}
-    write_npz(path, {**arrays, "loss": np.float64(loss), "num_leaves": len(leaves)})
+    files.write_npz(path, {**named_leaves(state), _LOSS: np.float64(loss)})
     checkpoints = list_checkpoints(folder)
     losses = {s: _stored_loss(p) for s, p in checkpoints.items()}
     keep = set(sorted(losses, key=lambda s: (losses[s], s))[:keep_best]) | {step}
@@ -99,15 +97,17 @@ def save_checkpoint(folder: Path, state: Any, loss: float, keep_best: int) -> Pa
 
 
 def _stored_loss(path: Path) -> float:
-    with np.load(path) as f:
-        return float(f["loss"])
+    try:
+        return float(files.read_npz(path)[_LOSS])
+    except (files.DamagedFileError, KeyError):
+        return math.inf
 
 
 def load_checkpoint(path: Path, template: Any) -> Any:
     """Reads a checkpoint into the pytree structure of ``template``.
 
     Args:
-      path: a file written by :func:`save_checkpoint`.
+      path: a file written by :func:`save_checkpoint` (or by kipd 0.1).
       template: a state of the same run (e.g. freshly initialized); gives the structure,
         leaf shapes and dtypes the checkpoint must match.
 
@@ -115,15 +115,68 @@ def load_checkpoint(path: Path, template: Any) -> Any:
       The restored state.
 
     Raises:
+      kipd.files.DamagedFileError: the file is truncated or corrupted.
       ValueError: the checkpoint does not match the template (another run's file).
     """
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    with np.load(path) as f:
-        stored = [f[f"leaf_{i:04d}"] for i in range(int(f["num_leaves"]))]
-    shapes = [(np.shape(a), np.asarray(a).dtype) for a in leaves]
-    if [(a.shape, a.dtype) for a in stored] != shapes:
+    arrays = files.read_npz(path)
+    names = named_leaves(template)
+    if _LEGACY_COUNT in arrays:
+        stored = [arrays[f"leaf_{i:04d}"] for i in range(int(arrays[_LEGACY_COUNT]))]
+    else:
+        stored = [arrays.get(name) for name in names]
+    expected = [(np.shape(a), np.asarray(a).dtype) for a in names.values()]
+    if any(a is None for a in stored) or [(a.shape, a.dtype) for a in stored] != expected:
         raise ValueError(
-            f"checkpoint {path} does not match this run's state (other shapes or dtypes); "
-            "it belongs to another run or configuration"
+            f"checkpoint {path} does not match this run's state (other leaves, shapes or "
+            "dtypes); it belongs to another run or configuration"
         )
+    treedef = jax.tree_util.tree_structure(template)
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in stored])
+
+
+def read_support(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The support images ``(n, H, W, C)`` and labels ``(n, C)`` of a checkpoint.
+
+    Raises:
+      kipd.files.DamagedFileError: the file is damaged or holds no support set.
+    """
+    arrays = files.read_npz(path)
+    legacy = _LEGACY_COUNT in arrays
+    names = ("leaf_0000", "leaf_0001") if legacy else ("support_images", "support_labels")
+    if not all(name in arrays for name in names):
+        raise files.DamagedFileError(path, "it holds no support images and labels")
+    return arrays[names[0]], arrays[names[1]]
+
+
+def newest_readable(folder: Path, read: Callable[[Path], T]) -> tuple[int, T] | None:
+    """``(step, read(path))`` of the newest checkpoint in ``folder`` that reads back.
+
+    A damaged newer checkpoint is skipped with a warning that names it and the one used
+    instead (the run loses the steps between them, nothing else).
+
+    Returns:
+      ``None`` if the folder holds no readable checkpoint.
+    """
+    skipped: list[str] = []
+    for step, path in reversed(list_checkpoints(folder).items()):
+        try:
+            value = read(path)
+        except files.DamagedFileError as err:
+            skipped.append(str(err))
+            continue
+        if skipped:
+            warnings.warn(
+                f"{'; '.join(skipped)}. Using the newest good checkpoint instead: {path.name} "
+                f"(step {step}).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return step, value
+    if skipped:
+        warnings.warn(
+            f"{'; '.join(skipped)}. No good checkpoint is left: starting from the initial "
+            "support set.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return None

@@ -21,10 +21,16 @@ from kipd.distill._label_solve import RCOND
 CONFIG_FILE = "config.json"
 
 # Options a resumed run may change: they do not alter the trajectory.
-RESUMABLE_CHANGES = frozenset(
-    {"steps", "data_dir", "test_size", "executor", "block_size", "ray_address", "workers"}
-)
-EXECUTORS = ("local", "ray")
+RESUMABLE_CHANGES = frozenset({"steps", "data_dir", "test_size", "block_size"})
+# Runtime options that kipd 0.1 recorded in config.json; they are ignored on reading
+# (where blocks run is a choice of each command: kipd.compute.ExecutorConfig).
+_RUNTIME_ONLY = ("executor", "ray_address", "workers")
+
+
+def _cli(default: Any, **options: Any) -> Any:
+    """A field with its command-line spelling (``flag``, ``metavar``, ``choices``); the
+    help text is the field's line under ``Attributes:`` (``kipd.cli`` reads both)."""
+    return dataclasses.field(default=default, metadata={"cli": options})
 
 
 class DistillError(Exception):
@@ -46,14 +52,14 @@ def _check_kernel_name(name: str) -> None:
 class _Common:
     ALGORITHM: ClassVar[str]
 
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    images_per_class: int = 1
+    dataset: str = _cli("fashion_mnist", metavar="NAME_OR_PATH")
+    data_dir: str | None = _cli(None, metavar="DIR")
+    images_per_class: int = _cli(1, metavar="N")
     zca: bool | None = None
-    zca_regularization: float | None = None
+    zca_regularization: float | None = _cli(None, metavar="LAMBDA")
     seed: int = 0
     lambda0: float = LAMBDA0
-    test_size: int | None = None
+    test_size: int | None = _cli(None, metavar="N")
 
     def __post_init__(self) -> None:
         _check(
@@ -130,31 +136,24 @@ class KipConfig(_Common):
       eval_size: images of the fixed test subset read during training (the final
         summary uses ``test_size``).
       keep_best: checkpoints of lowest train loss kept, besides the latest.
-      executor: where the blocks of each step run: ``"local"`` (this process's devices)
-        or ``"ray"`` (a Ray cluster; ``pip install 'kipd[ray]'``). Same results.
       block_size: block side ``B`` of the block plan (``None``: per kernel, see
         :func:`kipd.compute.default_block_size`).
-      ray_address: a running Ray cluster to join; ``None`` starts a local one.
-      workers: Ray workers (``None``: one per GPU of the cluster, else per CPU).
     """
 
     ALGORITHM: ClassVar[str] = "kip"
 
-    kernels: tuple[str, ...] = ("convnet",)
+    kernels: tuple[str, ...] = _cli(("convnet",), flag="--kernel", metavar="NAMES")
     steps: int = 1000
-    target_batch_size: int = 5000
+    target_batch_size: int = _cli(5000, metavar="N")
     learn_labels: bool = True
-    augment: float = 0.0
+    augment: float = _cli(0.0, metavar="FRACTION")
     lr: float | None = None
-    init: str = "natural"
-    checkpoint_every: int = 50
-    eval_every: int = 50
-    eval_size: int = 1000
-    keep_best: int = 5
-    executor: str = "local"
-    block_size: int | None = None
-    ray_address: str | None = None
-    workers: int | None = None
+    init: str = _cli("natural", choices=("natural", "noise"))
+    checkpoint_every: int = _cli(50, metavar="STEPS")
+    eval_every: int = _cli(50, metavar="STEPS")
+    eval_size: int = _cli(1000, metavar="N")
+    keep_best: int = _cli(5, metavar="N")
+    block_size: int | None = _cli(None, metavar="B")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -191,20 +190,9 @@ class KipConfig(_Common):
             f"init must be 'natural' or 'noise', got {self.init!r}: pass --init natural",
         )
         _check(
-            self.executor in EXECUTORS,
-            f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}: pass "
-            "--executor local (this machine's devices) or --executor ray",
-        )
-        for name, example in (("block_size", "--block-size 32"), ("workers", "--workers 2")):
-            value = getattr(self, name)
-            _check(
-                value is None or (isinstance(value, int) and value >= 1),
-                f"{name.replace('_', ' ')} must be an integer >= 1, got {value!r}: pass e.g. "
-                f"{example}, or leave it out for the default",
-            )
-        _check(
-            self.executor == "ray" or (self.ray_address is None and self.workers is None),
-            "--ray-address and --workers are options of the Ray executor: add --executor ray",
+            self.block_size is None or (isinstance(self.block_size, int) and self.block_size >= 1),
+            f"block size must be an integer >= 1, got {self.block_size!r}: pass e.g. "
+            "--block-size 32, or leave it out for the default",
         )
 
     @property
@@ -241,7 +229,7 @@ class LabelSolveConfig(_Common):
     ALGORITHM: ClassVar[str] = "label_solve"
 
     kernel: str = "convnet"
-    target_size: int | None = None
+    target_size: int | None = _cli(None, metavar="N")
     rcond: float = RCOND
 
     def __post_init__(self) -> None:
@@ -277,11 +265,27 @@ _CONFIGS = {cls.ALGORITHM: cls for cls in (KipConfig, LabelSolveConfig)}
 
 def config_from_json(value: dict[str, Any]) -> KipConfig | LabelSolveConfig:
     """The config of :meth:`to_json`'s output."""
-    fields = dict(value)
+    fields = {k: v for k, v in value.items() if k not in _RUNTIME_ONLY}
     algorithm = fields.pop("algorithm", None)
     if algorithm not in _CONFIGS:
         raise ValueError(f"not a kipd config (algorithm {algorithm!r})")
     return _CONFIGS[algorithm](**fields)
+
+
+def check_resumable_folder(out: str | Path) -> None:
+    """Fails with what will work if ``out`` holds no run to resume."""
+    out = Path(out)
+    if not out.exists():
+        raise DistillError(
+            f"nothing to resume at {out}: it does not exist; leave out --resume to start a "
+            "new run there"
+        )
+    if not (out / CONFIG_FILE).is_file():
+        raise DistillError(
+            f"nothing to resume at {out}: it is not a kipd run directory (no {CONFIG_FILE}); "
+            "choose another --out for a new run (kipd never writes into a folder it did not "
+            "create)"
+        )
 
 
 def load_config(run_dir: str | Path) -> KipConfig | LabelSolveConfig:
@@ -299,13 +303,16 @@ def load_config(run_dir: str | Path) -> KipConfig | LabelSolveConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DistillError(
-            f"nothing to resume: {run_dir} is not a run directory (it has no {CONFIG_FILE}); leave "
-            "out --resume to start a new run there"
+            f"{run_dir} is not a kipd run directory (it has no {CONFIG_FILE}): pass the --out "
+            "folder of a 'kipd distill' or 'kipd label-solve' run"
         )
     try:
         return config_from_json(json.loads(path.read_text()))
     except (ValueError, TypeError) as err:
-        raise DistillError(f"{path} is not a kipd run config ({err})") from err
+        raise DistillError(
+            f"{path} is damaged or not a kipd run config ({err}): restore it, or start the run "
+            "again with a new --out"
+        ) from err
 
 
 def resume_config(run_dir: str | Path, **changes: Any) -> KipConfig:
@@ -313,8 +320,8 @@ def resume_config(run_dir: str | Path, **changes: Any) -> KipConfig:
 
     Args:
       run_dir: a KIP run directory.
-      **changes: options to change; :func:`run_kip` refuses all but ``steps`` and
-        ``data_dir`` if they differ from the run's.
+      **changes: options to change; :func:`run_kip` refuses all but ``steps``,
+        ``data_dir``, ``test_size`` and ``block_size`` if they differ from the run's.
 
     Returns:
       The :class:`KipConfig` to pass to ``run_kip(config, run_dir, resume=True)``.
@@ -322,11 +329,10 @@ def resume_config(run_dir: str | Path, **changes: Any) -> KipConfig:
     Raises:
       DistillError: ``run_dir`` is not a KIP run directory.
     """
+    check_resumable_folder(run_dir)
     saved = load_config(run_dir)
     if not isinstance(saved, KipConfig):
         raise DistillError(f"{run_dir} is a {saved.ALGORITHM} run; only KIP runs can be resumed")
-    if changes.get("executor") == "local":  # leaving a cluster drops its options
-        changes = {"ray_address": None, "workers": None, **changes}
     return dataclasses.replace(saved, **changes)
 
 

@@ -14,11 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from kipd import compute
-from kipd.compute._estimate import block_overhead
+from kipd import compute, data
 from kipd.distill._config import KipConfig
 from kipd.distill._krr import krr_loss
-from kipd.distill._run import _load_dataset, make_executor
 
 DAY = 86400.0
 
@@ -42,6 +40,7 @@ def plan_kip(
     image_shape: tuple[int, ...],
     num_classes: int,
     test_size: int,
+    executor: compute.ExecutorConfig | None = None,
     workers: int | None = None,
     overhead_seconds: float | None = None,
     repeats: int = 2,
@@ -53,9 +52,9 @@ def plan_kip(
       image_shape: ``(H, W, C)`` of the dataset.
       num_classes: label dimension.
       test_size: images of the final test evaluations.
-      workers: ``N`` of the multi-worker model (default: the config's Ray workers, else
-        this process's devices).
-      overhead_seconds: per-block executor overhead; ``None`` measures it on the config's
+      executor: where the run's blocks would run (default: this process's devices).
+      workers: ``N`` of the multi-worker model (default: the executor's workers).
+      overhead_seconds: per-block executor overhead; ``None`` measures it on the
         executor (for ``ray`` this starts the pool).
       repeats: timed runs per block.
 
@@ -69,11 +68,12 @@ def plan_kip(
     targets = config.target_batch_size
     labels = np.zeros((support_size, num_classes), np.float32)
     target_labels = np.zeros((targets, num_classes), np.float32)
+    executor = executor or compute.ExecutorConfig()
     if overhead_seconds is None or workers is None:
-        with make_executor(config) as executor:
-            workers = workers or executor.workers_alive
+        with executor.make() as running:
+            workers = workers or running.workers_alive
             if overhead_seconds is None:
-                overhead_seconds = block_overhead(executor)
+                overhead_seconds = compute.block_overhead(running)
     kernels = []
     for name in config.kernels:
         estimate = compute.estimate_step(
@@ -116,7 +116,7 @@ def plan_kip(
         "target_batch_size": targets,
         "steps": config.steps,
         "workers": workers,
-        "executor": config.executor,
+        "executor": executor.executor,
         "overhead_seconds_per_block": overhead_seconds,
         "kernels": [
             {
@@ -147,14 +147,16 @@ def plan_kip(
     }
 
 
-def plan_run(config: KipConfig, *, repeats: int = 2) -> dict[str, Any]:
+def plan_run(
+    config: KipConfig, *, executor: compute.ExecutorConfig | None = None, repeats: int = 2
+) -> dict[str, Any]:
     """:func:`plan_kip` for a config as given on the command line: loads its dataset for
     the shapes and resolves it first. Trains nothing and writes nothing.
 
     Example:
       >>> plan_run(KipConfig(kernels=("convnet",), target_batch_size=100))["step_seconds"]  # doctest: +SKIP
     """
-    dataset = _load_dataset(config)
+    dataset = data.load(config.dataset, data_dir=config.data_dir)
     config = config.resolve(dataset)
     return {
         "dataset": dataset.name,
@@ -162,7 +164,8 @@ def plan_run(config: KipConfig, *, repeats: int = 2) -> dict[str, Any]:
             config,
             image_shape=dataset.image_shape,
             num_classes=dataset.num_classes,
-            test_size=len(dataset.y_test),
+            test_size=len(dataset.y_test) if config.test_size is None else config.test_size,
+            executor=executor,
             repeats=repeats,
         ),
     }

@@ -21,8 +21,10 @@ import optax
 
 from kipd import compute
 from kipd.compute import KernelSpec
-from kipd.distill._blocks import KernelFn
 from kipd.distill._krr import LAMBDA0, accuracy, krr_loss
+
+KernelFn = Callable[[jax.Array, jax.Array], jax.Array]
+"""``kernel(x1, x2) -> K``: ``x1`` ``(n1, H, W, C)``, ``x2`` ``(n2, H, W, C)``, ``K`` ``(n1, n2)``."""
 
 Augment = Callable[[jax.Array, jax.Array], jax.Array]
 """``augment(key, images) -> images``: a pure, jit-able map of a target batch."""

@@ -1,31 +1,21 @@
 """Durable runs: KIP and Label Solve on a dataset, written to a run directory.
 
-A run directory holds::
-
-    config.json          the resolved config (KipConfig or LabelSolveConfig)
-    preprocessing.npz    the fitted preprocessing (ZCA matrix included)
-    init.npz             the initial support set (images preprocessed, labels, indices)
-    metrics.jsonl        one JSON object per step (KIP): loss, accuracy, kernel, seconds,
-                         and test_accuracy on the evaluation subset every eval_every steps
-    checkpoints/         step_XXXXXXXX.npz: the whole KIP state, every checkpoint_every
-                         steps; the keep_best of lowest train loss and the latest are kept
-    distilled.npz        at the end: the distilled set (layout of the paper's releases)
-    summary.json         at the end: test accuracy of the natural init and distilled set
-
-A new run is assembled in a temporary folder and renamed into place, and every later
-file is replaced atomically, so an interrupted run leaves a directory that ``resume``
-continues exactly where the last checkpoint stands.
+The files of a run directory and how they are written and read back are the business of
+``_rundir`` (its module docstring lists them). Here: the stages of a run. ``run_kip`` is
+check the destination -> load the data -> start or resume the run directory -> build the
+algorithm and restore its state -> train (checkpointing) -> evaluate and write the
+distilled set. Every kernel of a run, training and evaluation, goes through one executor
+(``kipd.compute``), given by the caller; where blocks run is never part of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import math
 import os
-import secrets
-import shutil
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,62 +25,30 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-import kipd.kernels
 from kipd import compute, data
-from kipd.distill._blocks import KernelFn
-from kipd.distill._checkpoint import (
-    atomic_write,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-    write_json,
-    write_npz,
-)
+from kipd.distill import _rundir
 from kipd.distill._config import (
-    CONFIG_FILE,
     DistillError,
     KipConfig,
     LabelSolveConfig,
+    check_resumable_folder,
     config_differences,
-    config_from_json,
     load_config,
 )
 from kipd.distill._kip import KipState, kip, sample_target_batch
-from kipd.distill._krr import LAMBDA0, accuracy, krr_predict
+from kipd.distill._krr import accuracy, krr_predict
 from kipd.distill._label_solve import label_solve
-
-PREPROCESSING_FILE = "preprocessing.npz"
-INIT_FILE = "init.npz"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
-DISTILLED_FILE = "distilled.npz"
-SUMMARY_FILE = "summary.json"
+from kipd.distill._resolve import resolve
 
 
-@functools.cache
-def ntk(name: str) -> KernelFn:
-    """The NTK of ``kipd.kernels.make(name)`` as ``kernel(x1, x2)`` (one per name)."""
-    return functools.partial(kipd.kernels.make(name), get="ntk")
-
-
-def make_executor(config: KipConfig | None = None) -> compute.Executor:
-    """The executor a run's config names (the local executor for Label Solve and
-    evaluation, which have no executor options)."""
-    if config is None or config.executor == "local":
-        return compute.LocalExecutor()
-    return compute.RayExecutor(config.ray_address, workers=config.workers)
-
-
-def _load_dataset(config: KipConfig | LabelSolveConfig) -> data.Dataset:
-    return data.load(config.dataset, data_dir=config.data_dir)
-
-
-def _fit_preprocessing(
-    config: KipConfig | LabelSolveConfig, dataset: data.Dataset
-) -> data.Preprocessing:
-    if config.zca:
-        return data.fit_preprocessing(dataset.x_train, "zca", config.zca_regularization)
-    return data.fit_preprocessing(dataset.x_train, "standard")
+@contextlib.contextmanager
+def _executor_for(executor: compute.Executor | None) -> Iterator[compute.Executor]:
+    """The caller's executor (left open), or a local one for this call."""
+    if executor is not None:
+        yield executor
+        return
+    with compute.LocalExecutor() as local:
+        yield local
 
 
 def _natural_support(
@@ -119,17 +77,19 @@ def _initial_support(
     return support
 
 
-def _test_accuracies(
+def krr_test_accuracies(
     kernel: str,
     support_images: Any,
-    label_sets: list[Any],
+    label_sets: Sequence[Any],
     test_images: Any,
     test_labels: Any,
     lambda0: float,
-    desc: str | None,
+    *,
     executor: compute.Executor | None = None,
+    desc: str | None = None,
 ) -> list[float]:
-    """KRR test accuracy of one support image set under each of several label sets."""
+    """KRR test accuracy of one support image set under each of several label sets; the
+    kernel matrices once, through ``kipd.compute`` (any executor)."""
     spec = compute.KernelSpec(kernel)
     k_ss = compute.kernel_matrix(spec, support_images, executor=executor)
     k_ts = compute.kernel_matrix(spec, test_images, support_images, executor=executor, desc=desc)
@@ -139,96 +99,20 @@ def _test_accuracies(
     ]
 
 
-def _final_test_set(
-    config, dataset: data.Dataset, preprocessing: data.Preprocessing
-) -> tuple[jax.Array, jax.Array]:
-    """The preprocessed test images and the labels of a run's final summary: the whole test
-    set, or ``config.test_size`` of them drawn once from the seed (the same on every
-    resume)."""
-    subset = slice(None)
-    if config.test_size is not None:
-        rng = np.random.default_rng([config.seed, 1])  # a stream apart from the eval subset's
-        subset = np.sort(rng.choice(len(dataset.y_test), config.test_size, replace=False))
-    return preprocessing.apply(dataset.x_test[subset]), jnp.asarray(dataset.y_test[subset])
-
-
-def _new_run_dir(out: Path, write: Any) -> None:
-    """Creates ``out`` whole: ``write(tmp_dir)`` fills a temporary folder, then it is renamed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    """Fails early (before loading data) if ``out`` cannot be started or resumed."""
+def _check_out(out: Path, resume: bool, resumable: bool = True) -> None:
+    """Fails early (before loading data) if ``out`` cannot be started or resumed; the
+    message says what will work."""
     if resume:
+        check_resumable_folder(out)
         load_config(out)
+    elif _rundir.is_run(out):
+        hint = "pass --resume to continue it, or choose" if resumable else "choose"
+        raise DistillError(f"{out} already holds a run: {hint} a new --out")
     elif out.exists():
         raise DistillError(
-            f"{out} already exists: pass --resume to continue that run, or choose a new --out"
+            f"{out} already exists and is not a kipd run: choose a new --out (kipd never "
+            "writes into a folder it did not create)"
         )
-
-
-def _distilled_arrays(
-    images, labels, init_images, init_labels, config, preprocessing
-) -> dict[str, Any]:
-    return {
-        "images": np.asarray(images, np.float32),
-        "labels": np.asarray(labels, np.float32),
-        "images_pixel": np.asarray(preprocessing.invert(images)),
-        "init_images": np.asarray(init_images, np.float32),
-        "init_labels": np.asarray(init_labels, np.float32),
-        "config": np.array(json.dumps(config.to_json(), sort_keys=True)),
-        **preprocessing.to_dict(),
-    }
-
-
-def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    """The complete records of ``metrics.jsonl`` for steps ``<= up_to_step``."""
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut short by an interruption
-            if record["step"] <= up_to_step:
-                records.append(record)
-    return records
-
-
-def _summary(
-    config,
-    dataset: data.Dataset,
-    support_size: int,
-    test_size: int,
-    init_accuracy: float,
-    final_accuracy: float,
-    started: float,
-    **extra,
-) -> dict[str, Any]:
-    return {
-        "algorithm": config.ALGORITHM,
-        "dataset": dataset.name,
-        "kernel": config.eval_kernel,
-        "support_size": support_size,
-        "test_size": test_size,
-        "init_test_accuracy": init_accuracy,
-        "test_accuracy": final_accuracy,
-        "seconds": round(time.perf_counter() - started, 1),
-        **extra,
-    }
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {name: f[name] for name in f.files}
 
 
 def _check_resumable(out: Path, config: KipConfig) -> None:
@@ -236,9 +120,83 @@ def _check_resumable(out: Path, config: KipConfig) -> None:
     if differences:
         raise DistillError(
             f"{out} is a run of another config ({'; '.join(differences)}); resume it with its own "
-            "options (only --steps, --test-size and the executor options may change), or start a new run "
-            "with another --out"
+            "options (only --steps, --test-size, --block-size and where blocks run may change), "
+            "or start a new run with another --out"
         )
+
+
+class _Start(NamedTuple):
+    """What a KIP run starts from: the same whether it is new or resumed."""
+
+    preprocessing: data.Preprocessing
+    init: dict[str, np.ndarray]
+    test_subsets: dict[str, np.ndarray]
+
+
+def _start(config: KipConfig, out: Path, dataset: data.Dataset, resume: bool, key) -> _Start:
+    """Stage: the preprocessing, initial support and test subsets, fitted and drawn for a
+    new run, read back from ``out`` for a resumed one."""
+    num_test = len(dataset.y_test)
+    if resume:
+        _check_resumable(out, config)
+        subsets = _rundir.test_subsets(config, num_test, out)
+        _rundir.write_test_subsets(out, subsets)  # a new --test-size draws a new final subset
+        return _Start(_rundir.read_preprocessing(out), _rundir.read_init(out), subsets)
+    preprocessing = data.fit_dataset_preprocessing(dataset, config.zca, config.zca_regularization)
+    init = _initial_support(config, dataset, preprocessing, key)
+    return _Start(preprocessing, init, _rundir.test_subsets(config, num_test))
+
+
+class _Evaluator(NamedTuple):
+    """KRR test accuracy of support sets on the run's two test subsets."""
+
+    config: KipConfig | LabelSolveConfig
+    dataset: data.Dataset
+    preprocessing: data.Preprocessing
+    executor: compute.Executor
+
+    def accuracies(
+        self, images: Any, label_sets: Sequence[Any], subset: np.ndarray, desc: str | None = None
+    ) -> list[float]:
+        return krr_test_accuracies(
+            self.config.eval_kernel,
+            images,
+            label_sets,
+            self.preprocessing.apply(self.dataset.x_test[subset]),
+            jnp.asarray(self.dataset.y_test[subset]),
+            self.config.lambda0,
+            executor=self.executor,
+            desc=desc,
+        )
+
+
+def _kip_algorithm(
+    config: KipConfig,
+    dataset: data.Dataset,
+    preprocessing: data.Preprocessing,
+    executor: compute.Executor,
+):
+    """Stage: the KIP ``(init, update)`` pair and its targets (pixels when augmenting:
+    augmentations act on pixels, and targets are preprocessed after, inside the step)."""
+    if config.augment > 0:
+        targets = jnp.asarray(dataset.x_train)
+
+        def augment(key: jax.Array, pixels: jax.Array) -> jax.Array:
+            return preprocessing.apply(data.augment(key, pixels, config.augment))
+
+    else:
+        targets, augment = preprocessing.apply(dataset.x_train), None
+    labels = data.centered_one_hot(dataset.y_train, dataset.num_classes)
+    algo = kip(
+        [compute.KernelSpec(name) for name in config.kernels],
+        optax.adam(config.lr),
+        learn_labels=config.learn_labels,
+        lambda0=config.lambda0,
+        augment=augment,
+        executor=executor,
+        block_size=config.block_size,
+    )
+    return algo, (targets, labels)
 
 
 def _train(
@@ -248,10 +206,10 @@ def _train(
     state: KipState,
     targets: tuple[jax.Array, jax.Array],
     batch_key: jax.Array,
-    eval_accuracy: Any,
+    read_accuracy: Any,
     progress: bool,
 ) -> tuple[KipState, float]:
-    """KIP steps from ``state.step`` to ``config.steps``, logging and checkpointing.
+    """Stage: KIP steps from ``state.step`` to ``config.steps``, logging and checkpointing.
 
     Returns:
       The final state and the last step's train loss.
@@ -268,26 +226,20 @@ def _train(
             finite &= bool(np.all(np.isfinite(np.asarray(leaf))))
         return new_state, {**metrics, "finite": finite}
 
-    # Records past the checkpoint resumed from are dropped: they are about to be redone.
-    records = _read_metrics(out / METRICS_FILE, int(state.step))
-    kept = "".join(json.dumps(r) + "\n" for r in records).encode()
-    atomic_write(out / METRICS_FILE, lambda f: f.write(kept))
-    last_loss = next((r["loss"] for r in reversed(records) if "loss" in r), math.nan)
     bar = tqdm(
         total=config.steps, initial=int(state.step), desc="KIP", unit="step", disable=not progress
     )
-    with open(out / METRICS_FILE, "a") as log, bar:
+    with _rundir.MetricsLog(out, int(state.step)) as log, bar:
+        last_loss = next((r["loss"] for r in reversed(log.records) if "loss" in r), math.nan)
         while int(state.step) < config.steps:
             step_started = time.perf_counter()
             new_state, metrics = step_fn(state, *targets)
             step = int(new_state.step)
             if not bool(metrics["finite"]):
-                checkpoints = list_checkpoints(out / CHECKPOINTS)
-                last_good = checkpoints[max(checkpoints)] if checkpoints else out / INIT_FILE
                 raise DistillError(
                     f"the KIP loss or support set became {float(metrics['loss'])} at step {step}: the "
-                    f"run stopped, and its last good state is {last_good}. Start a new run with a "
-                    f"lower --lr (this one used {config.lr})."
+                    f"run stopped, and its last good state is {_rundir.last_good_state(out)}. Start a "
+                    f"new run with a lower --lr (this one used {config.lr})."
                 )
             state = new_state
             last_loss = float(metrics["loss"])
@@ -299,17 +251,39 @@ def _train(
                 "seconds": round(time.perf_counter() - step_started, 4),
             }
             if step % config.eval_every == 0 or step == config.steps:
-                record["test_accuracy"] = eval_accuracy(state.support_images, state.support_labels)
+                record["test_accuracy"] = read_accuracy(state.support_images, state.support_labels)
                 bar.set_postfix_str(f"test acc {record['test_accuracy']:.3f}", refresh=False)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            log.append(record)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(out / CHECKPOINTS, state, last_loss, config.keep_best)
+                _rundir.save_checkpoint(out, state, last_loss, config.keep_best)
             bar.set_description(
                 f"KIP loss {last_loss:.4g} acc {record['accuracy']:.3f}", refresh=False
             )
             bar.update(1)
     return state, last_loss
+
+
+def _summary(
+    config: KipConfig | LabelSolveConfig,
+    dataset: data.Dataset,
+    support_size: int,
+    test_size: int,
+    init_accuracy: float,
+    final_accuracy: float,
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "algorithm": config.ALGORITHM,
+        "dataset": dataset.name,
+        "kernel": config.eval_kernel,
+        "support_size": support_size,
+        "test_size": test_size,
+        "init_test_accuracy": init_accuracy,
+        "test_accuracy": final_accuracy,
+        "seconds": round(time.perf_counter() - started, 1),
+        **extra,
+    }
 
 
 def run_kip(
@@ -318,6 +292,7 @@ def run_kip(
     *,
     resume: bool = False,
     progress: bool = True,
+    executor: compute.Executor | None = None,
 ) -> dict[str, Any]:
     """Runs KIP on a dataset into a run directory, or resumes one.
 
@@ -330,10 +305,12 @@ def run_kip(
     Args:
       config: the run's options; ``None`` fields are resolved for the dataset.
       out: run directory. Must not exist for a new run; must be a run of the same
-        config for ``resume`` (only ``steps``, ``data_dir``, ``test_size`` and the executor
-        options may change).
-      resume: continue the run in ``out`` from its latest checkpoint.
+        config for ``resume`` (only ``steps``, ``data_dir``, ``test_size`` and
+        ``block_size`` may change).
+      resume: continue the run in ``out`` from its latest good checkpoint.
       progress: show progress bars.
+      executor: where every kernel block of the run goes (``kipd.compute``; the caller
+        keeps it open); default: this process's devices. Same results on any executor.
 
     Returns:
       The summary (also written to ``summary.json``): ``init_test_accuracy``,
@@ -342,7 +319,8 @@ def run_kip(
 
     Raises:
       DistillError: ``out`` exists (without ``resume``), is not a run or is a run of
-        another config (with ``resume``), or the loss became NaN/inf.
+        another config (with ``resume``), a file of it is damaged, or the loss became
+        NaN/inf.
       ValueError: bad options or dataset (the message names the fix).
 
     Example:
@@ -355,145 +333,88 @@ def run_kip(
     started = time.perf_counter()
     out = Path(out)
     _check_out(out, resume)
-    dataset = _load_dataset(config)
+    dataset = data.load(config.dataset, data_dir=config.data_dir)
     config = config.resolve(dataset)
     init_key, kip_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    if resume:
-        _check_resumable(out, config)
-        preprocessing = data.Preprocessing.load(out / PREPROCESSING_FILE)
-        init = _read_npz(out / INIT_FILE)
-    else:
-        preprocessing = _fit_preprocessing(config, dataset)
-        init = _initial_support(config, dataset, preprocessing, init_key)
+    start = _start(config, out, dataset, resume, init_key)
+    init, readings, final = start.init, start.test_subsets["readings"], start.test_subsets["final"]
 
-    kernel = config.eval_kernel
-    rng = np.random.default_rng(config.seed)
-    eval_subset = np.sort(rng.choice(len(dataset.y_test), config.eval_size, replace=False))
-    eval_images = preprocessing.apply(dataset.x_test[eval_subset])
-    eval_labels = jnp.asarray(dataset.y_test[eval_subset])
-    final_images, final_labels = _final_test_set(config, dataset, preprocessing)
+    with _executor_for(executor) as running:
+        evaluator = _Evaluator(config, dataset, start.preprocessing, running)
 
-    # Every kernel of the run, training and evaluation, goes through the executor.
-    with make_executor(config) as executor:
-        def eval_accuracy(images: Any, labels: Any) -> float:
-            return _test_accuracies(
-                kernel, images, [labels], eval_images, eval_labels, config.lambda0, None, executor
-            )[0]
+        def read_accuracy(images: Any, labels: Any) -> float:
+            return evaluator.accuracies(images, [labels], readings)[0]
 
         if not resume:
 
-            def write_new_run(tmp: Path) -> None:
-                write_json(tmp / CONFIG_FILE, config.to_json())
-                preprocessing.save(tmp / PREPROCESSING_FILE)
-                write_npz(tmp / INIT_FILE, init)
-                (tmp / CHECKPOINTS).mkdir()
-                record = {"step": 0, "test_accuracy": eval_accuracy(init["images"], init["labels"])}
-                (tmp / METRICS_FILE).write_text(json.dumps(record) + "\n")
+            def write_new_run(folder: Path) -> None:
+                _rundir.write_start(folder, config, start.preprocessing, init, start.test_subsets)
+                with _rundir.MetricsLog(folder, up_to_step=0) as log:
+                    log.append({"step": 0, "test_accuracy": read_accuracy(init["images"], init["labels"])})
 
-            _new_run_dir(out, write_new_run)
+            _rundir.create_run(out, write_new_run)
 
-        if config.augment > 0:
-            # Augmentations act on pixels: targets stay in pixel space and are preprocessed
-            # after augmentation, inside the step.
-            targets = jnp.asarray(dataset.x_train)
-
-            def augment(key: jax.Array, pixels: jax.Array) -> jax.Array:
-                return preprocessing.apply(data.augment(key, pixels, config.augment))
-
-        else:
-            targets, augment = preprocessing.apply(dataset.x_train), None
-        labels = data.centered_one_hot(dataset.y_train, dataset.num_classes)
-        algo = kip(
-            [compute.KernelSpec(name) for name in config.kernels],
-            optax.adam(config.lr),
-            learn_labels=config.learn_labels,
-            lambda0=config.lambda0,
-            augment=augment,
-            executor=executor,
-            block_size=config.block_size,
-        )
-        state = algo.init(init["images"], init["labels"], kip_key)
-        checkpoints = list_checkpoints(out / CHECKPOINTS)
-        if checkpoints:
-            state = load_checkpoint(checkpoints[max(checkpoints)], state)
+        algo, targets = _kip_algorithm(config, dataset, start.preprocessing, running)
+        state = _rundir.restore_latest(out, algo.init(init["images"], init["labels"], kip_key))
         if int(state.step) > config.steps:
             raise DistillError(
                 f"{out} is already at step {int(state.step)}, past --steps {config.steps}: pass --steps "
                 f"{int(state.step)} or more"
             )
-        summary_path = out / SUMMARY_FILE
-        previous = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-        if previous is not None and previous["test_size"] != len(final_labels):
+        previous = _rundir.read_summary(out)
+        if previous is not None and previous["test_size"] != len(final):
             previous = None  # re-read on another test set: evaluate both sets again
         if previous is not None and int(state.step) == config.steps:
             return previous  # a finished run
         state, last_loss = _train(
-            config, out, algo, state, (targets, labels), batch_key, eval_accuracy, progress
+            config, out, algo, state, targets, batch_key, read_accuracy, progress
         )
 
         desc = "test accuracy" if progress else None
         if previous is not None:  # a finished run extended: same init, kernel and test set
             init_accuracy = previous["init_test_accuracy"]
         else:
-            (init_accuracy,) = _test_accuracies(
-                kernel,
-                init["images"],
-                [init["labels"]],
-                final_images,
-                final_labels,
-                config.lambda0,
-                desc,
-                executor,
-            )
-        (final_accuracy,) = _test_accuracies(
-            kernel,
-            state.support_images,
-            [state.support_labels],
-            final_images,
-            final_labels,
-            config.lambda0,
-            desc,
-            executor,
+            (init_accuracy,) = evaluator.accuracies(init["images"], [init["labels"]], final, desc)
+        (final_accuracy,) = evaluator.accuracies(
+            state.support_images, [state.support_labels], final, desc
         )
-        distilled = _distilled_arrays(
-            state.support_images,
-            state.support_labels,
-            init["images"],
-            init["labels"],
-            config,
-            preprocessing,
-        )
-        write_npz(out / DISTILLED_FILE, distilled)
-        summary = _summary(
-            config,
-            dataset,
-            len(init["images"]),
-            len(final_labels),
-            init_accuracy,
-            final_accuracy,
-            started,
-            steps=config.steps,
-            final_loss=last_loss,
-        )
-        write_json(summary_path, summary)
-        return summary
+    _rundir.write_distilled(
+        out, state.support_images, state.support_labels, init, config, start.preprocessing
+    )
+    summary = _summary(
+        config,
+        dataset,
+        len(init["images"]),
+        len(final),
+        init_accuracy,
+        final_accuracy,
+        started,
+        steps=config.steps,
+        final_loss=last_loss,
+    )
+    _rundir.write_summary(out, summary)
+    return summary
 
 
 def run_label_solve(
-    config: LabelSolveConfig, out: str | os.PathLike, *, progress: bool = True
+    config: LabelSolveConfig,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    executor: compute.Executor | None = None,
 ) -> dict[str, Any]:
     """Runs Label Solve (eq. 2) on a class-balanced natural support set into ``out``.
 
     Solves for the least-norm labels of the support images that minimize the KRR loss on
     the whole train set (or ``config.target_size`` random train images), then evaluates
     the natural labels and the solved labels with KRR on the whole test set (or
-    ``config.test_size`` images of it). The run
-    directory appears only when complete.
+    ``config.test_size`` images of it). The run directory appears only when complete.
 
     Args:
       config: the run's options; ``None`` fields are resolved for the dataset.
       out: run directory; must not exist.
       progress: show progress bars.
+      executor: where the kernel blocks go (default: this process's devices).
 
     Returns:
       The summary (also in ``summary.json``): ``init_test_accuracy`` (centred one-hot
@@ -511,10 +432,10 @@ def run_label_solve(
     """
     started = time.perf_counter()
     out = Path(out)
-    _check_out(out, resume=False)
-    dataset = _load_dataset(config)
+    _check_out(out, resume=False, resumable=False)
+    dataset = data.load(config.dataset, data_dir=config.data_dir)
     config = config.resolve(dataset)
-    preprocessing = _fit_preprocessing(config, dataset)
+    preprocessing = data.fit_dataset_preprocessing(dataset, config.zca, config.zca_regularization)
     init_key, target_key = jax.random.split(jax.random.PRNGKey(config.seed))
     support = _natural_support(dataset, preprocessing, config.images_per_class, init_key)
     targets = np.sort(
@@ -524,115 +445,44 @@ def run_label_solve(
             )
         )
     )
-    kernel = config.kernel
-    spec = compute.KernelSpec(kernel)
-    k_ss = compute.kernel_matrix(spec, support["images"])
-    k_ts = compute.kernel_matrix(
-        spec,
-        preprocessing.apply(dataset.x_train[targets]),
-        support["images"],
-        desc="K(targets, support)" if progress else None,
-    )
-    target_labels = data.centered_one_hot(dataset.y_train[targets], dataset.num_classes)
-    labels = label_solve(k_ts, k_ss, np.asarray(target_labels), config.lambda0, config.rcond)
-    test_images, test_labels = _final_test_set(config, dataset, preprocessing)
-    init_accuracy, final_accuracy = _test_accuracies(
-        kernel,
-        support["images"],
-        [support["labels"], labels],
-        test_images,
-        test_labels,
-        config.lambda0,
-        "test accuracy" if progress else None,
-    )
+    subsets = _rundir.test_subsets(config, len(dataset.y_test))
+    spec = compute.KernelSpec(config.kernel)
+    with _executor_for(executor) as running:
+        k_ss = compute.kernel_matrix(spec, support["images"], executor=running)
+        k_ts = compute.kernel_matrix(
+            spec,
+            preprocessing.apply(dataset.x_train[targets]),
+            support["images"],
+            executor=running,
+            desc="K(targets, support)" if progress else None,
+        )
+        target_labels = data.centered_one_hot(dataset.y_train[targets], dataset.num_classes)
+        labels = label_solve(k_ts, k_ss, np.asarray(target_labels), config.lambda0, config.rcond)
+        evaluator = _Evaluator(config, dataset, preprocessing, running)
+        init_accuracy, final_accuracy = evaluator.accuracies(
+            support["images"],
+            [support["labels"], labels],
+            subsets["final"],
+            "test accuracy" if progress else None,
+        )
     summary = _summary(
         config,
         dataset,
         len(support["images"]),
-        len(test_labels),
+        len(subsets["final"]),
         init_accuracy,
         final_accuracy,
         started,
         target_size=config.target_size,
     )
 
-    def write(tmp: Path) -> None:
-        write_json(tmp / CONFIG_FILE, config.to_json())
-        preprocessing.save(tmp / PREPROCESSING_FILE)
-        write_npz(tmp / INIT_FILE, support)
-        distilled = _distilled_arrays(
-            support["images"], labels, support["images"], support["labels"], config, preprocessing
-        )
-        write_npz(tmp / DISTILLED_FILE, distilled)
-        write_json(tmp / SUMMARY_FILE, summary)
+    def write(folder: Path) -> None:
+        _rundir.write_start(folder, config, preprocessing, support, subsets)
+        _rundir.write_distilled(folder, support["images"], labels, support, config, preprocessing)
+        _rundir.write_summary(folder, summary)
 
-    _new_run_dir(out, write)
+    _rundir.create_run(out, write)
     return summary
-
-
-class Distilled(NamedTuple):
-    """A distilled set as stored in a ``.npz``.
-
-    Attributes:
-      images: ``(n, H, W, C)`` float32 support images in preprocessed space.
-      labels: ``(n, C)`` float32 support labels (argmax is the class).
-      config: the run's config, or ``None`` for a file of the paper's released layout
-        (``images`` and ``labels`` only).
-      preprocessing: the fitted preprocessing, or ``None`` (released layout).
-      init_images: ``(n, H, W, C)`` natural initial support, or ``None``.
-      init_labels: ``(n, C)`` initial labels, or ``None``.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    config: KipConfig | LabelSolveConfig | None
-    preprocessing: data.Preprocessing | None
-    init_images: np.ndarray | None
-    init_labels: np.ndarray | None
-
-
-def load_distilled(path: str | os.PathLike) -> Distilled:
-    """Reads a distilled set: a run directory, its ``distilled.npz``, or a ``.npz`` in the
-    paper's released layout (``images`` NHWC preprocessed, ``labels`` label vectors).
-
-    Raises:
-      DistillError: the file is missing or holds no ``images``/``labels`` of the expected
-        shapes; for a run directory without ``distilled.npz``, says how to finish it.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if not (path / DISTILLED_FILE).is_file():
-            raise DistillError(
-                f"run {path} has not finished (no {DISTILLED_FILE}); finish it with "
-                f"kipd distill --out {path} --resume"
-            )
-        path = path / DISTILLED_FILE
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {name: f[name] for name in f.files}
-    except (OSError, ValueError) as err:
-        raise DistillError(f"cannot read {path} as an .npz file ({err})") from err
-    images, labels = arrays.get("images"), arrays.get("labels")
-    if (
-        images is None
-        or labels is None
-        or images.ndim != 4
-        or labels.ndim != 2
-        or len(images) != len(labels)
-    ):
-        raise DistillError(
-            f"{path} is not a distilled set: it needs 'images' (n, H, W, C) and 'labels' (n, classes); "
-            f"found {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'nothing'}"
-        )
-    has_config = "config" in arrays
-    return Distilled(
-        images=images.astype(np.float32),
-        labels=labels.astype(np.float32),
-        config=config_from_json(json.loads(str(arrays["config"]))) if has_config else None,
-        preprocessing=data.Preprocessing.from_dict(arrays) if has_config else None,
-        init_images=arrays.get("init_images"),
-        init_labels=arrays.get("init_labels"),
-    )
 
 
 def evaluate(
@@ -642,8 +492,9 @@ def evaluate(
     data_dir: str | None = None,
     kernel: str | None = None,
     progress: bool = True,
+    executor: compute.Executor | None = None,
 ) -> dict[str, Any]:
-    """KRR test accuracy of a distilled set on the whole test set of its dataset.
+    """KRR test accuracy of a distilled set on the test images of its run.
 
     Args:
       path: a run directory, its ``distilled.npz``, or a ``.npz`` of the paper's released
@@ -655,10 +506,13 @@ def evaluate(
       kernel: architecture of the KRR kernel; default: the run's (the first of a
         sampling-KIP family), ``convnet`` for the released layout.
       progress: show a progress bar.
+      executor: where the kernel blocks go (default: this process's devices).
 
     Returns:
-      ``test_accuracy``, ``kernel``, ``dataset``, ``support_size``, ``test_size``, and for
-      a kipd run or its ``distilled.npz`` also ``init_test_accuracy`` (the natural init).
+      ``test_accuracy``, ``kernel``, ``dataset``, ``support_size``, ``test_size`` (the
+      run's final test subset, so the numbers match its ``summary.json``; the whole test
+      set for a released file or another dataset), and for a kipd run or its
+      ``distilled.npz`` also ``init_test_accuracy`` (the natural init).
 
     Raises:
       DistillError: the path holds no distilled set.
@@ -667,54 +521,35 @@ def evaluate(
     Example:
       >>> evaluate("runs/quickstart")["test_accuracy"]  # doctest: +SKIP
     """
-    distilled = load_distilled(path)
-    config = distilled.config
-    if config is None and dataset is None:
-        raise ValueError(
-            f"{path} does not record its dataset: pass it, e.g. --dataset fashion_mnist"
-        )
-    kernel = kernel or ("convnet" if config is None else config.eval_kernel)
-    kipd.kernels.make(kernel)  # an unknown name fails here, before the data is loaded
-    if config is not None:
-        dataset = dataset or config.dataset
-        data_dir = config.data_dir if data_dir is None else data_dir
-    ds = data.load(dataset, data_dir=data_dir)
-    images, labels = distilled.images, distilled.labels
-    if images.shape[1:] != ds.image_shape or labels.shape[1] != ds.num_classes:
-        raise ValueError(
-            f"the distilled set has images {images.shape[1:]} and {labels.shape[1]} classes, "
-            f"{ds.name} has images {ds.image_shape} and {ds.num_classes} classes: pass the "
-            "--dataset it was distilled from"
-        )
-    if config is None:
-        preprocessing = data.fit_preprocessing(
-            ds.x_train, data.default_preprocessing(ds), data.default_zca_regularization(ds)
-        )
-    else:
-        preprocessing = distilled.preprocessing
-    test_accuracies = functools.partial(
-        _test_accuracies,
-        kernel,
-        test_images=preprocessing.apply(ds.x_test),
-        test_labels=jnp.asarray(ds.y_test),
-        lambda0=LAMBDA0 if config is None else config.lambda0,
-        desc="test accuracy" if progress else None,
-    )
+    resolved = resolve(path, dataset=dataset, data_dir=data_dir, kernel=kernel)
+    distilled = resolved.distilled
+    test_images, test_labels = resolved.test_set()
     result = {
-        "dataset": ds.name,
-        "kernel": kernel,
-        "support_size": len(images),
-        "test_size": len(ds.y_test),
+        "dataset": resolved.dataset.name,
+        "kernel": resolved.kernel,
+        "support_size": len(distilled.images),
+        "test_size": len(test_labels),
     }
-    if distilled.init_images is None:
-        (result["test_accuracy"],) = test_accuracies(images, [labels])
-    elif np.array_equal(distilled.init_images, images):  # Label Solve: one kernel matrix
-        result["test_accuracy"], result["init_test_accuracy"] = test_accuracies(
-            images, [labels, distilled.init_labels]
+    with _executor_for(executor) as running:
+        accuracies = functools.partial(
+            krr_test_accuracies,
+            resolved.kernel,
+            test_images=test_images,
+            test_labels=test_labels,
+            lambda0=resolved.lambda0,
+            executor=running,
+            desc="test accuracy" if progress else None,
         )
-    else:
-        (result["test_accuracy"],) = test_accuracies(images, [labels])
-        (result["init_test_accuracy"],) = test_accuracies(
-            distilled.init_images, [distilled.init_labels]
-        )
+        images, labels = distilled.images, distilled.labels
+        if distilled.init_images is None:
+            (result["test_accuracy"],) = accuracies(images, [labels])
+        elif np.array_equal(distilled.init_images, images):  # Label Solve: one kernel matrix
+            result["test_accuracy"], result["init_test_accuracy"] = accuracies(
+                images, [labels, distilled.init_labels]
+            )
+        else:
+            (result["test_accuracy"],) = accuracies(images, [labels])
+            (result["init_test_accuracy"],) = accuracies(
+                distilled.init_images, [distilled.init_labels]
+            )
     return result

@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +50,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kipd import files
 
 _SOURCE = Path(__file__).with_name("_cpu_band.cc")
 # -ffp-contract=off: no a*b+c -> FMA, which would round differently from XLA's path and,
@@ -100,11 +101,9 @@ def _library_path() -> Path:
 def _build(path: Path) -> None:
     """Compile the source to ``path`` via a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(handle)
-    try:
+    with files.atomic_path(path) as temporary:
         command = [_COMPILER, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o",
-                   temporary]
+                   str(temporary)]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         except FileNotFoundError:
@@ -116,10 +115,6 @@ def _build(path: Path) -> None:
             raise RuntimeError(
                 f"{' '.join(command)} failed (exit {result.returncode}):\n{result.stderr}"
             )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _load() -> ctypes.CDLL | None:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from kipd import data
+from kipd import data, distill
 from kipd.transfer._train import (
     L2_STRENGTHS,
     LR_FACTORS,
@@ -191,32 +191,14 @@ def transfer_run(
       ``TransferResult.to_dict()`` plus ``dataset``, ``source`` (``"distilled"``,
       ``"natural"`` or ``"init"``) and ``path``.
     """
-    from kipd import distill  # distill sits above transfer's inputs; import on use
-
     if baseline not in (None, "natural", "init"):
         raise ValueError(
             f"baseline must be 'natural', 'init' or omitted, got {baseline!r}"
         )
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    distilled = distill.load_distilled(path)
-    config = distilled.config
-    if config is None and dataset is None:
-        raise ValueError(
-            f"{path} does not record its dataset: pass it, e.g. --dataset fashion_mnist"
-        )
-    if config is not None:
-        dataset = dataset or config.dataset
-        data_dir = config.data_dir if data_dir is None else data_dir
-    ds = data.load(dataset, data_dir=data_dir)
-    if config is None or distilled.preprocessing is None:
-        preprocessing = data.fit_preprocessing(
-            ds.x_train,
-            data.default_preprocessing(ds),
-            data.default_zca_regularization(ds),
-        )
-    else:
-        preprocessing = distilled.preprocessing
+    resolved = distill.resolve(path, dataset=dataset, data_dir=data_dir)
+    distilled, preprocessing, ds = resolved.distilled, resolved.preprocessing, resolved.dataset
     if not (isinstance(validation_size, int) and validation_size >= 1):
         raise ValueError(
             f"validation size must be an integer >= 1, got {validation_size!r}"

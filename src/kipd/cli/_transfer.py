@@ -1,20 +1,13 @@
-"""The ``kipd transfer`` sub-command; ``kipd.cli`` wires it in with two lines:
-
-    transfer_cli.add_parser(commands)                       # in _build_parser
-    _COMMANDS["transfer"] = transfer_cli.run                # and, in main's printing:
-    elif args.command == "transfer": print(transfer_cli.format_result(result))
-
-``run(args)`` returns the result dict (``kipd.cli`` prints it as JSON with ``--json``);
-``format_result(result)`` is the text table to print otherwise.
-"""
+"""The ``kipd transfer`` sub-command: ``add_parser``, ``run(args)`` (the result dict,
+printed as JSON with ``--json``) and ``format_result(result)`` (the text table)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from kipd.transfer._train import L2_STRENGTHS, LR_FACTORS
-from kipd.transfer._transfer import transfer_run
+from kipd.cli._options import numbers, positive_int
+from kipd.transfer import L2_STRENGTHS, LR_FACTORS, transfer_run
 
 EXAMPLES = """\
 examples:
@@ -28,28 +21,6 @@ examples:
   # the paper's setting (width 1024, 5000 steps; hours on a CPU), with instance norm:
   kipd transfer runs/convnet --arch convnet --width 1024 --norm instance --loss xent
 """
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        )
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,26 +45,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--width",
-        type=_positive_int,
+        type=positive_int,
         default=128,
         help="hidden units / channels (default: 128; the paper: 1024)",
     )
     parser.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         help="SGD steps (default: 5000, the paper's)",
     )
     parser.add_argument(
         "--lr-factors",
-        type=_floats,
+        type=numbers(float, "numbers"),
         default=LR_FACTORS,
         metavar="C,C,...",
         help="learning-rate factors c of c x eta_critical (default: 0.5,1,2,4)",
     )
     parser.add_argument(
         "--l2",
-        type=_floats,
+        type=numbers(float, "numbers"),
         default=L2_STRENGTHS,
         metavar="L,L,...",
         help="L2 strengths (default: 0,1e-7,1e-5,1e-3,1e-1)",
@@ -112,13 +83,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--eval-every",
-        type=_positive_int,
+        type=positive_int,
         metavar="STEPS",
         help="steps between validation readings (default: steps/50)",
     )
     parser.add_argument(
         "--validation-size",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         metavar="N",
         help="train images held out for selection (default: 5000)",
@@ -138,8 +109,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--data-dir", metavar="DIR", help="folder searched first for the dataset"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 

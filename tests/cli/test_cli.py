@@ -138,6 +138,6 @@ def test_existing_run_and_changed_config_are_refused(dataset, tmp_path, capsys):
     assert cli.main(base) == 0
     capsys.readouterr()
     assert cli.main(base) == 1
-    assert "already exists: pass --resume" in capsys.readouterr().err
+    assert "already holds a run: pass --resume" in capsys.readouterr().err
     assert cli.main([*base, "--resume", "--lr", "0.3"]) == 1
     assert "another config (lr: 0.01 -> 0.3)" in capsys.readouterr().err

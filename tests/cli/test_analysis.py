@@ -88,3 +88,23 @@ def test_malformed_numbers_are_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         cli.main(["baseline", "--per-class", "1,two"])
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_report_and_baseline_on_ray_equal_local(tiny_run, tiny_dataset, tmp_path, capsys):
+    """Every kernel matrix of the analyses goes through kipd.compute: on a real local Ray
+    cluster the report's analyses and a baseline give the local numbers."""
+    pytest.importorskip("ray", reason="the Ray executor is an extra: pip install 'kipd[ray]'")
+    results = {}
+    for executor in ("local", "ray"):
+        where = ["--executor", executor] + (["--workers", "2"] if executor == "ray" else [])
+        out = str(tmp_path / f"{executor}.html")
+        report = ["report", str(tiny_run), "--out", out, "--draws", "3", "--json", *where]
+        assert cli.main(report) == 0
+        results[executor] = json.loads(capsys.readouterr().out)
+        baseline = ["baseline", "--dataset", tiny_dataset, "--kernel", "fc1", "--per-class", "1"]
+        assert cli.main([*baseline, "--draws", "2", "--json", *where]) == 0
+        results[executor]["baseline"] = json.loads(capsys.readouterr().out)
+    for name in ("dimension", "bands", "subsample"):
+        assert results["ray"][name] == results["local"][name], name
+    local, ray = results["local"]["baseline"], results["ray"]["baseline"]
+    assert ray["rows"] == local["rows"]

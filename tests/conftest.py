@@ -1,4 +1,5 @@
-"""Shared fixtures of the analysis tests: one tiny dataset and one finished KIP run.
+"""Shared fixtures of the run-directory and analysis tests: one tiny dataset and one
+finished KIP run.
 
 Every test uses the FC1 kernel on the same 8x8x1 images and the same support size, so
 the kernel functions compile once per shape for the whole folder.

@@ -1,0 +1,323 @@
+"""The ``kipd`` command: a thin layer over the public functions of kipd.
+
+Each sub-command parses its options, calls one public function, and prints a summary
+table (or JSON with ``--json``). No mathematics lives here. Options are declared once:
+those of a run from the fields and documented attributes of its config dataclass
+(``_options``), those of where blocks run from :class:`kipd.compute.ExecutorConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import kipd
+from kipd import compute, distill
+from kipd.cli import _analysis, _transfer
+from kipd.cli._options import add_config_options, config_options
+
+__all__ = ["QUICKSTART", "main"]
+
+QUICKSTART = "kipd distill --dataset fashion_mnist --kernel fc1 --steps 300 --out runs/quickstart"
+
+_MAIN_EXAMPLES = f"""\
+examples:
+  # Distill Fashion-MNIST to 1 image per class with KIP (a few minutes on a laptop CPU),
+  # then print the KRR test accuracy of the result as JSON:
+  {QUICKSTART}
+  kipd evaluate runs/quickstart --json
+
+  # The paper's setting (ConvNet kernel, 5000 targets per step; hours to days on a CPU):
+  kipd distill --dataset fashion_mnist --kernel convnet --steps 1000 --out runs/convnet
+
+  # Label Solve (eq. 2): the best labels for 10 natural images:
+  kipd label-solve --dataset fashion_mnist --kernel convvec3 --out runs/ls
+
+Run 'kipd <command> --help' for the options of a command.
+"""
+
+_DISTILL_EXAMPLES = f"""\
+examples:
+  {QUICKSTART}
+  # stopped (Ctrl-C, crash)? continue exactly where the last checkpoint stands:
+  kipd distill --out runs/quickstart --resume
+  # ... or continue a finished run for more steps:
+  kipd distill --out runs/quickstart --resume --steps 600
+  # what will the paper's setting cost on this machine? (measures a few blocks, trains nothing)
+  kipd distill --kernel convnet --out runs/convnet --plan
+  # the same run on a Ray cluster (every GPU of every node):
+  kipd distill --kernel convnet --executor ray --ray-address auto --out runs/convnet
+  # sampling KIP over a kernel family, 10 images per class, half the targets augmented:
+  kipd distill --kernel convnet,convvec3,convvec8 --images-per-class 10 --augment 0.5 --out runs/sampling
+"""
+
+_LABEL_SOLVE_EXAMPLES = """\
+examples:
+  kipd label-solve --dataset fashion_mnist --kernel convvec3 --out runs/ls
+  kipd label-solve --dataset cifar10 --kernel fc3 --images-per-class 10 --target-size 20000 --out runs/ls-cifar
+"""
+
+_EVALUATE_EXAMPLES = """\
+examples:
+  kipd evaluate runs/quickstart                 # a run directory: also the natural init
+  kipd evaluate runs/quickstart/distilled.npz --kernel convnet --json
+  kipd evaluate kip_fashion_mnist.npz --dataset fashion_mnist   # the paper's released layout
+"""
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--ray-address``, ``--workers`` (:class:`kipd.compute.ExecutorConfig`)."""
+    group = parser.add_argument_group(
+        "where the kernel blocks run (same results everywhere; see docs/compute.md)"
+    )
+    add_config_options(group, compute.ExecutorConfig)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--quiet``, shared by every command."""
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kipd",
+        description="Distill image datasets with KIP and Label Solve on exact infinite-width kernels.",
+        epilog=_MAIN_EXAMPLES,
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"kipd {kipd.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    kip = commands.add_parser(
+        "distill",
+        help="learn a small support set with KIP",
+        description="Learn a support set (images, and labels) with KIP into a run directory: "
+        "config.json, metrics.jsonl, checkpoints/, and at the end distilled.npz.",
+        epilog=_DISTILL_EXAMPLES,
+        formatter_class=_FORMATTER,
+    )
+    add_config_options(kip, distill.KipConfig)
+    kip.add_argument("--out", metavar="RUN_DIR", required=True, help="run directory to write")
+    kip.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    kip.add_argument(
+        "--plan",
+        action="store_true",
+        help="train nothing: time a few kernel blocks on this machine and print the cost of "
+        "the run (time per step and in all, on 1 and N workers; memory per worker)",
+    )
+    add_executor_options(kip)
+    add_output_options(kip)
+
+    ls = commands.add_parser(
+        "label-solve",
+        help="solve the best labels for natural images (eq. 2)",
+        description="Label Solve: the least-norm labels of a class-balanced natural support set "
+        "that minimize the KRR loss on the train set.",
+        epilog=_LABEL_SOLVE_EXAMPLES,
+        formatter_class=_FORMATTER,
+    )
+    add_config_options(ls, distill.LabelSolveConfig, docs=[distill.KipConfig])
+    ls.add_argument("--out", metavar="RUN_DIR", required=True, help="run directory to write")
+    add_executor_options(ls)
+    add_output_options(ls)
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="KRR test accuracy of a distilled set",
+        description="KRR test accuracy of a run directory (on the test images of its summary), "
+        "its distilled.npz, or a .npz in the paper's released layout ('images' NHWC "
+        "preprocessed, 'labels'; on the whole test set).",
+        epilog=_EVALUATE_EXAMPLES,
+        formatter_class=_FORMATTER,
+    )
+    ev.add_argument("path", help="run directory or .npz file")
+    ev.add_argument(
+        "--dataset",
+        metavar="NAME_OR_PATH",
+        help="test dataset (default: the run's; required for released files)",
+    )
+    ev.add_argument(
+        "--data-dir", metavar="DIR", help="folder searched first for the dataset's files"
+    )
+    ev.add_argument(
+        "--kernel", help="KRR kernel (default: the run's first kernel, convnet for released files)"
+    )
+    add_executor_options(ev)
+    add_output_options(ev)
+    _transfer.add_parser(commands)
+    _analysis.add_parsers(commands, add_executor_options, add_output_options)
+    return parser
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:6.2f}%"
+
+
+def _print_summary(summary: dict[str, Any], out: str) -> None:
+    method = "KIP" if summary["algorithm"] == "kip" else "Label Solve"
+    done = f"{method} ({summary['steps']} steps)" if "steps" in summary else method
+    gain = 100 * (summary["test_accuracy"] - summary["init_test_accuracy"])
+    width = max(len(done), len("natural init"))
+    print(
+        f"\n{summary['dataset']}: {summary['support_size']} support images, kernel {summary['kernel']}, "
+        f"{summary['seconds']:.0f} s\n"
+        f"KRR test accuracy on {summary['test_size']} test images:\n"
+        f"  {'natural init':<{width}}  {_percent(summary['init_test_accuracy'])}\n"
+        f"  {done:<{width}}  {_percent(summary['test_accuracy'])}  ({gain:+.2f} points)\n"
+        f"run directory: {out}"
+    )
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    print(
+        f"{result['dataset']}: {result['support_size']} support images, kernel {result['kernel']}"
+    )
+    if "init_test_accuracy" in result:
+        print(f"  natural init test accuracy  {_percent(result['init_test_accuracy'])}")
+    print(f"  test accuracy               {_percent(result['test_accuracy'])}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    n = plan["workers"]
+    print(
+        f"{plan['dataset']}: {plan['support_size']} support images, {plan['target_batch_size']} "
+        f"targets per step, {plan['steps']} steps, executor {plan['executor']}"
+    )
+    for k in plan["kernels"]:
+        print(
+            f"kernel {k['kernel']}: {k['blocks']} blocks of {k['target_block']}x{k['block_size']} "
+            f"images per pass; {k['entries_forward']:,} kernel entries forward and "
+            f"{k['entries_vjp']:,} in the VJP per step\n"
+            f"  measured here: forward block {k['forward_seconds']['ts']:.3g} s, VJP block "
+            f"{k['vjp_seconds']['ts']:.3g} s, server {k['server_seconds']:.2g} s, compile "
+            f"{k['compile_seconds']:.1f} s per worker"
+        )
+    rows = [
+        ("", "1 worker", f"{n} workers"),
+        ("per step", _duration(plan["step_seconds"]), _duration(plan["step_seconds_workers"])),
+        ("whole run", _duration(plan["run_seconds"]), _duration(plan["run_seconds_workers"])),
+    ]
+    for label, one, many in rows:
+        print(f"  {label:<10} {one:>12} {many:>12}")
+    print(
+        f"  block overhead {1000 * plan['overhead_seconds_per_block']:.2f} ms; peak memory per "
+        f"worker {plan['peak_bytes_per_worker'] / 2**20:,.0f} MiB of "
+        f"{plan['memory_limit_bytes'] / 2**30:.0f} GiB"
+    )
+    for warning in plan["warnings"]:
+        print(f"warning: {warning}")
+
+
+def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    options = config_options(args, distill.KipConfig)
+    config = (
+        distill.resume_config(args.out, **options) if args.resume else distill.KipConfig(**options)
+    )
+    if args.plan:
+        return distill.plan_run(config, executor=_executor_config(args))
+    return distill.run_kip(
+        config, args.out, resume=args.resume, progress=not args.quiet, executor=executor
+    )
+
+
+def _label_solve(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    config = distill.LabelSolveConfig(**config_options(args, distill.LabelSolveConfig))
+    return distill.run_label_solve(config, args.out, progress=not args.quiet, executor=executor)
+
+
+def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    return distill.evaluate(
+        args.path,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        kernel=args.kernel,
+        progress=not args.quiet,
+        executor=executor,
+    )
+
+
+def _executor_config(args: argparse.Namespace) -> compute.ExecutorConfig:
+    return compute.ExecutorConfig(**config_options(args, compute.ExecutorConfig))
+
+
+Handler = Callable[[argparse.Namespace, "compute.Executor | None"], dict[str, Any]]
+
+_COMMANDS: dict[str, Handler] = {
+    "distill": _distill,
+    "label-solve": _label_solve,
+    "evaluate": _evaluate,
+    "transfer": lambda args, executor: _transfer.run(args),
+    **dict.fromkeys(_analysis.COMMANDS, _analysis.run),
+}
+
+
+def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(result))
+    elif args.command == "evaluate":
+        _print_evaluation(result)
+    elif args.command == "distill" and args.plan:
+        _print_plan(result)
+    elif args.command == "transfer":
+        print(_transfer.format_result(result))
+    elif args.command in _analysis.COMMANDS:
+        print(_analysis.format_result(result))
+    else:
+        _print_summary(result, args.out)
+
+
+def _warning(message: Any, category: type, *rest: Any, **kw: Any) -> str:
+    return f"kipd: warning: {message}\n"
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    if args.command == "distill" and Path(args.out).is_dir() and (Path(args.out) / "config.json").is_file():
+        return f"{args.out} keeps its last checkpoint; continue with: kipd distill --out {args.out} --resume"
+    return "nothing was written."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kipd`` command; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    warnings.formatwarning = _warning
+    try:
+        with _open_executor(args) as executor:
+            result = _COMMANDS[args.command](args, executor)
+    except (ValueError, OSError, ImportError, distill.DistillError, compute.ComputeError) as err:
+        print(f"kipd {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nkipd {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+        return 130
+    _print_result(args, result)
+    return 0
+
+
+def _open_executor(args: argparse.Namespace) -> Any:
+    """The executor of a command that computes kernels (opened here, closed after it), or
+    ``None`` for one that does not (its parser has no ``--executor``)."""
+    if not hasattr(args, "executor") or (args.command == "distill" and args.plan):
+        return contextlib.nullcontext(None)
+    return _executor_config(args).make()
+

@@ -1,0 +1,492 @@
+"""The run directory: the one place that knows its files, writes them and reads them back.
+
+A run directory (the ``--out`` of ``kipd distill`` or ``kipd label-solve``) holds::
+
+    config.json          the resolved config (KipConfig or LabelSolveConfig); runtime
+                         options (executor, workers, cluster address) are not part of it
+    preprocessing.npz    the fitted preprocessing (ZCA matrix included)
+    init.npz             the initial support set (images preprocessed, labels, indices)
+    test_subset.npz      the test indices of the final summary (``final``) and of the
+                         readings during training (``readings``); every later command
+                         on the run (evaluate, analyze, report) reuses ``final``
+    metrics.jsonl        one JSON object per step (KIP): loss, accuracy, kernel, seconds,
+                         and test_accuracy on the readings subset every eval_every steps
+    checkpoints/         step_XXXXXXXX.npz: the whole KIP state keyed by tree path, every
+                         checkpoint_every steps; the keep_best of lowest train loss and the
+                         latest are kept
+    distilled.npz        at the end: the distilled set (layout of the paper's releases,
+                         plus the config, preprocessing and initial set)
+    summary.json         at the end: test accuracy of the natural init and distilled set
+
+A new run is assembled in a temporary folder and renamed into place (:func:`create_run`),
+and every later file is replaced atomically with a content hash (:mod:`kipd.files`), so
+an interrupted run leaves a directory that ``--resume`` continues from its last good
+checkpoint, and a damaged file is reported by name. Directories of kipd 0.1 (no
+``test_subset.npz``, positional checkpoints, executor options in ``config.json``) load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+
+from kipd import data, files
+from kipd.distill import _checkpoint
+from kipd.distill._config import (
+    CONFIG_FILE,
+    DistillError,
+    KipConfig,
+    LabelSolveConfig,
+    config_from_json,
+    load_config,
+)
+
+PREPROCESSING_FILE = "preprocessing.npz"
+INIT_FILE = "init.npz"
+TEST_SUBSET_FILE = "test_subset.npz"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+DISTILLED_FILE = "distilled.npz"
+SUMMARY_FILE = "summary.json"
+
+Config = KipConfig | LabelSolveConfig
+
+
+class Run(NamedTuple):
+    """A run directory as every later command sees it.
+
+    Attributes:
+      path: the run directory.
+      config: its resolved :class:`~kipd.distill.KipConfig` or
+        :class:`~kipd.distill.LabelSolveConfig`.
+      preprocessing: the fitted preprocessing (``invert`` maps images back to pixels).
+      init_images: ``(n, H, W, C)`` float32 initial support, preprocessed space.
+      init_labels: ``(n, C)`` float32 initial labels (centred one-hot).
+      images: ``(n, H, W, C)`` float32 final support (``distilled.npz``; for an unfinished
+        KIP run the latest good checkpoint's), preprocessed space.
+      labels: ``(n, C)`` float32 final labels (learned, solved, or the initial ones).
+      step: the KIP step of ``images``; 0 for Label Solve.
+      finished: whether ``distilled.npz`` exists.
+      summary: ``summary.json`` (test accuracies of init and final), or ``None``.
+      metrics: the records of ``metrics.jsonl`` (empty for Label Solve).
+      test_indices: ``(t,)`` the test images of the run's final summary; ``None`` for a
+        run of kipd 0.1, which did not record them (:func:`test_subsets` draws them
+        again).
+    """
+
+    path: Path
+    config: Config
+    preprocessing: data.Preprocessing
+    init_images: np.ndarray
+    init_labels: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    step: int
+    finished: bool
+    summary: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+    test_indices: np.ndarray | None
+
+    @property
+    def classes(self) -> np.ndarray:
+        """``(n,)`` class of each support image: the argmax of its initial label."""
+        return np.argmax(self.init_labels, axis=1)
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding a run's ``config.json``."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def create_run(out: Path, write: Callable[[Path], None]) -> None:
+    """Creates the run directory ``out`` whole: ``write(folder)`` fills a temporary folder
+    beside it, which is then renamed to ``out``; on any failure nothing is left behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_start(
+    folder: Path,
+    config: Config,
+    preprocessing: data.Preprocessing,
+    init: Mapping[str, np.ndarray],
+    test_subsets: Mapping[str, np.ndarray],
+) -> None:
+    """The files a run has from its start: config, preprocessing, initial support set,
+    test subsets (and an empty ``checkpoints/`` for KIP)."""
+    files.write_json(folder / CONFIG_FILE, config.to_json())
+    preprocessing.save(folder / PREPROCESSING_FILE)
+    files.write_npz(folder / INIT_FILE, init)
+    write_test_subsets(folder, test_subsets)
+    if isinstance(config, KipConfig):
+        (folder / CHECKPOINTS).mkdir(exist_ok=True)
+
+
+def write_test_subsets(folder: Path, test_subsets: Mapping[str, np.ndarray]) -> None:
+    """Records the test indices a run evaluates on (``final``, and ``readings`` for KIP)."""
+    files.write_npz(folder / TEST_SUBSET_FILE, test_subsets)
+
+
+def test_subsets(config: Config, num_test: int, run_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """The test indices a run with ``config`` evaluates on: ``final`` (its summary) and,
+    for KIP, ``readings`` (during training).
+
+    Those recorded in ``run_dir`` are kept where they still apply (a resumed run with
+    another ``--test-size`` gets a new ``final``); otherwise, and for a run of kipd <=
+    0.10 which recorded none, they are drawn by :func:`kipd.data.draw_test_subset`, the
+    policy that drew them.
+
+    Args:
+      config: the run's (resolved) config.
+      num_test: the size of the dataset's test set.
+      run_dir: a run directory whose record is reused, or ``None``.
+    """
+    path = None if run_dir is None else run_dir / TEST_SUBSET_FILE
+    recorded = read_npz(path) if path is not None and path.is_file() else {}
+    subsets = {"final": data.draw_test_subset(num_test, config.test_size, config.seed)}
+    if isinstance(config, KipConfig):
+        subsets["readings"] = data.draw_test_subset(
+            num_test, config.eval_size, config.seed, "readings"
+        )
+    return {
+        name: recorded[name] if len(recorded.get(name, ())) == len(drawn) else drawn
+        for name, drawn in subsets.items()
+    }
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one of a run's files, with a :class:`DistillError` that names the file
+    and what to do if it is missing or damaged."""
+    try:
+        return files.read_npz(path)
+    except FileNotFoundError as err:
+        raise DistillError(
+            f"{path} is missing: the run directory {path.parent} is incomplete"
+        ) from err
+    except files.DamagedFileError as err:
+        raise DistillError(
+            f"{err}. Restore it from a backup, or start the run again with a new --out"
+        ) from err
+
+
+def read_preprocessing(run_dir: Path) -> data.Preprocessing:
+    """The run's fitted preprocessing (``preprocessing.npz``)."""
+    return data.Preprocessing.from_dict(read_npz(run_dir / PREPROCESSING_FILE))
+
+
+def read_init(run_dir: Path) -> dict[str, np.ndarray]:
+    """The run's initial support set: ``images``, ``labels``, ``indices``."""
+    return read_npz(run_dir / INIT_FILE)
+
+
+def read_metrics(run_dir: Path, up_to_step: int = sys.maxsize) -> list[dict[str, Any]]:
+    """The complete records of ``metrics.jsonl`` for steps ``<= up_to_step``."""
+    path = run_dir / METRICS_FILE
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut short by an interruption
+            if record["step"] <= up_to_step:
+                records.append(record)
+    return records
+
+
+class MetricsLog:
+    """``metrics.jsonl`` opened to append, after dropping the records past ``up_to_step``
+    (a resumed run is about to redo those steps).
+
+    Example:
+      >>> import tempfile
+      >>> folder = Path(tempfile.mkdtemp())
+      >>> with MetricsLog(folder, up_to_step=0) as log:
+      ...     log.append({"step": 1, "loss": 0.5})
+      >>> read_metrics(folder)
+      [{'step': 1, 'loss': 0.5}]
+    """
+
+    def __init__(self, run_dir: Path, up_to_step: int):
+        self.records = read_metrics(run_dir, up_to_step)
+        kept = "".join(json.dumps(r) + "\n" for r in self.records).encode()
+        path = run_dir / METRICS_FILE
+        files.atomic_write(path, lambda f: f.write(kept))
+        self._file: IO[str] = open(path, "a")
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Appends one record and flushes it to the file."""
+        self._file.write(json.dumps(dict(record)) + "\n")
+        self._file.flush()
+        self.records.append(dict(record))
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()
+
+
+def save_checkpoint(run_dir: Path, state: Any, loss: float, keep_best: int) -> Path:
+    """Writes a KIP state as the checkpoint of its step (see ``_checkpoint``)."""
+    return _checkpoint.save_checkpoint(run_dir / CHECKPOINTS, state, loss, keep_best)
+
+
+def restore_latest(run_dir: Path, template: Any) -> Any:
+    """The newest readable checkpoint restored into ``template``'s structure, or
+    ``template`` itself if there is none (a damaged newer one is skipped with a warning).
+
+    Raises:
+      DistillError: a checkpoint belongs to another configuration.
+    """
+
+    def load(path: Path) -> Any:
+        try:
+            return _checkpoint.load_checkpoint(path, template)
+        except files.DamagedFileError:
+            raise
+        except ValueError as err:
+            raise DistillError(str(err)) from err
+
+    found = _checkpoint.newest_readable(run_dir / CHECKPOINTS, load)
+    return template if found is None else found[1]
+
+
+def last_good_state(run_dir: Path) -> Path:
+    """The file a run would restart from: its newest checkpoint, else ``init.npz``."""
+    checkpoints = _checkpoint.list_checkpoints(run_dir / CHECKPOINTS)
+    return checkpoints[max(checkpoints)] if checkpoints else run_dir / INIT_FILE
+
+
+def checkpoint_supports(run: Run) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The support set at step 0 (the initial one) and at every kept, readable checkpoint.
+
+    A KIP run keeps the ``keep_best`` checkpoints of lowest train loss and the latest one
+    (``docs/distill.md``), so the steps are those, not a regular grid. A damaged
+    checkpoint is left out with a warning that names it.
+
+    Args:
+      run: a run from :func:`load_run`.
+
+    Returns:
+      ``{step: (images (n, H, W, C), labels (n, C))}`` in increasing step order; for a
+      Label Solve run only step 0.
+
+    Example:
+      >>> supports = checkpoint_supports(load_run("runs/quickstart"))  # doctest: +SKIP
+      >>> sorted(supports)  # doctest: +SKIP
+      [0, 100, 150, 200, 250, 300]
+    """
+    supports = {0: (run.init_images, run.init_labels)}
+    damaged = []
+    for step, path in _checkpoint.list_checkpoints(run.path / CHECKPOINTS).items():
+        try:
+            images, labels = _checkpoint.read_support(path)
+        except files.DamagedFileError as err:
+            damaged.append(str(err))
+            continue
+        supports[step] = (images.astype(np.float32), labels.astype(np.float32))
+    if damaged:
+        warnings.warn(f"left out: {'; '.join(damaged)}", RuntimeWarning, stacklevel=2)
+    return supports
+
+
+def write_distilled(
+    run_dir: Path,
+    images: Any,
+    labels: Any,
+    init: Mapping[str, Any],
+    config: Config,
+    preprocessing: data.Preprocessing,
+) -> None:
+    """Writes ``distilled.npz``: the paper's released layout (``images`` preprocessed,
+    ``labels``) plus pixels, the initial set, the config and the preprocessing."""
+    files.write_npz(
+        run_dir / DISTILLED_FILE,
+        {
+            "images": np.asarray(images, np.float32),
+            "labels": np.asarray(labels, np.float32),
+            "images_pixel": np.asarray(preprocessing.invert(images)),
+            "init_images": np.asarray(init["images"], np.float32),
+            "init_labels": np.asarray(init["labels"], np.float32),
+            "config": np.array(json.dumps(config.to_json(), sort_keys=True)),
+            **preprocessing.to_dict(),
+        },
+    )
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """``summary.json``, or ``None`` before the run has finished."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DistillError(
+            f"{path} is damaged ({err}): delete it and run 'kipd distill --out {run_dir} "
+            "--resume', which writes it again"
+        ) from err
+
+
+def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """Writes ``summary.json`` atomically."""
+    files.write_json(run_dir / SUMMARY_FILE, dict(summary))
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    """Reads a run directory of ``kipd distill`` or ``kipd label-solve``.
+
+    Args:
+      run_dir: the ``--out`` folder of the run.
+
+    Returns:
+      The :class:`Run`. A finished run's final support is ``distilled.npz``; an unfinished
+      KIP run's is its latest good checkpoint (the initial support if it has none yet).
+
+    Raises:
+      DistillError: the folder does not exist, is not a kipd run directory, or a file it
+        needs is missing or damaged (the message names it).
+
+    Example:
+      >>> run = load_run("runs/quickstart")  # doctest: +SKIP
+      >>> run.images.shape, run.labels.shape  # doctest: +SKIP
+      ((10, 28, 28, 1), (10, 10))
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise DistillError(
+            f"no run directory at {path}: pass the --out folder of a finished or running "
+            "'kipd distill' or 'kipd label-solve'"
+        )
+    config = load_config(path)
+    preprocessing = read_preprocessing(path)
+    init = read_init(path)
+    subsets = path / TEST_SUBSET_FILE
+    test_indices = read_npz(subsets)["final"] if subsets.is_file() else None
+    finished = (path / DISTILLED_FILE).is_file()
+    init_images = init["images"].astype(np.float32)
+    init_labels = init["labels"].astype(np.float32)
+    run = Run(
+        path=path,
+        config=config,
+        preprocessing=preprocessing,
+        init_images=init_images,
+        init_labels=init_labels,
+        images=init_images,
+        labels=init_labels,
+        step=0,
+        finished=finished,
+        summary=read_summary(path),
+        metrics=read_metrics(path),
+        test_indices=test_indices,
+    )
+    if finished:
+        distilled = read_npz(path / DISTILLED_FILE)
+        step = config.steps if isinstance(config, KipConfig) else 0
+        return run._replace(
+            images=distilled["images"].astype(np.float32),
+            labels=distilled["labels"].astype(np.float32),
+            step=step,
+        )
+    found = _checkpoint.newest_readable(path / CHECKPOINTS, _checkpoint.read_support)
+    if found is None:
+        return run
+    step, (images, labels) = found
+    return run._replace(images=images.astype(np.float32), labels=labels.astype(np.float32), step=step)
+
+
+class Distilled(NamedTuple):
+    """A distilled set: of a finished run, or of a ``.npz`` file.
+
+    Attributes:
+      images: ``(n, H, W, C)`` float32 support images in preprocessed space.
+      labels: ``(n, C)`` float32 support labels (argmax is the class).
+      config: the run's config, or ``None`` for a file of the paper's released layout
+        (``images`` and ``labels`` only).
+      preprocessing: the fitted preprocessing, or ``None`` (released layout).
+      init_images: ``(n, H, W, C)`` natural initial support, or ``None``.
+      init_labels: ``(n, C)`` initial labels, or ``None``.
+      test_indices: the test images of the run's final summary; ``None`` if not
+        recorded (a file, or a run of kipd 0.1).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    config: Config | None
+    preprocessing: data.Preprocessing | None
+    init_images: np.ndarray | None
+    init_labels: np.ndarray | None
+    test_indices: np.ndarray | None = None
+
+
+def load_distilled(path: str | os.PathLike) -> Distilled:
+    """Reads a distilled set: a finished run directory, its ``distilled.npz``, or a
+    ``.npz`` in the paper's released layout (``images`` NHWC preprocessed, ``labels``).
+
+    Raises:
+      DistillError: nothing readable at ``path``, a damaged file, an unfinished run (the
+        message says how to finish it), or no ``images``/``labels`` of the expected shapes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not is_run(path):
+            raise DistillError(
+                f"{path} is a folder but not a kipd run directory (no {CONFIG_FILE}): pass "
+                "the --out folder of 'kipd distill' or 'kipd label-solve', or a .npz file"
+            )
+        run = load_run(path)
+        if not run.finished:
+            raise DistillError(
+                f"run {path} has not finished (no {DISTILLED_FILE}); finish it with "
+                f"kipd distill --out {path} --resume"
+            )
+        return Distilled(
+            images=run.images,
+            labels=run.labels,
+            config=run.config,
+            preprocessing=run.preprocessing,
+            init_images=run.init_images,
+            init_labels=run.init_labels,
+            test_indices=run.test_indices,
+        )
+    if not path.exists():
+        raise DistillError(f"no file or run directory at {path}")
+    arrays = read_npz(path)
+    images, labels = arrays.get("images"), arrays.get("labels")
+    if (
+        images is None
+        or labels is None
+        or images.ndim != 4
+        or labels.ndim != 2
+        or len(images) != len(labels)
+    ):
+        raise DistillError(
+            f"{path} is not a distilled set: it needs 'images' (n, H, W, C) and 'labels' (n, classes); "
+            f"found {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'nothing'}"
+        )
+    has_config = "config" in arrays
+    return Distilled(
+        images=images.astype(np.float32),
+        labels=labels.astype(np.float32),
+        config=config_from_json(json.loads(str(arrays["config"]))) if has_config else None,
+        preprocessing=data.Preprocessing.from_dict(arrays) if has_config else None,
+        init_images=arrays.get("init_images"),
+        init_labels=arrays.get("init_labels"),
+    )

@@ -1,0 +1,151 @@
+"""Durable files: atomic writes and verified reads, the one implementation every layer uses.
+
+A file is written to a temporary name beside its destination and renamed onto it
+(``os.replace``, atomic on one filesystem), so a reader sees the old file or the new one,
+never half of one. An ``.npz`` written here carries the SHA-256 of its arrays; reading it
+back recomputes the hash, so a file cut short by a full disk or damaged later is reported
+as :class:`DamagedFileError` (naming the file), never as a traceback from ``zipfile``.
+
+This module imports nothing from kipd: data, kernels, distill and analysis all sit above it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+HASH_KEY = "__sha256__"
+"""Name of the array holding an ``.npz``'s content hash (hex string)."""
+
+__all__ = [
+    "HASH_KEY",
+    "DamagedFileError",
+    "atomic_path",
+    "atomic_write",
+    "read_npz",
+    "write_json",
+    "write_npz",
+]
+
+
+class DamagedFileError(ValueError):
+    """A file exists but cannot be read back as written (truncated, corrupted, or not the
+    expected format). ``path`` names it; the message says what is wrong with it."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path} is damaged: {problem}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` when the block completes.
+
+    If the block raises, the temporary file is removed and ``path`` is left as it was.
+
+    Example:
+      >>> import tempfile
+      >>> folder = Path(tempfile.mkdtemp())
+      >>> with atomic_path(folder / "a.txt") as tmp:
+      ...     _ = tmp.write_text("done")
+      >>> (folder / "a.txt").read_text(), sorted(p.name for p in folder.iterdir())
+      ('done', ['a.txt'])
+    """
+    path = Path(path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Calls ``write(file)`` on a temporary binary file beside ``path``, syncs it to disk,
+    then renames it onto ``path``.
+
+    Args:
+      path: destination; its folder must exist.
+      write: writes the whole content to the binary file it is given.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Writes ``value`` as indented JSON with sorted keys, atomically."""
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _content_hash(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
+    """Writes named arrays as an uncompressed ``.npz`` with their content hash, atomically.
+
+    Example:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "a.npz"
+      >>> write_npz(path, {"x": np.arange(3)})
+      >>> read_npz(path)["x"]
+      array([0, 1, 2])
+    """
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    if HASH_KEY in arrays:
+        raise ValueError(f"{HASH_KEY!r} is reserved for the content hash")
+    atomic_write(path, lambda f: np.savez(f, **arrays, **{HASH_KEY: _content_hash(arrays)}))
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``, verified against its content hash when it has one.
+
+    Files written elsewhere (no hash, e.g. the paper's released sets) are read as they are.
+
+    Raises:
+      FileNotFoundError: there is no file at ``path``.
+      DamagedFileError: the file is not a readable ``.npz`` (truncated, not a zip archive,
+        holds pickled objects) or its arrays do not match their hash.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {path}")
+    if path.stat().st_size == 0:
+        raise DamagedFileError(path, "it is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise DamagedFileError(path, "it is not an .npz archive (no zip directory: cut short?)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in f.files}
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise DamagedFileError(path, f"an array cannot be read ({err})") from err
+        raise DamagedFileError(
+            path, "it holds Python objects (pickled arrays), which kipd does not load"
+        ) from err
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
+        raise DamagedFileError(path, f"the archive cannot be read ({type(err).__name__}: {err})") from err
+    stored = arrays.pop(HASH_KEY, None)
+    if stored is not None and str(stored) != _content_hash(arrays):
+        raise DamagedFileError(path, "its arrays do not match the content hash stored with them")
+    return arrays

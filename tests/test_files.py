@@ -1,0 +1,65 @@
+"""kipd.files: atomic writes leave the old file or the new one; .npz files carry a content
+hash and a damaged one is reported by name."""
+
+import numpy as np
+import pytest
+
+from kipd import files
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "config.json"
+    files.write_json(path, {"a": 1})
+
+    def fail(f):
+        f.write(b"{half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        files.atomic_write(path, fail)
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_npz_round_trip_and_hash(tmp_path):
+    path = tmp_path / "a.npz"
+    arrays = {"x": np.arange(6.0).reshape(2, 3), "name": np.array("kip")}
+    files.write_npz(path, arrays)
+    back = files.read_npz(path)
+    assert back.keys() == arrays.keys()
+    np.testing.assert_array_equal(back["x"], arrays["x"])
+    assert files.HASH_KEY in np.load(path).files
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda b: b"", "empty"),
+        (lambda b: b[: len(b) // 2], "not an .npz archive"),
+        (lambda b: b"\x93NUMPY random bytes" * 10, "not an .npz archive"),
+    ],
+)
+def test_a_damaged_npz_names_the_file(tmp_path, damage, problem):
+    path = tmp_path / "a.npz"
+    files.write_npz(path, {"x": np.arange(1000)})
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(files.DamagedFileError, match=f"{path.name} is damaged: .*{problem}"):
+        files.read_npz(path)
+
+
+def test_changed_arrays_fail_their_hash(tmp_path):
+    path = tmp_path / "a.npz"
+    files.write_npz(path, {"x": np.arange(1000)})
+    stored = dict(np.load(path))
+    stored["x"] = stored["x"] + 1  # a valid archive whose arrays no longer match their hash
+    np.savez(path, **stored)
+    with pytest.raises(files.DamagedFileError, match="content hash"):
+        files.read_npz(path)
+
+
+def test_files_without_a_hash_are_read_as_they_are(tmp_path):
+    path = tmp_path / "released.npz"
+    np.savez(path, images=np.zeros((2, 4, 4, 1)))
+    assert files.read_npz(path)["images"].shape == (2, 4, 4, 1)
+    with pytest.raises(FileNotFoundError, match="no file"):
+        files.read_npz(tmp_path / "missing.npz")
