@@ -1,6 +1,8 @@
 """kipd.files: atomic writes leave the old file or the new one; .npz files carry a content
 hash and a damaged one is reported by name."""
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,12 @@ def test_files_without_a_hash_are_read_as_they_are(tmp_path):
     assert files.read_npz(path)["images"].shape == (2, 4, 4, 1)
     with pytest.raises(FileNotFoundError, match="no file"):
         files.read_npz(tmp_path / "missing.npz")
+
+
+def test_a_full_disk_names_the_file(tmp_path):
+    def full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=f"no space left on the device while writing {tmp_path}"):
+        files.atomic_write(tmp_path / "summary.json", full)
+    assert list(tmp_path.iterdir()) == []

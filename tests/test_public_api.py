@@ -8,6 +8,7 @@ def test_public_names():
         "HASH_KEY",
         "DamagedFileError",
         "atomic_path",
+        "cache_dir",
         "atomic_write",
         "read_npz",
         "write_json",

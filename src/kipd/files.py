@@ -12,6 +12,7 @@ This module imports nothing from kipd: data, kernels, distill and analysis all s
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "HASH_KEY",
     "DamagedFileError",
     "atomic_path",
+    "cache_dir",
     "atomic_write",
     "read_npz",
     "write_json",
@@ -44,6 +46,15 @@ class DamagedFileError(ValueError):
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path = Path(path)
         super().__init__(f"{self.path} is damaged: {problem}")
+
+
+def cache_dir() -> Path:
+    """kipd's one cache folder (downloads, the compiled C++ kernel, kernel timings):
+    ``$KIPD_CACHE_DIR``, else ``$XDG_CACHE_HOME/kipd``, else ``~/.cache/kipd``."""
+    if os.environ.get("KIPD_CACHE_DIR"):
+        return Path(os.environ["KIPD_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kipd"
 
 
 @contextlib.contextmanager
@@ -79,11 +90,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
       path: destination; its folder must exist.
       write: writes the whole content to the binary file it is given.
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        # The bare "[Errno 28]" names no file; the old file (if any) is still in place.
+        raise OSError(
+            errno.ENOSPC, f"no space left on the device while writing {path} (the previous "
+            "version, if any, is intact): free some space and run the command again"
+        ) from err
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

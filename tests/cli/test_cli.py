@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_bad_input_names_the_problem(args, message, tmp_path, capsys):
         args = [*args, "--out", str(tmp_path / "run")]
     assert cli.main([*args, "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"kipd {args[0]}: error:") and message in err
+    assert f"kipd {args[0]}: error:" in err and message in err and "Traceback" not in err
 
 
 def test_existing_run_and_changed_config_are_refused(dataset, tmp_path, capsys):
@@ -141,3 +142,64 @@ def test_existing_run_and_changed_config_are_refused(dataset, tmp_path, capsys):
     assert "already holds a run: pass --resume" in capsys.readouterr().err
     assert cli.main([*base, "--resume", "--lr", "0.3"]) == 1
     assert "another config (lr: 0.01 -> 0.3)" in capsys.readouterr().err
+
+
+def test_cost_is_said_before_commitment(dataset, tmp_path, capsys, monkeypatch):
+    """An estimate: line first; over the budget nothing starts without --yes."""
+    out = tmp_path / "run"
+    args = ["distill", "--dataset", dataset, "--kernel", "fc1", "--steps", "2",
+            "--target-batch-size", "20", "--eval-size", "10", "--out", str(out), "--quiet"]
+    monkeypatch.setattr(cli.compute, "DAY_SECONDS", 1e-9)  # every run is "too long"
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "\nestimate: 2 KIP steps of 3 support x 20 target images (fc1)" in err
+    assert "so it was not started. Pass --yes" in err and not out.exists()
+    assert cli.main([*args, "--yes"]) == 0
+    assert "estimate:" in capsys.readouterr().err
+    for command in (["evaluate", str(out)], ["label-solve", "--dataset", dataset, "--kernel",
+                                              "fc1", "--out", str(tmp_path / "ls")]):
+        assert cli.main([*command, "--quiet"]) == 1
+        assert "estimate: " in capsys.readouterr().err
+
+
+def test_damaged_files_resume_from_the_previous_checkpoint_or_fail_cleanly(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["distill", "--dataset", dataset, "--kernel", "fc1", "--steps", "4",
+            "--checkpoint-every", "2", "--eval-size", "10", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    latest = out / "checkpoints" / "step_00000004.npz"
+    latest.write_bytes(latest.read_bytes()[:200])  # cut short
+    (out / "summary.json").unlink()
+    (out / "distilled.npz").unlink()
+    # (kipd prints warnings as "kipd: warning: ..." lines; pytest collects them instead)
+    with pytest.warns(RuntimeWarning, match="step_00000004.npz is damaged.*step_00000002.npz"):
+        assert cli.main(["distill", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert "estimate: " in capsys.readouterr().err
+    distilled = out / "distilled.npz"
+    distilled.write_bytes(distilled.read_bytes()[:1000])
+    assert cli.main(["evaluate", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "distilled.npz is damaged" in err and "Traceback" not in err
+
+
+def test_bad_data_is_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 10
+    labels[0] = 57
+    typo = tmp_path / "typo.npz"
+    np.savez(typo, x_train=rng.random((40, 4, 4, 1)), y_train=labels,
+             x_test=rng.random((10, 4, 4, 1)), y_test=np.arange(10))
+    for args, message in (
+        (["--dataset", "fashion_mnist", "--data-dir", "/nonexistent"], "is not a folder"),
+        (["--dataset", str(typo)], "47 of 58 classes have no train images"),
+    ):
+        assert cli.main(["label-solve", *args, "--kernel", "fc1", "--out", str(tmp_path / "x")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_import_kipd_reaches_every_subpackage():
+    code = "import kipd; print(kipd.kernels.make('fc1') is not None, kipd.distill.LAMBDA0)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "1e-06"]

@@ -17,7 +17,7 @@ draws overlap more as the pool shrinks. ``bench/table_a1.py`` says what that cos
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -144,6 +144,8 @@ def natural_baseline(
     lambda0: float = LAMBDA0,
     executor: compute.Executor | None = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    budget_seconds: float | None = None,
 ) -> Baseline:
     """KRR test accuracy of random class-balanced natural subsets (paper Table A1).
 
@@ -163,6 +165,9 @@ def natural_baseline(
       lambda0: relative KRR ridge.
       executor: where the kernel blocks go (default: this process's devices).
       progress: progress bars.
+      log: where status lines go (the ``estimate:`` line); ``None`` measures nothing.
+      budget_seconds: stop with :class:`kipd.compute.OverBudgetError` if estimated to take
+        longer (``None``: no limit).
 
     Returns:
       :class:`Baseline`, rows in the order of ``per_class``.
@@ -213,6 +218,23 @@ def natural_baseline(
     )
     draw_size = positions[0].size
     per_draw_kss = draws * draw_size**2 < len(union) ** 2
+    kss_pairs = draws * draw_size**2 if per_draw_kss else len(union) ** 2
+    if log is not None or budget_seconds is not None:
+        estimate = compute.kernel_estimate(
+            f"baseline of {draws} draws x {list(per_class)} per class ({kernel}), "
+            f"{len(union)} distinct images against {len(test_labels)} test images",
+            spec,
+            ds.image_shape,
+            len(union),
+            {"test kernel": len(union) * len(test_labels), "support kernels": kss_pairs},
+            log=log,
+        )
+        if log is not None:
+            log(estimate.line())
+        estimate.check(
+            budget_seconds,
+            "--test-size N, fewer --draws, --pool-per-class N, or a cheaper --kernel",
+        )
     k_union = None if per_draw_kss else compute.kernel_matrix(spec, union_images, executor=executor)
     accuracies = np.empty((len(per_class), draws))
     for draw in tqdm(range(draws), desc="draws", disable=not progress):
@@ -229,7 +251,6 @@ def natural_baseline(
             accuracies[row, draw] = krr_test_accuracy(
                 k_ts[:, full[within]], k_draw[np.ix_(within, within)], labels, test_labels, lambda0
             )
-    kss_pairs = draws * draw_size**2 if per_draw_kss else len(union) ** 2
     return Baseline(
         dataset=ds.name,
         kernel=kernel,

@@ -13,6 +13,7 @@ import datetime
 import html
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import kipd
@@ -49,6 +50,29 @@ def _paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
+def _estimate(
+    context: RunContext, executor: compute.Executor | None, log: Callable[[str], None] | None
+) -> compute.Estimate:
+    """The report's kernel entries: the test kernels of the final and initial supports,
+    and one ``K_ss`` per kept checkpoint for the dimensions."""
+    run = context.run
+    resolved = distill.resolve(run, data_dir=context.data_dir, kernel=context.kernel)
+    test = len(resolved.test_indices) if context.test_size is None else context.test_size
+    test = min(test, len(resolved.dataset.y_test))
+    n = len(run.images)
+    checkpoints = len(distill.checkpoint_supports(run))
+    return compute.kernel_estimate(
+        f"report of {n} support images: test kernels on {test} test images, dimensions at "
+        f"{checkpoints} checkpoints ({context.kernel})",
+        compute.KernelSpec(context.kernel),
+        resolved.dataset.image_shape,
+        n,
+        {"test kernels": 2 * (test + n) * n, "dimensions": checkpoints * n * n},
+        workers=1 if executor is None else executor.workers_alive,
+        log=log,
+    )
+
+
 def write_report(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -59,6 +83,8 @@ def write_report(
     data_dir: str | None = None,
     executor: compute.Executor | None = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    budget_seconds: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Writes one self-contained HTML report of a run: its summary, config, images, labels,
@@ -76,6 +102,9 @@ def write_report(
       data_dir: folder searched first for the dataset; default: the run's.
       executor: where the kernel blocks go (default: this process's devices).
       progress: progress bars.
+      log: where status lines go (the ``estimate:`` line); ``None`` measures nothing.
+      budget_seconds: stop with :class:`kipd.compute.OverBudgetError` before computing if
+        estimated to take longer (``None``: no limit).
       **options: options of the analyses (``bands``, ``fractions``, ``draws``; see
         :data:`ANALYSES`); the rest keep their defaults.
 
@@ -107,6 +136,11 @@ def write_report(
         executor=executor,
         progress=progress,
     )
+    if log is not None or budget_seconds is not None:
+        estimate = _estimate(context, executor, log)
+        if log is not None:
+            log(estimate.line())
+        estimate.check(budget_seconds, "--test-size N, or a cheaper --kernel")
     outcomes = {
         name: analysis.run(
             context, **{o.name: options[o.name] for o in analysis.options if o.name in options}

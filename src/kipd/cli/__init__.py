@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import sys
 import warnings
@@ -81,10 +82,30 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     add_config_options(group, compute.ExecutorConfig)
 
 
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """``--json`` and ``--quiet``, shared by every command."""
+def add_output_options(parser: argparse.ArgumentParser, costly: bool = True) -> None:
+    """``--json`` and ``--quiet`` (every command), and ``--yes`` (a command that says what
+    it will cost before it starts)."""
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (the estimate: line stays)"
+    )
+    if costly:
+        parser.add_argument(
+            "--yes",
+            action="store_true",
+            help="start even if estimated to take more than a day (the estimate: line printed "
+            "first says how long)",
+        )
+
+
+def log(line: str) -> None:
+    """Status lines (loading, estimate:, compiling) go to stderr, so --json stays clean."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def budget(args: argparse.Namespace) -> float | None:
+    """The longest a command may be estimated to run without ``--yes``."""
+    return None if getattr(args, "yes", True) else compute.DAY_SECONDS
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -155,7 +176,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_executor_options(ev)
     add_output_options(ev)
-    _transfer.add_parser(commands)
+    _transfer.add_parser(commands, add_output_options)
     _analysis.add_parsers(commands, add_executor_options, add_output_options)
     return parser
 
@@ -188,16 +209,6 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     print(f"  test accuracy               {_percent(result['test_accuracy'])}")
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def _print_plan(plan: dict[str, Any]) -> None:
     n = plan["workers"]
     print(
@@ -215,8 +226,8 @@ def _print_plan(plan: dict[str, Any]) -> None:
         )
     rows = [
         ("", "1 worker", f"{n} workers"),
-        ("per step", _duration(plan["step_seconds"]), _duration(plan["step_seconds_workers"])),
-        ("whole run", _duration(plan["run_seconds"]), _duration(plan["run_seconds_workers"])),
+        ("per step", compute.format_duration(plan["step_seconds"]), compute.format_duration(plan["step_seconds_workers"])),
+        ("whole run", compute.format_duration(plan["run_seconds"]), compute.format_duration(plan["run_seconds_workers"])),
     ]
     for label, one, many in rows:
         print(f"  {label:<10} {one:>12} {many:>12}")
@@ -235,15 +246,28 @@ def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dic
         distill.resume_config(args.out, **options) if args.resume else distill.KipConfig(**options)
     )
     if args.plan:
-        return distill.plan_run(config, executor=_executor_config(args))
+        return distill.plan_run(config, executor=_executor_config(args), log=log)
     return distill.run_kip(
-        config, args.out, resume=args.resume, progress=not args.quiet, executor=executor
+        config,
+        args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        executor=executor,
+        log=log,
+        budget_seconds=budget(args),
     )
 
 
 def _label_solve(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
     config = distill.LabelSolveConfig(**config_options(args, distill.LabelSolveConfig))
-    return distill.run_label_solve(config, args.out, progress=not args.quiet, executor=executor)
+    return distill.run_label_solve(
+        config,
+        args.out,
+        progress=not args.quiet,
+        executor=executor,
+        log=log,
+        budget_seconds=budget(args),
+    )
 
 
 def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
@@ -254,6 +278,8 @@ def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> di
         kernel=args.kernel,
         progress=not args.quiet,
         executor=executor,
+        log=log,
+        budget_seconds=budget(args),
     )
 
 
@@ -267,8 +293,11 @@ _COMMANDS: dict[str, Handler] = {
     "distill": _distill,
     "label-solve": _label_solve,
     "evaluate": _evaluate,
-    "transfer": lambda args, executor: _transfer.run(args),
-    **dict.fromkeys(_analysis.COMMANDS, _analysis.run),
+    "transfer": lambda args, executor: _transfer.run(args, log, budget(args)),
+    **dict.fromkeys(
+        _analysis.COMMANDS,
+        lambda args, executor: _analysis.run(args, executor, log, budget(args)),
+    ),
 }
 
 
@@ -291,6 +320,14 @@ def _warning(message: Any, category: type, *rest: Any, **kw: Any) -> str:
     return f"kipd: warning: {message}\n"
 
 
+def _next_step(args: argparse.Namespace, err: Exception) -> str:
+    """For a run stopped by a full disk: the command that continues it."""
+    resumable = isinstance(err, OSError) and err.errno == errno.ENOSPC
+    if resumable and args.command == "distill" and (Path(args.out) / "config.json").is_file():
+        return f"\n{args.out} keeps its last checkpoint; continue with: kipd distill --out {args.out} --resume"
+    return ""
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     if args.command == "distill" and Path(args.out).is_dir() and (Path(args.out) / "config.json").is_file():
         return f"{args.out} keeps its last checkpoint; continue with: kipd distill --out {args.out} --resume"
@@ -305,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _open_executor(args) as executor:
             result = _COMMANDS[args.command](args, executor)
     except (ValueError, OSError, ImportError, distill.DistillError, compute.ComputeError) as err:
-        print(f"kipd {args.command}: error: {err}", file=sys.stderr)
+        print(f"kipd {args.command}: error: {err}{_next_step(args, err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\nkipd {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)

@@ -94,7 +94,7 @@ def _argparse_type(parse: Callable[[str], Any], name: str) -> Callable[[str], An
 def add_parsers(
     commands: Any,
     add_executor: Callable[[argparse.ArgumentParser], None],
-    add_output: Callable[[argparse.ArgumentParser], None],
+    add_output: Callable[..., None],
 ) -> None:
     """Adds ``analyze`` (one sub-command per registered analysis, and ``figures``),
     ``report`` and ``baseline`` to ``kipd``."""
@@ -117,7 +117,7 @@ def add_parsers(
     )
     _run_options(figures)
     figures.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/figures)")
-    add_output(figures)
+    add_output(figures, False)
     for entry in analysis.ANALYSES.values():
         parser = analyses.add_parser(
             entry.name,
@@ -130,7 +130,7 @@ def add_parsers(
         _context_options(parser, entry.uses_test_set)
         _analysis_options(parser, entry.options)
         add_executor(parser)
-        add_output(parser)
+        add_output(parser, False)
 
     report = commands.add_parser(
         "report",
@@ -222,7 +222,12 @@ def _option_values(args: argparse.Namespace, entry: analysis.Analysis) -> dict[s
     return {option.name: getattr(args, option.name) for option in entry.options}
 
 
-def run(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace,
+    executor: compute.Executor | None,
+    log: Callable[[str], None],
+    budget_seconds: float | None,
+) -> dict[str, Any]:
     """Runs ``kipd analyze``, ``kipd report`` or ``kipd baseline``; returns its result."""
     progress = not (args.quiet or args.json)
     if args.command == "analyze" and args.analysis == "figures":
@@ -244,6 +249,8 @@ def run(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str
             data_dir=args.data_dir,
             executor=executor,
             progress=progress,
+            log=log,
+            budget_seconds=budget_seconds,
             **options,
         )
     result = analysis.natural_baseline(
@@ -258,6 +265,8 @@ def run(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str
         data_dir=args.data_dir,
         executor=executor,
         progress=progress,
+        log=log,
+        budget_seconds=budget_seconds,
     )
     return {"analysis": "baseline", **result.to_dict()}
 

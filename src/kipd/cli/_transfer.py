@@ -4,6 +4,7 @@ printed as JSON with ``--json``) and ``format_result(result)`` (the text table).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from kipd.cli._options import numbers, positive_int
@@ -23,7 +24,7 @@ examples:
 """
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, add_output: Callable[..., None]) -> argparse.ArgumentParser:
     """Adds the ``transfer`` sub-command to ``kipd``'s sub-parsers."""
     parser = subparsers.add_parser(
         "transfer",
@@ -109,12 +110,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--data-dir", metavar="DIR", help="folder searched first for the dataset"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output(parser)
     return parser
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, log: Callable[[str], None], budget_seconds: float | None
+) -> dict[str, Any]:
     """Runs ``kipd transfer`` and returns its result (see ``kipd.transfer.transfer_run``)."""
     return transfer_run(
         args.path,
@@ -132,6 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         l2=args.l2,
         eval_every=args.eval_every,
         progress=not (args.quiet or args.json),
+        log=log,
+        budget_seconds=budget_seconds,
     )
 
 

@@ -3,7 +3,8 @@
 Files of a built-in dataset are searched for in this order (docs/design.md, "Data
 conventions"): the explicit ``data_dir``, ``$KIPD_DATA_DIR``, the system dataset folders
 (Debian's ``dataset-fashion-mnist`` installs ``/usr/share/datasets/fashion-mnist``), the
-download cache (``$XDG_CACHE_HOME/kipd`` or ``~/.cache/kipd``), and finally a download
+download cache (``kipd.files.cache_dir()``: ``$KIPD_CACHE_DIR``, ``$XDG_CACHE_HOME/kipd`` or
+``~/.cache/kipd``), and finally a download
 from the official source into the cache, checked against the sha256 in the table below.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kipd import files
 from kipd.data import _formats
 from kipd.data._download import fetch
 from kipd.data._errors import DatasetError
@@ -238,12 +240,6 @@ def builtin_name(name: str) -> str | None:
     return key if key in BUILTINS else None
 
 
-def cache_dir() -> Path:
-    """The download cache: ``$XDG_CACHE_HOME/kipd``, else ``~/.cache/kipd``."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kipd"
-
-
 def load(
     name: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
@@ -312,7 +308,7 @@ def _search_dirs(spec: BuiltinDataset, data_dir: str | os.PathLike | None) -> li
             dirs.append(Path(base))
             dirs.extend(Path(base) / folder for folder in spec.folders)
     dirs.extend(root / folder for root in SYSTEM_DATA_DIRS for folder in spec.folders)
-    dirs.append(cache_dir() / spec.name)
+    dirs.append(files.cache_dir() / spec.name)
     return dirs
 
 
@@ -342,7 +338,7 @@ def _locate(
             f"its sub-folders {', '.join(spec.folders)}): pass the folder that holds them, or "
             "leave --data-dir out to search the usual places and the download cache"
         )
-    cache = cache_dir() / spec.name
+    cache = files.cache_dir() / spec.name
     paths = {}
     for remote in spec.files:
         path = _find(cache, remote)

@@ -19,6 +19,8 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
+from kipd import files
+
 from kipd.data._errors import DatasetError
 
 
@@ -273,18 +275,16 @@ def read_npz(path: str | os.PathLike) -> RawSplits:
     path = Path(path)
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise DatasetError(f"{path} lacks the arrays {missing}; it has {npz.files}")
-            arrays = {k: npz[k] for k in keys}
-            names = npz["class_names"] if "class_names" in npz.files else None
-    except DatasetError:
-        raise
-    except Exception as err:  # zipfile, zlib and numpy format errors
+        npz = files.read_npz(path)
+    except files.DamagedFileError as err:
         raise DatasetError(
-            f"{path} is not a readable .npz file ({type(err).__name__}: {err})"
+            f"{err}: a dataset .npz holds x_train, y_train, x_test, y_test (numpy.savez)"
         ) from err
+    missing = [k for k in keys if k not in npz]
+    if missing:
+        raise DatasetError(f"{path} lacks the arrays {missing}; it has {sorted(npz)}")
+    arrays = {k: npz[k] for k in keys}
+    names = npz.get("class_names")
     for key in ("y_train", "y_test"):
         if arrays[key].ndim == 2 and arrays[key].shape[1] == 1:
             arrays[key] = arrays[key][:, 0]

@@ -9,6 +9,7 @@ evaluations and the whole run are modelled from it, on one worker and on ``N``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,7 +19,8 @@ from kipd import compute, data
 from kipd.distill._config import KipConfig
 from kipd.distill._krr import krr_loss
 
-DAY = 86400.0
+Log = Callable[[str], None]
+"""``log(line)``: where a command's status lines go (``kipd`` prints them on stderr)."""
 
 
 def _kernel_loss(k_ss, k_ts, support_labels, target_labels):
@@ -44,6 +46,7 @@ def plan_kip(
     workers: int | None = None,
     overhead_seconds: float | None = None,
     repeats: int = 2,
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """The cost of a resolved KIP config: entries, measured block times, modelled times.
 
@@ -57,6 +60,7 @@ def plan_kip(
       overhead_seconds: per-block executor overhead; ``None`` measures it on the
         executor (for ``ray`` this starts the pool).
       repeats: timed runs per block.
+      log: where to say what is being measured.
 
     Returns:
       A JSON-able dict: per-kernel block timings and entries, ``step_seconds`` (1 worker),
@@ -70,12 +74,19 @@ def plan_kip(
     target_labels = np.zeros((targets, num_classes), np.float32)
     executor = executor or compute.ExecutorConfig()
     if overhead_seconds is None or workers is None:
+        if log is not None:
+            log(f"measuring the per-block overhead of the {executor.executor} executor ...")
         with executor.make() as running:
             workers = workers or running.workers_alive
             if overhead_seconds is None:
                 overhead_seconds = compute.block_overhead(running)
     kernels = []
     for name in config.kernels:
+        if log is not None:
+            log(
+                f"compiling and timing one forward and one VJP block of each kind of the {name} "
+                f"kernel ({support_size} support x {targets} targets per step) ..."
+            )
         estimate = compute.estimate_step(
             compute.KernelSpec(name),
             image_shape,
@@ -106,9 +117,9 @@ def plan_kip(
             f"a worker needs about {peak / 2**30:.1f} GiB, more than this machine's "
             f"{limit_name} ({limit / 2**30:.1f} GiB): lower --target-batch-size or --block-size"
         )
-    if run_n > DAY:
+    if run_n > compute.DAY_SECONDS:
         warnings.append(
-            f"the run will take about {run_n / DAY:.1f} days on {workers} worker(s): fewer "
+            f"the run will take about {run_n / compute.DAY_SECONDS:.1f} days on {workers} worker(s): fewer "
             "--steps, a smaller --target-batch-size, more workers (--executor ray), or a GPU"
         )
     return {
@@ -148,7 +159,11 @@ def plan_kip(
 
 
 def plan_run(
-    config: KipConfig, *, executor: compute.ExecutorConfig | None = None, repeats: int = 2
+    config: KipConfig,
+    *,
+    executor: compute.ExecutorConfig | None = None,
+    repeats: int = 2,
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """:func:`plan_kip` for a config as given on the command line: loads its dataset for
     the shapes and resolves it first. Trains nothing and writes nothing.
@@ -156,6 +171,8 @@ def plan_run(
     Example:
       >>> plan_run(KipConfig(kernels=("convnet",), target_batch_size=100))["step_seconds"]  # doctest: +SKIP
     """
+    if log is not None:
+        log(f"loading {config.dataset} ...")
     dataset = data.load(config.dataset, data_dir=config.data_dir)
     config = config.resolve(dataset)
     return {
@@ -167,5 +184,52 @@ def plan_run(
             test_size=len(dataset.y_test) if config.test_size is None else config.test_size,
             executor=executor,
             repeats=repeats,
+            log=log,
         ),
     }
+
+
+def kip_estimate(
+    config: KipConfig,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    num_test: int,
+    *,
+    from_step: int = 0,
+    workers: int = 1,
+    log: Log | None = None,
+) -> compute.Estimate:
+    """What the rest of a KIP run costs on this machine, from timed (cached) kernel entries:
+    the steps (forward and VJP of ``K_ss`` and ``K_ts`` per step), the test readings and
+    the final evaluation of the initial and final support.
+
+    Args:
+      config: a resolved config.
+      image_shape, num_classes, num_test: of its dataset (``num_test``: the final
+        evaluation's test images).
+      from_step: steps already done (a resumed run).
+      workers: workers sharing the blocks.
+      log: where to say that a kernel is being timed.
+    """
+    support = config.images_per_class * num_classes
+    targets = config.target_batch_size
+    costs = [
+        compute.entry_cost(compute.KernelSpec(name), image_shape, support, log)
+        for name in config.kernels
+    ]
+    steps = max(0, config.steps - from_step)
+    step_entries = support * support + targets * support
+    step_seconds = float(np.mean([step_entries * (c.forward_seconds + c.vjp_seconds) for c in costs]))
+    readings = steps // config.eval_every + (from_step == 0)
+    eval_entries = readings * (config.eval_size + support) * support
+    eval_entries += 2 * (num_test + support) * support
+    return compute.Estimate(
+        what=f"{steps} KIP steps of {support} support x {targets} target images "
+        f"({','.join(config.kernels)}), {readings} test readings and the final evaluation "
+        f"on {num_test} test images",
+        parts={
+            "steps": steps * step_seconds / workers,
+            "evaluations": eval_entries * costs[0].forward_seconds / workers,
+        },
+        entries=2 * steps * step_entries + eval_entries,
+    )

@@ -35,6 +35,7 @@ from kipd.distill._config import (
     config_differences,
     load_config,
 )
+from kipd.distill._estimate import Log, kip_estimate
 from kipd.distill._kip import KipState, kip, sample_target_batch
 from kipd.distill._krr import accuracy, krr_predict
 from kipd.distill._label_solve import label_solve
@@ -97,6 +98,17 @@ def krr_test_accuracies(
         float(accuracy(krr_predict(k_ts, k_ss, jnp.asarray(y), lambda0), test_labels))
         for y in label_sets
     ]
+
+
+def _say(log: Log | None, line: str) -> None:
+    if log is not None:
+        log(line)
+
+
+def _load(config: KipConfig | LabelSolveConfig, log: Log | None) -> data.Dataset:
+    """Stage: the dataset, said first (loading a large one takes seconds)."""
+    _say(log, f"loading {config.dataset} ...")
+    return data.load(config.dataset, data_dir=config.data_dir)
 
 
 def _check_out(out: Path, resume: bool, resumable: bool = True) -> None:
@@ -293,6 +305,8 @@ def run_kip(
     resume: bool = False,
     progress: bool = True,
     executor: compute.Executor | None = None,
+    log: Log | None = None,
+    budget_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Runs KIP on a dataset into a run directory, or resumes one.
 
@@ -311,6 +325,10 @@ def run_kip(
       progress: show progress bars.
       executor: where every kernel block of the run goes (``kipd.compute``; the caller
         keeps it open); default: this process's devices. Same results on any executor.
+      log: where status lines go (loading, the ``estimate:`` line, compiling); ``None``
+        says nothing and measures nothing.
+      budget_seconds: stop with :class:`kipd.compute.OverBudgetError` before anything is
+        written if the run is estimated to take longer (``None``: no limit).
 
     Returns:
       The summary (also written to ``summary.json``): ``init_test_accuracy``,
@@ -333,13 +351,29 @@ def run_kip(
     started = time.perf_counter()
     out = Path(out)
     _check_out(out, resume)
-    dataset = data.load(config.dataset, data_dir=config.data_dir)
+    dataset = _load(config, log)
     config = config.resolve(dataset)
     init_key, kip_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     start = _start(config, out, dataset, resume, init_key)
     init, readings, final = start.init, start.test_subsets["readings"], start.test_subsets["final"]
 
     with _executor_for(executor) as running:
+        if log is not None or budget_seconds is not None:
+            estimate = kip_estimate(
+                config,
+                dataset.image_shape,
+                dataset.num_classes,
+                len(final),
+                from_step=_rundir.latest_step(out) if resume else 0,
+                workers=running.workers_alive,
+                log=log,
+            )
+            _say(log, estimate.line())
+            estimate.check(
+                budget_seconds,
+                "fewer --steps, a smaller --target-batch-size, --test-size N for the final "
+                "evaluation, a cheaper --kernel (fc3, convvec3), or more workers (--executor ray)",
+            )
         evaluator = _Evaluator(config, dataset, start.preprocessing, running)
 
         def read_accuracy(images: Any, labels: Any) -> float:
@@ -366,6 +400,7 @@ def run_kip(
             previous = None  # re-read on another test set: evaluate both sets again
         if previous is not None and int(state.step) == config.steps:
             return previous  # a finished run
+        _say(log, "the first KIP step compiles the step function (a minute or so for convnet)")
         state, last_loss = _train(
             config, out, algo, state, targets, batch_key, read_accuracy, progress
         )
@@ -402,6 +437,8 @@ def run_label_solve(
     *,
     progress: bool = True,
     executor: compute.Executor | None = None,
+    log: Log | None = None,
+    budget_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Runs Label Solve (eq. 2) on a class-balanced natural support set into ``out``.
 
@@ -415,6 +452,7 @@ def run_label_solve(
       out: run directory; must not exist.
       progress: show progress bars.
       executor: where the kernel blocks go (default: this process's devices).
+      log, budget_seconds: as for :func:`run_kip`.
 
     Returns:
       The summary (also in ``summary.json``): ``init_test_accuracy`` (centred one-hot
@@ -433,7 +471,7 @@ def run_label_solve(
     started = time.perf_counter()
     out = Path(out)
     _check_out(out, resume=False, resumable=False)
-    dataset = data.load(config.dataset, data_dir=config.data_dir)
+    dataset = _load(config, log)
     config = config.resolve(dataset)
     preprocessing = data.fit_dataset_preprocessing(dataset, config.zca, config.zca_regularization)
     init_key, target_key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -448,6 +486,24 @@ def run_label_solve(
     subsets = _rundir.test_subsets(config, len(dataset.y_test))
     spec = compute.KernelSpec(config.kernel)
     with _executor_for(executor) as running:
+        if log is not None or budget_seconds is not None:
+            n_s, n_test = len(support["images"]), len(subsets["final"])
+            estimate = compute.kernel_estimate(
+                f"Label Solve of {n_s} images on {len(targets)} targets ({config.kernel}), "
+                f"tested on {n_test} images",
+                spec,
+                dataset.image_shape,
+                n_s,
+                {"targets": (len(targets) + n_s) * n_s, "test": n_test * n_s},
+                workers=running.workers_alive,
+                log=log,
+            )
+            _say(log, estimate.line())
+            estimate.check(
+                budget_seconds,
+                "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
+                "workers (--executor ray)",
+            )
         k_ss = compute.kernel_matrix(spec, support["images"], executor=running)
         k_ts = compute.kernel_matrix(
             spec,
@@ -493,6 +549,8 @@ def evaluate(
     kernel: str | None = None,
     progress: bool = True,
     executor: compute.Executor | None = None,
+    log: Log | None = None,
+    budget_seconds: float | None = None,
 ) -> dict[str, Any]:
     """KRR test accuracy of a distilled set on the test images of its run.
 
@@ -507,6 +565,7 @@ def evaluate(
         sampling-KIP family), ``convnet`` for the released layout.
       progress: show a progress bar.
       executor: where the kernel blocks go (default: this process's devices).
+      log, budget_seconds: as for :func:`run_kip`.
 
     Returns:
       ``test_accuracy``, ``kernel``, ``dataset``, ``support_size``, ``test_size`` (the
@@ -530,7 +589,26 @@ def evaluate(
         "support_size": len(distilled.images),
         "test_size": len(test_labels),
     }
+    images, labels = distilled.images, distilled.labels
+    separate_init = distilled.init_images is not None and not np.array_equal(
+        distilled.init_images, images
+    )
     with _executor_for(executor) as running:
+        if log is not None or budget_seconds is not None:
+            sets = 2 if separate_init else 1
+            n_s = len(images)
+            estimate = compute.kernel_estimate(
+                f"KRR of {sets} x {n_s} support images on {len(test_labels)} test images "
+                f"({resolved.kernel})",
+                compute.KernelSpec(resolved.kernel),
+                resolved.dataset.image_shape,
+                n_s,
+                {"test": sets * (len(test_labels) + n_s) * n_s},
+                workers=running.workers_alive,
+                log=log,
+            )
+            _say(log, estimate.line())
+            estimate.check(budget_seconds, "a cheaper --kernel, or more workers (--executor ray)")
         accuracies = functools.partial(
             krr_test_accuracies,
             resolved.kernel,
@@ -540,10 +618,9 @@ def evaluate(
             executor=running,
             desc="test accuracy" if progress else None,
         )
-        images, labels = distilled.images, distilled.labels
         if distilled.init_images is None:
             (result["test_accuracy"],) = accuracies(images, [labels])
-        elif np.array_equal(distilled.init_images, images):  # Label Solve: one kernel matrix
+        elif not separate_init:  # Label Solve: one kernel matrix
             result["test_accuracy"], result["init_test_accuracy"] = accuracies(
                 images, [labels, distilled.init_labels]
             )

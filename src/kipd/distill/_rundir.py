@@ -268,6 +268,11 @@ def restore_latest(run_dir: Path, template: Any) -> Any:
     return template if found is None else found[1]
 
 
+def latest_step(run_dir: Path) -> int:
+    """The step of a run's newest checkpoint (0 if it has none)."""
+    return max(_checkpoint.list_checkpoints(run_dir / CHECKPOINTS), default=0)
+
+
 def last_good_state(run_dir: Path) -> Path:
     """The file a run would restart from: its newest checkpoint, else ``init.npz``."""
     checkpoints = _checkpoint.list_checkpoints(run_dir / CHECKPOINTS)
@@ -468,7 +473,13 @@ def load_distilled(path: str | os.PathLike) -> Distilled:
         )
     if not path.exists():
         raise DistillError(f"no file or run directory at {path}")
-    arrays = read_npz(path)
+    try:
+        arrays = files.read_npz(path)
+    except files.DamagedFileError as err:
+        raise DistillError(
+            f"{err}. A distilled set is a kipd run directory, its distilled.npz, or an .npz "
+            "with 'images' (n, H, W, C) and 'labels' (n, classes)"
+        ) from err
     images, labels = arrays.get("images"), arrays.get("labels")
     if (
         images is None

@@ -93,8 +93,9 @@ def _layers(
     match = _NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(
-            f"unknown architecture {name!r}: use one of {', '.join(ARCHITECTURES)}, "
-            "e.g. 'fc3', 'convvec8' or 'convnet'"
+            f"unknown architecture {name!r}: use fc<depth>, convvec<depth> or convnet (exact "
+            "kernels and finite networks), e.g. 'fc3', 'convvec8' or 'convnet'; or myrtle5 (a "
+            "finite network for kipd transfer only: it has no exact kernel)"
         )
     if depth is not None and name != "convnet":
         raise ValueError(f"depth= applies to 'convnet' only; {name!r} carries its depth in the name")

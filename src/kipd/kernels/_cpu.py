@@ -73,11 +73,6 @@ _lock = threading.Lock()
 _state: dict = {}  # "library": the loaded ctypes.CDLL (kept alive), or "error": why not
 
 
-def cache_dir() -> Path:
-    """Where the compiled library is kept: ``$KIPD_CACHE_DIR``, else ``~/.cache/kipd``."""
-    return Path(os.environ.get("KIPD_CACHE_DIR") or Path.home() / ".cache" / "kipd")
-
-
 def _cpu_fingerprint() -> str:
     """What ``-march=native`` depends on, so a shared cache never serves another CPU."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -95,7 +90,7 @@ def _library_path() -> Path:
                  _cpu_fingerprint().encode()):
         key.update(part)
         key.update(b"\0")
-    return cache_dir() / f"kipd_cpu_band-{key.hexdigest()[:20]}.so"
+    return files.cache_dir() / f"kipd_cpu_band-{key.hexdigest()[:20]}.so"
 
 
 def _build(path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -27,7 +28,7 @@ import optax
 import tqdm
 
 import kipd.kernels
-from kipd import data
+from kipd import compute, data
 from kipd.kernels import Layer
 from kipd.transfer._ntk import critical_learning_rate
 
@@ -208,6 +209,8 @@ def train(
     eval_every: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    budget_seconds: float | None = None,
 ) -> GridResult:
     """Trains ``net`` on a support set over the (lr factor x L2) grid; picks by validation.
 
@@ -225,6 +228,10 @@ def train(
         the last step is always read).
       batch_size: default full batch for ``n <= 100``, else 100 (random batches per step).
       progress: show a progress bar.
+      log: where the ``estimate:`` line goes (timed from a few compiled steps);
+        ``None`` measures nothing.
+      budget_seconds: stop with :class:`kipd.compute.OverBudgetError` before training if
+        estimated to take longer (``None``: no limit).
 
     Returns:
       A :class:`GridResult`: the setting with the best validation accuracy (early-stopped
@@ -278,6 +285,13 @@ def train(
     states = [TrainState(params, optimizer(lr, steps).init(params)) for lr in lrs]
 
     step = _step_function(net.apply, loss, steps, n, batch_size)
+    if log is not None or budget_seconds is not None:
+        estimate = _estimate(step, net.apply, states[0], lrs[0], l2s[0], x, targets, batch_key,
+                             x_val, y_val, steps, eval_every, settings)
+        if log is not None:
+            log(estimate.line())
+        estimate.check(budget_seconds, "fewer --steps, fewer --lr-factors or --l2 values, a "
+                       "smaller --width or --validation-size")
     best_params = [params] * settings
     best_acc = np.full(settings, -1.0)
     best_step = np.zeros(settings, np.int64)
@@ -322,6 +336,33 @@ def train(
         )
     chosen = int(np.argmax(best_acc))  # first maximum: the earlier setting wins ties
     return GridResult(best_params[chosen], rows[chosen], rows, eta)
+
+
+def _estimate(step, apply, state, lr, l2, x, targets, batch_key, x_val, y_val, steps,
+              eval_every, settings) -> compute.Estimate:
+    """The grid's cost from a few timed steps and one validation reading (compiled first;
+    the compiled functions are those the grid then uses)."""
+
+    def timed(fn: Callable[[], Any]) -> float:
+        jax.block_until_ready(fn())  # compile
+        started = time.perf_counter()
+        jax.block_until_ready(fn())
+        return time.perf_counter() - started
+
+    bad = jnp.zeros((), bool)
+    step_seconds = timed(lambda: step(state, bad, lr, l2, x, targets, batch_key, 0))
+    reading_seconds = timed(lambda: accuracies(apply, [state.params], x_val, y_val))
+    readings = -(-steps // eval_every)
+    return compute.Estimate(
+        what=f"{settings} settings x {steps} SGD steps on {len(x)} images, "
+        f"{readings} validation readings of {len(x_val)} images each",
+        parts={
+            "training": settings * steps * step_seconds,
+            "validation": readings * reading_seconds * settings,
+        },
+        entries=settings * steps,
+        unit="SGD steps",
+    )
 
 
 def _step_function(

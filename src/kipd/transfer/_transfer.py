@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -68,6 +68,8 @@ def transfer(
     eval_every: int | None = None,
     key: jax.Array | int = 0,
     progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    budget_seconds: float | None = None,
 ) -> TransferResult:
     """Trains a finite network on a support set; reports the test accuracy of the setting
     chosen on the validation split.
@@ -83,6 +85,7 @@ def transfer(
       loss, steps, lr_factors, l2, eval_every: training and grid (see :func:`train`).
       key: PRNG key or int seed.
       progress: show a progress bar.
+      log, budget_seconds: the ``estimate:`` line and the budget (see :func:`train`).
 
     Returns:
       A :class:`TransferResult`. The test set is touched once, for the chosen setting.
@@ -132,6 +135,8 @@ def transfer(
         l2=l2,
         eval_every=eval_every,
         progress=progress,
+        log=log,
+        budget_seconds=budget_seconds,
     )
     x_test = np.asarray(prep(dataset.x_test), np.float32)
     (test_accuracy,) = accuracies(
@@ -185,7 +190,7 @@ def transfer_run(
         tenth of the train set).
       seed: seeds the validation split, the natural subset and the training key.
       options: passed to :func:`transfer` (arch, width, norm, loss, steps, lr_factors, l2,
-        eval_every, progress).
+        eval_every, progress, log, budget_seconds).
 
     Returns:
       ``TransferResult.to_dict()`` plus ``dataset``, ``source`` (``"distilled"``,
