@@ -19,6 +19,7 @@ def test_public_names():
         "accuracy",
         "checkpoint_supports",
         "evaluate",
+        "export",
         "kip",
         "krr_loss",
         "krr_predict",

@@ -63,15 +63,37 @@ examples:
   kipd label-solve --dataset cifar10 --kernel fc3 --images-per-class 10 --target-size 20000 --out runs/ls-cifar
 """
 
+_EXPORT_EXAMPLES = """\
+examples:
+  kipd export runs/quickstart --out exports/quickstart
+  kipd evaluate exports/quickstart          # the run's test accuracy, exactly
+"""
+
 _EVALUATE_EXAMPLES = """\
 examples:
   kipd evaluate runs/quickstart                 # a run directory: also the natural init
   kipd evaluate runs/quickstart/distilled.npz --kernel convnet --json
   kipd evaluate kip_fashion_mnist.npz --dataset fashion_mnist   # the paper's released layout
+  kipd evaluate exports/quickstart              # a folder written by kipd export
 """
 
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def add_released_file_options(parser: argparse.ArgumentParser) -> None:
+    """``--zca`` / ``--zca-regularization`` for a file that does not record its preprocessing."""
+    group = parser.add_argument_group(
+        "preprocessing of a released .npz (kipd runs and exports record their own)"
+    )
+    group.add_argument(
+        "--zca",
+        action=argparse.BooleanOptionalAction,
+        help="regularized ZCA (default: the paper's choice for the dataset, ZCA for RGB)",
+    )
+    group.add_argument(
+        "--zca-regularization", type=float, metavar="LAMBDA", help="ZCA strength (default: per dataset)"
+    )
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
@@ -174,9 +196,25 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--kernel", help="KRR kernel (default: the run's first kernel, convnet for released files)"
     )
+    add_released_file_options(ev)
     add_executor_options(ev)
     add_output_options(ev)
-    _transfer.add_parser(commands, add_output_options)
+
+    ex = commands.add_parser(
+        "export",
+        help="write a finished run's distilled set as a self-describing folder",
+        description="Write DIR/distilled.npz (images in model-input space and in pixels, "
+        "labels learned and argmax, the initial set, the preprocessing as arrays, the config, "
+        "the test indices) and DIR/card.json (what every array is, the dataset, kernel, "
+        "accuracies). kipd evaluate DIR and kipd transfer DIR read it back; docs/export.md "
+        "shows how to load it in NumPy and PyTorch.",
+        epilog=_EXPORT_EXAMPLES,
+        formatter_class=_FORMATTER,
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    ex.add_argument("--out", metavar="DIR", required=True, help="folder to write (new or empty)")
+    add_output_options(ex, costly=False)
+    _transfer.add_parser(commands, add_released_file_options, add_output_options)
     _analysis.add_parsers(commands, add_executor_options, add_output_options)
     return parser
 
@@ -276,11 +314,18 @@ def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> di
         dataset=args.dataset,
         data_dir=args.data_dir,
         kernel=args.kernel,
+        zca=args.zca,
+        zca_regularization=args.zca_regularization,
         progress=not args.quiet,
         executor=executor,
         log=log,
         budget_seconds=budget(args),
     )
+
+
+def _export(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    out = distill.export(args.run_dir, args.out)
+    return {"export": str(out), "files": sorted(p.name for p in out.iterdir())}
 
 
 def _executor_config(args: argparse.Namespace) -> compute.ExecutorConfig:
@@ -293,6 +338,7 @@ _COMMANDS: dict[str, Handler] = {
     "distill": _distill,
     "label-solve": _label_solve,
     "evaluate": _evaluate,
+    "export": _export,
     "transfer": lambda args, executor: _transfer.run(args, log, budget(args)),
     **dict.fromkeys(
         _analysis.COMMANDS,
@@ -306,6 +352,8 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(json.dumps(result))
     elif args.command == "evaluate":
         _print_evaluation(result)
+    elif args.command == "export":
+        print(f"exported to {result['export']}: {', '.join(result['files'])}")
     elif args.command == "distill" and args.plan:
         _print_plan(result)
     elif args.command == "transfer":

@@ -24,7 +24,11 @@ examples:
 """
 
 
-def add_parser(subparsers: Any, add_output: Callable[..., None]) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: Any,
+    add_released_file: Callable[[argparse.ArgumentParser], None],
+    add_output: Callable[..., None],
+) -> argparse.ArgumentParser:
     """Adds the ``transfer`` sub-command to ``kipd``'s sub-parsers."""
     parser = subparsers.add_parser(
         "transfer",
@@ -110,6 +114,7 @@ def add_parser(subparsers: Any, add_output: Callable[..., None]) -> argparse.Arg
         "--data-dir", metavar="DIR", help="folder searched first for the dataset"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_released_file(parser)
     add_output(parser)
     return parser
 
@@ -125,6 +130,8 @@ def run(
         baseline=args.baseline,
         validation_size=args.validation_size,
         seed=args.seed,
+        zca=args.zca,
+        zca_regularization=args.zca_regularization,
         arch=args.arch,
         width=args.width,
         norm=None if args.norm == "none" else args.norm,

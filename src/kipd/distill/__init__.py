@@ -7,7 +7,8 @@ into a durable run directory (config, metrics, checkpoints, the distilled set);
 ``load_run`` reads one back (finished or still training), ``load_distilled`` reads a
 distilled set (a run or a ``.npz``), and ``resolve`` adds its dataset, preprocessing,
 test subset and kernel: the one reader every later command uses. ``evaluate`` reports the
-KRR test accuracy of a run or a distilled ``.npz``.
+KRR test accuracy of a run or a distilled ``.npz``; ``export`` writes a finished run's set
+as a self-describing folder (``distilled.npz`` + ``card.json``).
 """
 
 from kipd.compute import ComputeError
@@ -17,6 +18,7 @@ from kipd.distill._config import LabelSolveConfig
 from kipd.distill._config import load_config
 from kipd.distill._config import resume_config
 from kipd.distill._estimate import plan_kip
+from kipd.distill._export import export
 from kipd.distill._estimate import plan_run
 from kipd.distill._kip import Kip
 from kipd.distill._kip import KipState
@@ -56,6 +58,7 @@ __all__ = [
     "accuracy",
     "checkpoint_supports",
     "evaluate",
+    "export",
     "kip",
     "krr_loss",
     "krr_predict",

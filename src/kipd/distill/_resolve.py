@@ -34,6 +34,8 @@ class Resolved(NamedTuple):
         subset, or the whole test set for a released file.
       kernel: the architecture of the KRR kernel.
       lambda0: the relative KRR ridge.
+      note: a line to show the user, or ``None``: what was assumed for a file that does
+        not record its preprocessing.
     """
 
     distilled: Distilled
@@ -42,6 +44,7 @@ class Resolved(NamedTuple):
     test_indices: np.ndarray
     kernel: str
     lambda0: float
+    note: str | None = None
 
     def test_set(self) -> tuple[np.ndarray, np.ndarray]:
         """``(images (t, H, W, C) preprocessed, labels (t,))`` of :attr:`test_indices`."""
@@ -56,6 +59,8 @@ def resolve(
     dataset: str | None = None,
     data_dir: str | None = None,
     kernel: str | None = None,
+    zca: bool | None = None,
+    zca_regularization: float | None = None,
 ) -> Resolved:
     """Resolves a distilled set and its dataset, preprocessing, test subset and kernel.
 
@@ -67,6 +72,9 @@ def resolve(
       data_dir: folder searched first for the dataset's files; default: the run's.
       kernel: the KRR kernel's architecture; default: the run's first kernel, ``convnet``
         for a released file.
+      zca, zca_regularization: the preprocessing of a file that does not record its own
+        (the paper's released files); default: the paper's for the dataset. A set that
+        records its preprocessing refuses them.
 
     Returns:
       The :class:`Resolved` set.
@@ -109,8 +117,21 @@ def resolve(
             f"{ds.name} has images {ds.image_shape} and {ds.num_classes} classes: pass the "
             "--dataset it was distilled from"
         )
-    if config is None or distilled.preprocessing is None:
-        preprocessing = data.fit_dataset_preprocessing(ds)
+    note = None
+    if distilled.preprocessing is None:
+        preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
+        reg = "" if preprocessing.regularization is None else f", regularization {preprocessing.regularization:g}"
+        note = (
+            f"{name} does not record its preprocessing: assumed {preprocessing.method}{reg} "
+            f"fitted on the {ds.name} train set"
+            + (" (the paper's default)" if zca is None and zca_regularization is None else "")
+            + "; pass --zca / --no-zca and --zca-regularization if the set was made otherwise"
+        )
+    elif zca is not None or zca_regularization is not None:
+        raise ValueError(
+            f"{name} records its preprocessing ({distilled.preprocessing.method}): leave out "
+            "--zca / --zca-regularization"
+        )
     else:
         preprocessing = distilled.preprocessing
     if not same_dataset:  # a released file, or a run judged on another dataset
@@ -126,5 +147,6 @@ def resolve(
         test_indices=np.asarray(test_indices),
         kernel=kernel,
         lambda0=LAMBDA0 if config is None else config.lambda0,
+        note=note,
     )
 

@@ -547,6 +547,8 @@ def evaluate(
     dataset: str | None = None,
     data_dir: str | None = None,
     kernel: str | None = None,
+    zca: bool | None = None,
+    zca_regularization: float | None = None,
     progress: bool = True,
     executor: compute.Executor | None = None,
     log: Log | None = None,
@@ -563,6 +565,8 @@ def evaluate(
       data_dir: folder searched first for the dataset's files; default: the run's.
       kernel: architecture of the KRR kernel; default: the run's (the first of a
         sampling-KIP family), ``convnet`` for the released layout.
+      zca, zca_regularization: the preprocessing of a released file, which does not record
+        it (default: the paper's for the dataset; see :func:`resolve`).
       progress: show a progress bar.
       executor: where the kernel blocks go (default: this process's devices).
       log, budget_seconds: as for :func:`run_kip`.
@@ -580,7 +584,16 @@ def evaluate(
     Example:
       >>> evaluate("runs/quickstart")["test_accuracy"]  # doctest: +SKIP
     """
-    resolved = resolve(path, dataset=dataset, data_dir=data_dir, kernel=kernel)
+    resolved = resolve(
+        path,
+        dataset=dataset,
+        data_dir=data_dir,
+        kernel=kernel,
+        zca=zca,
+        zca_regularization=zca_regularization,
+    )
+    if resolved.note is not None:
+        _say(log, f"note: {resolved.note}")
     distilled = resolved.distilled
     test_images, test_labels = resolved.test_set()
     result = {

@@ -57,6 +57,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 DISTILLED_FILE = "distilled.npz"
 SUMMARY_FILE = "summary.json"
+CARD_FILE = "card.json"  # an export's description (``_export``)
 
 Config = KipConfig | LabelSolveConfig
 
@@ -105,6 +106,12 @@ class Run(NamedTuple):
 def is_run(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder holding a run's ``config.json``."""
     return (Path(path) / CONFIG_FILE).is_file()
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by :func:`kipd.distill.export`."""
+    path = Path(path)
+    return (path / CARD_FILE).is_file() and (path / DISTILLED_FILE).is_file()
 
 
 def create_run(out: Path, write: Callable[[Path], None]) -> None:
@@ -442,14 +449,17 @@ class Distilled(NamedTuple):
 
 
 def load_distilled(path: str | os.PathLike) -> Distilled:
-    """Reads a distilled set: a finished run directory, its ``distilled.npz``, or a
-    ``.npz`` in the paper's released layout (``images`` NHWC preprocessed, ``labels``).
+    """Reads a distilled set: a finished run directory, its ``distilled.npz``, an export
+    (:func:`kipd.distill.export`), or a ``.npz`` in the paper's released layout
+    (``images`` NHWC preprocessed, ``labels``).
 
     Raises:
       DistillError: nothing readable at ``path``, a damaged file, an unfinished run (the
         message says how to finish it), or no ``images``/``labels`` of the expected shapes.
     """
     path = Path(path)
+    if path.is_dir() and is_export(path):
+        path = path / DISTILLED_FILE
     if path.is_dir():
         if not is_run(path):
             raise DistillError(
@@ -500,4 +510,5 @@ def load_distilled(path: str | os.PathLike) -> Distilled:
         preprocessing=data.Preprocessing.from_dict(arrays) if has_config else None,
         init_images=arrays.get("init_images"),
         init_labels=arrays.get("init_labels"),
+        test_indices=arrays.get("test_indices"),
     )

@@ -173,6 +173,8 @@ def transfer_run(
     baseline: str | None = None,
     validation_size: int = 5000,
     seed: int = 0,
+    zca: bool | None = None,
+    zca_regularization: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """:func:`transfer` of a distilled set on disk (what ``kipd transfer`` runs).
@@ -189,6 +191,8 @@ def transfer_run(
       validation_size: train images held out for selection (paper: 5000; capped at a
         tenth of the train set).
       seed: seeds the validation split, the natural subset and the training key.
+      zca, zca_regularization: the preprocessing of a released file, which does not record
+        it (default: the paper's for the dataset; :func:`kipd.distill.resolve`).
       options: passed to :func:`transfer` (arch, width, norm, loss, steps, lr_factors, l2,
         eval_every, progress, log, budget_seconds).
 
@@ -202,7 +206,11 @@ def transfer_run(
         )
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    resolved = distill.resolve(path, dataset=dataset, data_dir=data_dir)
+    resolved = distill.resolve(
+        path, dataset=dataset, data_dir=data_dir, zca=zca, zca_regularization=zca_regularization
+    )
+    if resolved.note is not None and options.get("log") is not None:
+        options["log"](f"note: {resolved.note}")
     distilled, preprocessing, ds = resolved.distilled, resolved.preprocessing, resolved.dataset
     if not (isinstance(validation_size, int) and validation_size >= 1):
         raise ValueError(
