@@ -5,6 +5,7 @@ import kipd.data
 
 def test_public_names():
     assert kipd.data.__all__ == [
+        "DSA_STRATEGY",
         "Dataset",
         "DatasetError",
         "Preprocessing",
@@ -14,6 +15,7 @@ def test_public_names():
         "default_preprocessing",
         "default_zca_regularization",
         "draw_test_subset",
+        "dsa",
         "fit_dataset_preprocessing",
         "fit_preprocessing",
         "load",

@@ -5,10 +5,14 @@ import kipd.transfer
 
 def test_public_names():
     assert kipd.transfer.__all__ == [
+        "EPOCHS",
         "L2_STRENGTHS",
         "LR_FACTORS",
+        "NETWORK_SEEDS",
+        "PROTOCOLS",
         "GridResult",
         "GridRow",
+        "StandardResult",
         "TrainState",
         "TransferResult",
         "critical_learning_rate",
@@ -16,6 +20,8 @@ def test_public_names():
         "network",
         "objective",
         "optimizer",
+        "standard_network",
+        "standard_protocol",
         "train",
         "transfer",
         "transfer_run",

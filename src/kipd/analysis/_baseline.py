@@ -229,9 +229,8 @@ def natural_baseline(
             {"test kernel": len(union) * len(test_labels), "support kernels": kss_pairs},
             log=log,
         )
-        if log is not None:
-            log(estimate.line())
-        estimate.check(
+        estimate.announce(
+            log,
             budget_seconds,
             "--test-size N, fewer --draws, --pool-per-class N, or a cheaper --kernel",
         )

@@ -138,9 +138,7 @@ def write_report(
     )
     if log is not None or budget_seconds is not None:
         estimate = _estimate(context, executor, log)
-        if log is not None:
-            log(estimate.line())
-        estimate.check(budget_seconds, "--test-size N, or a cheaper --kernel")
+        estimate.announce(log, budget_seconds, "--test-size N, or a cheaper --kernel")
     outcomes = {
         name: analysis.run(
             context, **{o.name: options[o.name] for o in analysis.options if o.name in options}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kipd.cli._options import numbers, positive_int
-from kipd.transfer import L2_STRENGTHS, LR_FACTORS, transfer_run
+from kipd.transfer import EPOCHS, L2_STRENGTHS, LR_FACTORS, NETWORK_SEEDS, PROTOCOLS, transfer_run
 
 EXAMPLES = """\
 examples:
@@ -41,7 +41,29 @@ def add_parser(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "path", help="run directory, its distilled.npz, or a released .npz"
+        "path", help="run directory, its distilled.npz, an export, or a released .npz"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="appendix-a",
+        help="appendix-a: the paper's (finite network of --arch, learning rate and L2 chosen "
+        "on validation); standard: DC-bench's shared recipe (ConvNet-3 width 128, instance "
+        "norm, DSA, SGD 0.01 / 10 at half, weight decay 5e-4, --epochs, mean +- std over "
+        "--network-seeds; with --baseline, both sets and the improvement) (default: appendix-a)",
+    )
+    standard = parser.add_argument_group("the standard protocol (--protocol standard)")
+    standard.add_argument(
+        "--network-seeds", type=positive_int, default=NETWORK_SEEDS, metavar="N",
+        help=f"networks per set (default: {NETWORK_SEEDS})",
+    )
+    standard.add_argument(
+        "--epochs", type=positive_int, default=EPOCHS, metavar="N",
+        help=f"passes over the set (default: {EPOCHS})",
+    )
+    standard.add_argument(
+        "--soft-labels", action="store_true",
+        help="MSE on the learned labels instead of cross-entropy on their argmax (hard labels)",
     )
     parser.add_argument(
         "--arch",
@@ -102,8 +124,9 @@ def add_parser(
     parser.add_argument(
         "--baseline",
         choices=("natural", "init"),
-        help="instead train on natural images: 'natural', a fresh class-balanced subset "
-        "of the same size; 'init', the natural images the run started from (paired)",
+        help="natural images: 'natural', a fresh class-balanced subset of the same size; "
+        "'init', the natural images the run started from (paired). appendix-a trains on them "
+        "instead of the set; standard trains on both and reports the improvement",
     )
     parser.add_argument(
         "--dataset",
@@ -125,6 +148,10 @@ def run(
     """Runs ``kipd transfer`` and returns its result (see ``kipd.transfer.transfer_run``)."""
     return transfer_run(
         args.path,
+        protocol=args.protocol,
+        network_seeds=args.network_seeds,
+        epochs=args.epochs,
+        soft_labels=args.soft_labels,
         dataset=args.dataset,
         data_dir=args.data_dir,
         baseline=args.baseline,
@@ -146,8 +173,30 @@ def run(
     )
 
 
+def _standard_table(result: dict[str, Any]) -> str:
+    def row(name: str, values: dict[str, Any]) -> str:
+        seeds = " ".join(f"{100 * a:.2f}" for a in values["accuracies"])
+        return (f"  {name:<22} {100 * values['test_accuracy']:6.2f}% +- "
+                f"{100 * values['test_accuracy_std']:.2f}   [{seeds}]")
+
+    lines = [
+        f"{result['dataset']}: standard protocol (ConvNet-3 width 128, instance norm, DSA, "
+        f"{result['epochs']} epochs, {result['labels']} labels), {result['network_seeds']} "
+        f"network seeds, tested on {result['test_size']} images",
+        f"  {'set':<22} {'test accuracy':>17}   per seed",
+        row(f"distilled ({result['support_size']} images)", result),
+    ]
+    if "baseline" in result:
+        lines.append(row(f"{result['baseline']['source']} (same size)", result["baseline"]))
+        lines.append(f"  improvement over the baseline: {100 * result['improvement']:+.2f} points")
+    return "\n".join(lines)
+
+
 def format_result(result: dict[str, Any]) -> str:
-    """The grid and the chosen setting as a text table."""
+    """The grid and the chosen setting (appendix A), or the sets' mean +- std (standard),
+    as a text table."""
+    if result.get("protocol") == "standard":
+        return _standard_table(result)
     header = (
         f"{result['dataset']}: {result['support_size']} {result['source']} images -> "
         f"{result['arch']} (width {result['width']}, norm {result['norm'] or 'none'}, "

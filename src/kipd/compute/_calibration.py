@@ -165,6 +165,14 @@ class Estimate(NamedTuple):
             f"{format_duration(self.seconds)} on this machine{detail}"
         )
 
+    def announce(
+        self, log: Callable[[str], None] | None, budget_seconds: float | None, cheaper: str
+    ) -> None:
+        """Says :meth:`line` to ``log`` (if any), then :meth:`check`\ s the budget."""
+        if log is not None:
+            log(self.line())
+        self.check(budget_seconds, cheaper)
+
     def check(self, budget_seconds: float | None, cheaper: str) -> None:
         """Raises :class:`OverBudgetError` if the work exceeds ``budget_seconds``
         (``None``: no budget)."""

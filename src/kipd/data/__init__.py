@@ -2,11 +2,14 @@
 
 ``load`` reads MNIST, Fashion-MNIST, SVHN, CIFAR-10/100 or a user's .npz / image folder
 into float32 NHWC pixels in [0, 1]; ``fit_preprocessing`` fits standard or regularized ZCA
-preprocessing on train images; ``augment`` applies the paper's per-image augmentations.
+preprocessing on train images; ``augment`` applies the paper's per-image augmentations; ``dsa`` the field's standard
+evaluation augmentation (DSA).
 See docs/data.md.
 """
 
 from kipd.data._augment import augment
+from kipd.data._dsa import DSA_STRATEGY
+from kipd.data._dsa import dsa
 from kipd.data._datasets import Dataset
 from kipd.data._datasets import load
 from kipd.data._errors import DatasetError
@@ -21,6 +24,7 @@ from kipd.data._splits import split_validation
 from kipd.data._splits import draw_test_subset
 
 __all__ = [
+    "DSA_STRATEGY",
     "Dataset",
     "DatasetError",
     "Preprocessing",
@@ -30,6 +34,7 @@ __all__ = [
     "default_preprocessing",
     "default_zca_regularization",
     "draw_test_subset",
+    "dsa",
     "fit_dataset_preprocessing",
     "fit_preprocessing",
     "load",

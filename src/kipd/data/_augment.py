@@ -366,14 +366,26 @@ def _rotate_shift_bilinear(image: jax.Array, theta: jax.Array, shift: jax.Array)
     """Keras' apply_affine_transform for one (H, W, C) image: output (row, col) samples
     the input at centre + R(theta) (out - centre + shift), with scipy's order-1
     interpolation and mode 'nearest'."""
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    rotation = jnp.array([[cos, -sin], [sin, cos]])
+    return affine_bilinear(image, rotation, shift, mode="nearest")
+
+
+def affine_bilinear(
+    image: jax.Array, matrix: jax.Array, shift: jax.Array, mode: str = "constant"
+) -> jax.Array:
+    """One (H, W, C) image warped about its centre: output (row, col) samples the input at
+    centre + matrix @ (out - centre + shift), bilinearly (scipy order 1); outside the image
+    ``mode`` decides (``"constant"``: zeros, ``"nearest"``: the edge). Shared by the
+    paper's grayscale augmentation and DSA's scale and rotation."""
     h, w, c = image.shape
     rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
                               jnp.arange(w, dtype=jnp.float32), indexing="ij")
     centre_r, centre_c = (h - 1) / 2.0, (w - 1) / 2.0
     dr, dc = rows - centre_r + shift[0], cols - centre_c + shift[1]
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    src = jnp.stack([centre_r + cos * dr - sin * dc, centre_c + sin * dr + cos * dc])
+    src = jnp.stack([centre_r + matrix[0, 0] * dr + matrix[0, 1] * dc,
+                     centre_c + matrix[1, 0] * dr + matrix[1, 1] * dc])
     warp = functools.partial(
-        jax.scipy.ndimage.map_coordinates, coordinates=tuple(src), order=1, mode="nearest"
+        jax.scipy.ndimage.map_coordinates, coordinates=tuple(src), order=1, mode=mode, cval=0.0
     )
     return jnp.stack([warp(image[..., ch]) for ch in range(c)], axis=-1)

@@ -368,8 +368,8 @@ def run_kip(
                 workers=running.workers_alive,
                 log=log,
             )
-            _say(log, estimate.line())
-            estimate.check(
+            estimate.announce(
+                log,
                 budget_seconds,
                 "fewer --steps, a smaller --target-batch-size, --test-size N for the final "
                 "evaluation, a cheaper --kernel (fc3, convvec3), or more workers (--executor ray)",
@@ -498,8 +498,8 @@ def run_label_solve(
                 workers=running.workers_alive,
                 log=log,
             )
-            _say(log, estimate.line())
-            estimate.check(
+            estimate.announce(
+                log,
                 budget_seconds,
                 "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
                 "workers (--executor ray)",
@@ -620,8 +620,9 @@ def evaluate(
                 workers=running.workers_alive,
                 log=log,
             )
-            _say(log, estimate.line())
-            estimate.check(budget_seconds, "a cheaper --kernel, or more workers (--executor ray)")
+            estimate.announce(
+                log, budget_seconds, "a cheaper --kernel, or more workers (--executor ray)"
+            )
         accuracies = functools.partial(
             krr_test_accuracies,
             resolved.kernel,

@@ -288,9 +288,7 @@ def train(
     if log is not None or budget_seconds is not None:
         estimate = _estimate(step, net.apply, states[0], lrs[0], l2s[0], x, targets, batch_key,
                              x_val, y_val, steps, eval_every, settings)
-        if log is not None:
-            log(estimate.line())
-        estimate.check(budget_seconds, "fewer --steps, fewer --lr-factors or --l2 values, a "
+        estimate.announce(log, budget_seconds, "fewer --steps, fewer --lr-factors or --l2 values, a "
                        "smaller --width or --validation-size")
     best_params = [params] * settings
     best_acc = np.full(settings, -1.0)

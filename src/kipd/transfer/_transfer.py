@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from kipd import data, distill
+from kipd.transfer._standard import EPOCHS, NETWORK_SEEDS, standard_protocol
 from kipd.transfer._train import (
     L2_STRENGTHS,
     LR_FACTORS,
@@ -165,9 +166,40 @@ def transfer(
     )
 
 
+PROTOCOLS = ("appendix-a", "standard")
+"""``appendix-a``: the paper's (tuned on validation); ``standard``: DC-bench's (fixed recipe)."""
+
+
+def _natural_set(
+    baseline: str, distilled: Any, ds: data.Dataset, preprocessing: data.Preprocessing,
+    seed: int, path: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of a baseline: the run's initial set, or a random
+    class-balanced natural subset of the train split of the same size."""
+    if baseline == "init":
+        if distilled.init_images is None:
+            raise ValueError(
+                f"{path} does not record its initial images (a released .npz): use "
+                "--baseline natural instead"
+            )
+        return distilled.init_images, distilled.init_labels
+    per_class, extra = divmod(len(distilled.images), ds.num_classes)
+    if per_class < 1 or extra:
+        raise ValueError(
+            f"a natural baseline needs a multiple of {ds.num_classes} images, the set has "
+            f"{len(distilled.images)}"
+        )
+    pixels, ids, _ = data.class_balanced_subset(ds.x_train, ds.y_train, per_class, seed)
+    return (
+        np.asarray(preprocessing.apply(pixels)),
+        np.asarray(data.centered_one_hot(ids, ds.num_classes)),
+    )
+
+
 def transfer_run(
     path: str | os.PathLike,
     *,
+    protocol: str = "appendix-a",
     dataset: str | None = None,
     data_dir: str | None = None,
     baseline: str | None = None,
@@ -175,31 +207,47 @@ def transfer_run(
     seed: int = 0,
     zca: bool | None = None,
     zca_regularization: float | None = None,
+    network_seeds: int = NETWORK_SEEDS,
+    soft_labels: bool = False,
+    epochs: int = EPOCHS,
     **options: Any,
 ) -> dict[str, Any]:
-    """:func:`transfer` of a distilled set on disk (what ``kipd transfer`` runs).
+    """:func:`transfer` (or :func:`standard_protocol`) of a distilled set on disk (what
+    ``kipd transfer`` runs).
 
     Args:
-      path: a run directory, its ``distilled.npz``, or a ``.npz`` in the paper's released
-        layout (``images``, ``labels``; then ``dataset`` is required and the preprocessing
-        is the paper's default for it, fitted on the train split).
+      path: a run directory, its ``distilled.npz``, an export, or a ``.npz`` in the paper's
+        released layout (``images``, ``labels``; then ``dataset`` is required and the
+        preprocessing is the paper's default for it, fitted on the train split).
+      protocol: ``"appendix-a"`` (the paper's: the learning rate and L2 chosen on a
+        validation split) or ``"standard"`` (DC-bench's fixed recipe on the whole test set,
+        mean +- std over ``network_seeds``).
       dataset, data_dir: default: the run's.
-      baseline: ``None``; ``"natural"``: the same protocol, instead, on a class-balanced
-        natural subset of the train split of the same size (centred one-hot labels);
-        ``"init"``: on the natural images the run started from, with their initial
-        labels (a paired comparison: what KIP changed, nothing else).
-      validation_size: train images held out for selection (paper: 5000; capped at a
-        tenth of the train set).
+      baseline: ``None``; ``"natural"``: a class-balanced natural subset of the train split
+        of the same size (centred one-hot labels); ``"init"``: the natural images the run
+        started from, with their initial labels (a paired comparison: what KIP changed,
+        nothing else). Appendix A trains on the baseline instead of the set; the standard
+        protocol trains on both and reports the improvement.
+      validation_size: train images held out for selection (appendix A; paper: 5000;
+        capped at a tenth of the train set).
       seed: seeds the validation split, the natural subset and the training key.
       zca, zca_regularization: the preprocessing of a released file, which does not record
         it (default: the paper's for the dataset; :func:`kipd.distill.resolve`).
+      network_seeds, soft_labels, epochs: of the standard protocol
+        (:func:`standard_protocol`).
       options: passed to :func:`transfer` (arch, width, norm, loss, steps, lr_factors, l2,
-        eval_every, progress, log, budget_seconds).
+        eval_every, progress, log, budget_seconds); the standard protocol takes progress,
+        log and budget_seconds.
 
     Returns:
-      ``TransferResult.to_dict()`` plus ``dataset``, ``source`` (``"distilled"``,
-      ``"natural"`` or ``"init"``) and ``path``.
+      Appendix A: ``TransferResult.to_dict()`` plus ``dataset``, ``source``
+      (``"distilled"``, ``"natural"`` or ``"init"``) and ``path``. Standard:
+      ``test_accuracy`` (mean over network seeds), ``test_accuracy_std``, ``accuracies``
+      (per seed), ``labels`` (``"hard"`` or ``"soft"``), and with a baseline
+      ``baseline`` (the same three for it) and ``improvement`` (the difference of means).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline not in (None, "natural", "init"):
         raise ValueError(
             f"baseline must be 'natural', 'init' or omitted, got {baseline!r}"
@@ -212,6 +260,34 @@ def transfer_run(
     if resolved.note is not None and options.get("log") is not None:
         options["log"](f"note: {resolved.note}")
     distilled, preprocessing, ds = resolved.distilled, resolved.preprocessing, resolved.dataset
+    if protocol == "standard":
+        sets = {"distilled": (distilled.images, distilled.labels)}
+        if baseline is not None:
+            sets["baseline"] = _natural_set(baseline, distilled, ds, preprocessing, seed, path)
+        results = standard_protocol(
+            sets,
+            np.asarray(preprocessing.apply(ds.x_test)),
+            ds.y_test,
+            ds.num_classes,
+            network_seeds=network_seeds,
+            soft_labels=soft_labels,
+            epochs=epochs,
+            **{k: v for k, v in options.items() if k in ("progress", "log", "budget_seconds")},
+        )
+        result: dict[str, Any] = {
+            "protocol": "standard",
+            **results["distilled"]._asdict(),
+            "labels": "soft" if soft_labels else "hard",
+            "network_seeds": network_seeds,
+            "epochs": epochs,
+            "support_size": len(distilled.images),
+            "test_size": len(ds.y_test),
+        }
+        if baseline is not None:
+            result["baseline"] = {"source": baseline, **results["baseline"]._asdict()}
+            result["improvement"] = result["test_accuracy"] - results["baseline"].test_accuracy
+        result.update(dataset=ds.name, source="distilled", path=str(path))
+        return result
     if not (isinstance(validation_size, int) and validation_size >= 1):
         raise ValueError(
             f"validation size must be an integer >= 1, got {validation_size!r}"
@@ -220,25 +296,8 @@ def transfer_run(
         ds, min(validation_size, len(ds.x_train) // 10), seed=seed
     )
     images, labels = distilled.images, distilled.labels
-    if baseline == "init":
-        if distilled.init_images is None:
-            raise ValueError(
-                f"{path} does not record its initial images (a released .npz): use "
-                "--baseline natural instead"
-            )
-        images, labels = distilled.init_images, distilled.init_labels
-    elif baseline == "natural":
-        per_class, extra = divmod(len(images), ds.num_classes)
-        if per_class < 1 or extra:
-            raise ValueError(
-                f"a natural baseline needs a multiple of {ds.num_classes} images, the set has "
-                f"{len(images)}"
-            )
-        pixels, ids, _ = data.class_balanced_subset(
-            ds.x_train, ds.y_train, per_class, seed
-        )
-        images = np.asarray(preprocessing.apply(pixels))
-        labels = np.asarray(data.centered_one_hot(ids, ds.num_classes))
+    if baseline is not None:
+        images, labels = _natural_set(baseline, distilled, ds, preprocessing, seed, path)
     result = transfer(
         images,
         labels,
@@ -247,5 +306,6 @@ def transfer_run(
         key=jax.random.PRNGKey(seed),
         **options,
     ).to_dict()
-    result.update(dataset=ds.name, source=baseline or "distilled", path=str(path))
+    result.update(protocol="appendix-a", dataset=ds.name, source=baseline or "distilled",
+                  path=str(path))
     return result
