@@ -168,7 +168,7 @@ class Estimate(NamedTuple):
     def announce(
         self, log: Callable[[str], None] | None, budget_seconds: float | None, cheaper: str
     ) -> None:
-        """Says :meth:`line` to ``log`` (if any), then :meth:`check`\ s the budget."""
+        """Says :meth:`line` to ``log`` (if any), then checks the budget (:meth:`check`)."""
         if log is not None:
             log(self.line())
         self.check(budget_seconds, cheaper)
