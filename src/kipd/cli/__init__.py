@@ -33,8 +33,13 @@ examples:
   {QUICKSTART}
   kipd evaluate runs/quickstart --json
 
-  # The paper's setting (ConvNet kernel, 5000 targets per step; hours to days on a CPU):
-  kipd distill --dataset fashion_mnist --kernel convnet --steps 1000 --out runs/convnet
+  # The paper's setting (ConvNet kernel, 5000 targets per step; days on a CPU: kipd prints
+  # an estimate: line first and, past a day, asks for --yes):
+  kipd distill --dataset fashion_mnist --kernel convnet --steps 1000 --out runs/convnet --yes
+
+  # Ship the result (with its preprocessing) and compare it under the field's protocol:
+  kipd export runs/quickstart --out exports/quickstart
+  kipd transfer exports/quickstart --protocol standard --baseline natural
 
   # Label Solve (eq. 2): the best labels for 10 natural images:
   kipd label-solve --dataset fashion_mnist --kernel convvec3 --out runs/ls
