@@ -10,6 +10,7 @@ def test_public_names():
         "DatasetError",
         "Preprocessing",
         "augment",
+        "builtin_name",
         "centered_one_hot",
         "class_balanced_subset",
         "default_preprocessing",

@@ -6,6 +6,8 @@ import kipd.distill
 def test_public_names():
     assert kipd.distill.__all__ == [
         "LAMBDA0",
+        "PAPER_TABLE_1",
+        "PRESETS",
         "RCOND",
         "ComputeError",
         "Distilled",
@@ -28,8 +30,11 @@ def test_public_names():
         "load_config",
         "load_distilled",
         "load_run",
+        "paper_figure",
+        "paper_settings",
         "plan_kip",
         "plan_run",
+        "preset_config",
         "resolve",
         "resume_config",
         "ridge",

@@ -231,15 +231,37 @@ def _percent(value: float) -> str:
 def _print_summary(summary: dict[str, Any], out: str) -> None:
     method = "KIP" if summary["algorithm"] == "kip" else "Label Solve"
     done = f"{method} ({summary['steps']} steps)" if "steps" in summary else method
+    rows = [("natural init", _percent(summary["init_test_accuracy"]), "")]
     gain = 100 * (summary["test_accuracy"] - summary["init_test_accuracy"])
-    width = max(len(done), len("natural init"))
+    rows.append((done, _percent(summary["test_accuracy"]), f"({gain:+.2f} points)"))
+    if "best_checkpoints_test_accuracy" in summary:
+        steps = ",".join(map(str, summary["best_checkpoints"]))
+        rows.append((
+            f"{len(summary['best_checkpoints'])} lowest-loss checkpoints",
+            _percent(summary["best_checkpoints_test_accuracy"]),
+            f"+- {100 * summary['best_checkpoints_test_accuracy_std']:.2f} (steps {steps}; "
+            "Table 1's protocol)",
+        ))
+    if "paper_test_accuracy" in summary:
+        std = summary["paper_test_accuracy_std"]
+        rows.append((
+            "paper, Table 1",
+            _percent(summary["paper_test_accuracy"]),
+            ("" if std is None else f"+- {100 * std:.1f} ")
+            + f"(gap {100 * summary['gap_to_paper']:+.2f} points)",
+        ))
+    width = max(len(label) for label, _, _ in rows)
+    lines = [f"  {label:<{width}}  {value}  {note}".rstrip() for label, value, note in rows]
+    preset = ""
+    if summary.get("preset"):
+        given = ", ".join(summary["preset_overrides"]) or "none"
+        preset = f"preset {summary['preset']} (overridden: {given})\n"
     print(
         f"\n{summary['dataset']}: {summary['support_size']} support images, kernel {summary['kernel']}, "
-        f"{summary['seconds']:.0f} s\n"
+        f"{summary['seconds']:.0f} s\n{preset}"
         f"KRR test accuracy on {summary['test_size']} test images:\n"
-        f"  {'natural init':<{width}}  {_percent(summary['init_test_accuracy'])}\n"
-        f"  {done:<{width}}  {_percent(summary['test_accuracy'])}  ({gain:+.2f} points)\n"
-        f"run directory: {out}"
+        + "\n".join(lines)
+        + f"\nrun directory: {out}"
     )
 
 
@@ -283,11 +305,32 @@ def _print_plan(plan: dict[str, Any]) -> None:
         print(f"warning: {warning}")
 
 
-def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
-    options = config_options(args, distill.KipConfig)
-    config = (
-        distill.resume_config(args.out, **options) if args.resume else distill.KipConfig(**options)
+def _config(config_class: type, args: argparse.Namespace) -> Any:
+    """The config the command line asks for: the options given, on top of ``--preset``."""
+    options = config_options(args, config_class)
+    preset = options.pop("preset", None)
+    if preset is None:
+        return config_class(**options)
+    config = distill.preset_config(config_class, preset, **options)
+    settings = distill.paper_settings(
+        config.ALGORITHM, config.dataset, config.images_per_class, getattr(config, "augment", 0)
     )
+    shown = ", ".join(f"{name} {getattr(config, name)}" for name in settings)
+    given = ", ".join(config.preset_overrides) or "none"
+    log(f"preset {preset}: {shown} (given explicitly instead: {given})")
+    return config
+
+
+def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    if args.resume:
+        options = config_options(args, distill.KipConfig)
+        if "preset" in options:
+            raise ValueError(
+                "--preset applies to a new run; a resumed run keeps its own settings: leave out --preset"
+            )
+        config = distill.resume_config(args.out, **options)
+    else:
+        config = _config(distill.KipConfig, args)
     if args.plan:
         return distill.plan_run(config, executor=_executor_config(args), log=log)
     return distill.run_kip(
@@ -302,7 +345,7 @@ def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dic
 
 
 def _label_solve(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
-    config = distill.LabelSolveConfig(**config_options(args, distill.LabelSolveConfig))
+    config = _config(distill.LabelSolveConfig, args)
     return distill.run_label_solve(
         config,
         args.out,

@@ -4,7 +4,8 @@
 A field ``images_per_class: int = 1`` documented as ``images_per_class: support images
 per class`` becomes ``--images-per-class N`` with that help and ``(default: 1)``; a
 ``bool | None`` field becomes ``--x / --no-x``; a ``tuple[str, ...]`` a comma list. A
-field's ``metadata["cli"]`` may set ``flag``, ``metavar`` and ``choices``. Options the
+field's ``metadata["cli"]`` may set ``flag``, ``metavar`` and ``choices``, or ``skip``
+(a field the run records but the user never gives). Options the
 user does not give stay ``None`` in the namespace, so the dataclass applies its own
 default (one place for every default).
 """
@@ -134,6 +135,8 @@ def add_config_options(
         if field.name in skipped:
             continue
         cli = dict(field.metadata.get("cli", {}))
+        if cli.pop("skip", False):  # recorded by the run, never given on the command line
+            continue
         flag = cli.pop("flag", "--" + field.name.replace("_", "-"))
         kind = _base_type(hints[field.name])
         text = helps.get(field.name, "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import functools
 from typing import Any, Sequence
 
@@ -57,15 +59,24 @@ class LocalExecutor:
         worker = block_worker(spec)
         sizes = (plan.support_block, plan.target_block)
         placed = [{k: jax.device_put(v, device) for k, v in shared.items()} for device in self.devices]
-        pending = [
-            worker.run(phase, placed[k % len(self.devices)], sizes, block)
-            for k, block in enumerate(plan.blocks)
-        ]
+        # A window of blocks in flight per device: enough to keep every device busy, and
+        # few enough that progress is reported as blocks finish (on a CPU a dispatch can
+        # run the block itself, so dispatching all first would report nothing until the end).
+        window = 2 * len(self.devices)
+        pending: collections.deque = collections.deque()
         results = []
-        for value in pending:
-            results.append(jax.tree_util.tree_map(np.asarray, value))
+
+        def collect() -> None:
+            results.append(jax.tree_util.tree_map(np.asarray, pending.popleft()))
             if on_block is not None:
                 on_block()
+
+        for k, block in enumerate(plan.blocks):
+            pending.append(worker.run(phase, placed[k % len(self.devices)], sizes, block))
+            if len(pending) > window:
+                collect()
+        while pending:
+            collect()
         return results
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from kipd.data._augment import augment
 from kipd.data._dsa import DSA_STRATEGY
 from kipd.data._dsa import dsa
 from kipd.data._datasets import Dataset
+from kipd.data._datasets import builtin_name
 from kipd.data._datasets import load
 from kipd.data._errors import DatasetError
 from kipd.data._preprocess import Preprocessing
@@ -29,6 +30,7 @@ __all__ = [
     "DatasetError",
     "Preprocessing",
     "augment",
+    "builtin_name",
     "centered_one_hot",
     "class_balanced_subset",
     "default_preprocessing",

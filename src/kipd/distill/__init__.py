@@ -14,6 +14,7 @@ as a self-describing folder (``distilled.npz`` + ``card.json``).
 from kipd.compute import ComputeError
 from kipd.distill._config import DistillError
 from kipd.distill._config import KipConfig
+from kipd.distill._config import PRESETS
 from kipd.distill._config import LabelSolveConfig
 from kipd.distill._config import load_config
 from kipd.distill._config import resume_config
@@ -31,6 +32,10 @@ from kipd.distill._krr import krr_predict
 from kipd.distill._krr import ridge
 from kipd.distill._label_solve import RCOND
 from kipd.distill._label_solve import label_solve
+from kipd.distill._presets import PAPER_TABLE_1
+from kipd.distill._presets import paper_figure
+from kipd.distill._presets import paper_settings
+from kipd.distill._presets import preset_config
 from kipd.distill._resolve import Resolved
 from kipd.distill._resolve import resolve
 from kipd.distill._run import evaluate
@@ -45,6 +50,8 @@ from kipd.distill._rundir import load_run
 
 __all__ = [
     "LAMBDA0",
+    "PAPER_TABLE_1",
+    "PRESETS",
     "RCOND",
     "ComputeError",
     "Distilled",
@@ -67,8 +74,11 @@ __all__ = [
     "load_config",
     "load_distilled",
     "load_run",
+    "paper_figure",
+    "paper_settings",
     "plan_kip",
     "plan_run",
+    "preset_config",
     "resolve",
     "resume_config",
     "ridge",

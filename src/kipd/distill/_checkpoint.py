@@ -96,6 +96,14 @@ def save_checkpoint(folder: Path, state: Any, loss: float, keep_best: int) -> Pa
     return path
 
 
+def lowest_loss(folder: Path, count: int) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the ``count`` readable checkpoints of lowest stored train loss,
+    lowest first (ties: the earlier step)."""
+    losses = {step: (_stored_loss(path), path) for step, path in list_checkpoints(folder).items()}
+    ranked = sorted((loss, step, path) for step, (loss, path) in losses.items() if loss < math.inf)
+    return [(step, path) for _, step, path in ranked[:count]]
+
+
 def _stored_loss(path: Path) -> float:
     try:
         return float(files.read_npz(path)[_LOSS])

@@ -20,6 +20,9 @@ from kipd.distill._label_solve import RCOND
 
 CONFIG_FILE = "config.json"
 
+PRESETS = ("paper",)
+"""Named presets (``_presets``): ``paper`` is Table 1 with appendix A's settings."""
+
 # Options a resumed run may change: they do not alter the trajectory.
 RESUMABLE_CHANGES = frozenset({"steps", "data_dir", "test_size", "block_size"})
 # Runtime options that kipd 0.1 recorded in config.json; they are ignored on reading
@@ -60,8 +63,15 @@ class _Common:
     seed: int = 0
     lambda0: float = LAMBDA0
     test_size: int | None = _cli(None, metavar="N")
+    preset: str | None = _cli(None, choices=PRESETS)
+    preset_overrides: tuple[str, ...] = _cli((), skip=True)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "preset_overrides", tuple(self.preset_overrides))
+        _check(
+            self.preset is None or self.preset in PRESETS,
+            f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}",
+        )
         _check(
             isinstance(self.dataset, str) and bool(self.dataset),
             "dataset is empty: pass a built-in name such as --dataset fashion_mnist, or a "
@@ -124,6 +134,10 @@ class KipConfig(_Common):
         means the whole test set, a number a fixed random subset of that size (seeded by
         ``seed``). A 100-image ConvNet set against 10,000 test images is 2M kernel
         entries, over an hour on a CPU; readings during training use ``eval_size``.
+      preset: ``paper``: start from the paper's settings for the dataset and images per
+        class (Table 1, appendix A; see docs/distill.md); options given explicitly
+        override its values.
+      preset_overrides: the options given explicitly that replaced a preset value.
       kernels: architecture names for ``kipd.kernels.make``; several means sampling KIP.
       steps: KIP updates.
       target_batch_size: targets per step (5000 in the paper), capped by the train set.
@@ -219,7 +233,7 @@ class LabelSolveConfig(_Common):
 
     Attributes:
       dataset, data_dir, images_per_class, zca, zca_regularization, seed, lambda0,
-        test_size: as in :class:`KipConfig`.
+        test_size, preset, preset_overrides: as in :class:`KipConfig`.
       kernel: architecture name for ``kipd.kernels.make``.
       target_size: targets the labels are solved on; ``None`` means the whole train set
         (as in the paper), a number a random subset of that size.

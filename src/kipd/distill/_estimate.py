@@ -222,11 +222,11 @@ def kip_estimate(
     step_seconds = float(np.mean([step_entries * (c.forward_seconds + c.vjp_seconds) for c in costs]))
     readings = steps // config.eval_every + (from_step == 0)
     eval_entries = readings * (config.eval_size + support) * support
-    eval_entries += 2 * (num_test + support) * support
+    eval_entries += (2 + config.keep_best) * (num_test + support) * support
     return compute.Estimate(
         what=f"{steps} KIP steps of {support} support x {targets} target images "
         f"({','.join(config.kernels)}), {readings} test readings and the final evaluation "
-        f"on {num_test} test images",
+        f"(init, last step, {config.keep_best} best checkpoints) on {num_test} test images",
         parts={
             "steps": steps * step_seconds / workers,
             "evaluations": eval_entries * costs[0].forward_seconds / workers,

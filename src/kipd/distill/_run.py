@@ -39,6 +39,7 @@ from kipd.distill._estimate import Log, kip_estimate
 from kipd.distill._kip import KipState, kip, sample_target_batch
 from kipd.distill._krr import accuracy, krr_predict
 from kipd.distill._label_solve import label_solve
+from kipd.distill._presets import paper_figure
 from kipd.distill._resolve import resolve
 
 
@@ -285,6 +286,15 @@ def _summary(
     started: float,
     **extra: Any,
 ) -> dict[str, Any]:
+    figure = paper_figure(config)
+    paper = {}
+    if figure is not None:  # Table 1's figure for this dataset, support size and setting
+        measured = extra.get("best_checkpoints_test_accuracy", final_accuracy)
+        paper = {
+            "paper_test_accuracy": figure[0] / 100,
+            "paper_test_accuracy_std": None if figure[1] is None else figure[1] / 100,
+            "gap_to_paper": measured - figure[0] / 100,
+        }
     return {
         "algorithm": config.ALGORITHM,
         "dataset": dataset.name,
@@ -295,6 +305,9 @@ def _summary(
         "test_accuracy": final_accuracy,
         "seconds": round(time.perf_counter() - started, 1),
         **extra,
+        **paper,
+        "preset": config.preset,
+        "preset_overrides": list(config.preset_overrides),
     }
 
 
@@ -413,6 +426,11 @@ def run_kip(
         (final_accuracy,) = evaluator.accuracies(
             state.support_images, [state.support_labels], final, desc
         )
+        # Table 1's protocol: the mean and std over the checkpoints of lowest train loss.
+        best = {
+            step: evaluator.accuracies(images, [labels], final, desc)[0]
+            for step, (images, labels) in _rundir.best_supports(out, config.keep_best).items()
+        }
     _rundir.write_distilled(
         out, state.support_images, state.support_labels, init, config, start.preprocessing
     )
@@ -426,6 +444,9 @@ def run_kip(
         started,
         steps=config.steps,
         final_loss=last_loss,
+        best_checkpoints=sorted(best),
+        best_checkpoints_test_accuracy=float(np.mean(list(best.values()))),
+        best_checkpoints_test_accuracy_std=float(np.std(list(best.values()))),
     )
     _rundir.write_summary(out, summary)
     return summary

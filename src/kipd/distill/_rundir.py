@@ -275,6 +275,15 @@ def restore_latest(run_dir: Path, template: Any) -> Any:
     return template if found is None else found[1]
 
 
+def best_supports(run_dir: Path, count: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{step: (images, labels)}`` of the ``count`` checkpoints of lowest train loss: the
+    sets Table 1 reports the mean and std of."""
+    return {
+        step: _checkpoint.read_support(path)
+        for step, path in _checkpoint.lowest_loss(run_dir / CHECKPOINTS, count)
+    }
+
+
 def latest_step(run_dir: Path) -> int:
     """The step of a run's newest checkpoint (0 if it has none)."""
     return max(_checkpoint.list_checkpoints(run_dir / CHECKPOINTS), default=0)
