@@ -440,10 +440,8 @@ def print_sources(rows: list[dict], baseline_label: str) -> None:
         if key in rows[0]:
             r = rows[0][key]
             src = Path(r["kipd_file"]).resolve().parent.parent
-            try:
+            if src.is_relative_to(REPO_ROOT):
                 src = src.relative_to(REPO_ROOT)
-            except ValueError:
-                pass
             print(f"{label}: {src}/kipd (jax {r['jax']}; make keywords {', '.join(r['make_parameters'][1:])})")
 
 
