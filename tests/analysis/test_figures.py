@@ -47,6 +47,15 @@ def test_analysis_plots(tiny_run):
         assert png.startswith(PNG)
 
 
+def test_training_curves_read_against_kernel_entries():
+    metrics = [{"step": 0, "test_accuracy": 0.5}]
+    metrics += [{"step": s, "loss": 1.0 / s, "accuracy": 0.6} for s in (1, 2, 3)]
+    metrics += [{"step": 3, "test_accuracy": 0.7}]
+    plain = analysis.training_curves(metrics)
+    with_entries = analysis.training_curves(metrics, step_kernel_entries=100_200)
+    assert with_entries.startswith(PNG) and with_entries != plain  # the top axis is drawn
+
+
 def test_training_curves_need_training_steps():
     with pytest.raises(analysis.AnalysisError, match="no training steps"):
         analysis.training_curves([{"step": 0, "test_accuracy": 0.5}])

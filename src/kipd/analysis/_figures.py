@@ -134,12 +134,18 @@ def label_heatmap(
     return _png(figure)
 
 
-def training_curves(metrics: Sequence[Mapping[str, Any]]) -> bytes:
+def training_curves(
+    metrics: Sequence[Mapping[str, Any]], step_kernel_entries: int | None = None
+) -> bytes:
     """KIP training curves: loss, train accuracy (on each step's target batch), test
     accuracy (on the run's fixed test subset), against the step.
 
     Args:
       metrics: the records of a run's ``metrics.jsonl``.
+      step_kernel_entries: kernel entries one step spends
+        (:meth:`kipd.distill.KipConfig.step_kernel_entries`); given, the test accuracy
+        panel also reads against the kernel entries spent (top axis), the cost a reader
+        compares runs of different target batch sizes by.
 
     Returns:
       The PNG file content.
@@ -162,6 +168,12 @@ def training_curves(metrics: Sequence[Mapping[str, Any]]) -> bytes:
     if tested:
         test_ax.plot(*zip(*[(s, 100 * a) for s, a in tested]), "o-", color=FINAL_COLOR)
     test_ax.set_title("test accuracy (fixed subset), %")
+    if step_kernel_entries:
+        entries_ax = test_ax.secondary_xaxis(
+            "top",
+            functions=(lambda s: s * step_kernel_entries, lambda e: e / step_kernel_entries),
+        )
+        entries_ax.set_xlabel("kernel entries spent")
     for ax in (loss_ax, train_ax, test_ax):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -290,7 +302,9 @@ def run_figures(run: distill.Run, class_names: Sequence[str] | None = None) -> d
         "labels": label_heatmap(run.labels, run.classes, class_names),
     }
     if any("loss" in r for r in run.metrics):
-        figures["curves"] = training_curves(run.metrics)
+        figures["curves"] = training_curves(
+            run.metrics, run.config.step_kernel_entries(run.labels.shape[1])
+        )
     return figures
 
 

@@ -209,6 +209,22 @@ class KipConfig(_Common):
             "--block-size 32, or leave it out for the default",
         )
 
+    def step_kernel_entries(self, num_classes: int) -> int:
+        """Kernel entries one KIP step spends: ``K_ss`` and ``K_ts`` forward, then the
+        same entries again in the VJP, ``2 (n_s^2 + B n_s)`` with ``n_s`` support images
+        and ``B`` targets. The unit of the accuracy-against-cost curve (docs/results.md)
+        and of the run's estimate.
+
+        Args:
+          num_classes: classes of the dataset (``n_s = images_per_class * num_classes``).
+
+        Example:
+          >>> KipConfig(target_batch_size=5000).step_kernel_entries(10)
+          100200
+        """
+        support = self.images_per_class * num_classes
+        return 2 * (support * support + self.target_batch_size * support)
+
     @property
     def eval_kernel(self) -> str:
         """The kernel test accuracy is measured with: the first of ``kernels``."""

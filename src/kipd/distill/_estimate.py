@@ -218,8 +218,8 @@ def kip_estimate(
         for name in config.kernels
     ]
     steps = max(0, config.steps - from_step)
-    step_entries = support * support + targets * support
-    step_seconds = float(np.mean([step_entries * (c.forward_seconds + c.vjp_seconds) for c in costs]))
+    pass_entries = config.step_kernel_entries(num_classes) // 2  # the forward, then the VJP
+    step_seconds = float(np.mean([pass_entries * (c.forward_seconds + c.vjp_seconds) for c in costs]))
     readings = steps // config.eval_every + (from_step == 0)
     eval_entries = readings * (config.eval_size + support) * support
     eval_entries += (2 + config.keep_best) * (num_test + support) * support
@@ -231,5 +231,5 @@ def kip_estimate(
             "steps": steps * step_seconds / workers,
             "evaluations": eval_entries * costs[0].forward_seconds / workers,
         },
-        entries=2 * steps * step_entries + eval_entries,
+        entries=steps * config.step_kernel_entries(num_classes) + eval_entries,
     )
