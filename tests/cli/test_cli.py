@@ -1,9 +1,10 @@
 """The kipd command: help with examples, the three sub-commands, and error messages."""
 
 import json
-import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,8 +39,10 @@ def test_help_carries_a_working_example(command, capsys):
 
 
 def test_installed_command_runs():
-    kipd = shutil.which("kipd")
-    assert kipd is not None, "the kipd script is not installed: pip install -e ."
+    # pip puts console scripts beside the interpreter that installed them (a venv's bin/),
+    # which need not be on PATH: CI calls .venv/bin/python without activating the venv.
+    kipd = Path(sysconfig.get_path("scripts")) / "kipd"
+    assert kipd.is_file(), f"the kipd script is not installed in {kipd.parent}: pip install -e ."
     result = subprocess.run([kipd, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("kipd ")
 
