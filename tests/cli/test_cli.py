@@ -99,6 +99,11 @@ def test_label_solve(dataset, tmp_path, capsys):
         == 0
     )
     assert "Label Solve" in capsys.readouterr().out
+    # A finished run resumed gives its summary back; a new run there is refused.
+    assert cli.main(["label-solve", "--out", out, "--resume", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["algorithm"] == "label_solve"
+    assert cli.main(["label-solve", "--dataset", dataset, "--kernel", "fc1", "--out", out]) == 1
+    assert "pass --resume to continue it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 
 from kipd import data, distill
 from kipd import compute
-from kipd.distill import _rundir
+from kipd.distill import _run, _rundir
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     config = distill.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
     summary = distill.run_label_solve(config, out, progress=False)
     assert summary["target_size"] == 90 and summary["support_size"] == 6
-    with pytest.raises(distill.DistillError, match="already holds a run: choose a new --out"):
+    with pytest.raises(distill.DistillError, match="already holds a run: pass --resume"):
         distill.run_label_solve(config, out, progress=False)
 
     # The stored labels are eq. (2) on the whole (preprocessed) train set.
@@ -234,6 +234,53 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     with pytest.raises(distill.DistillError, match="not a distilled set"):
         np.savez(released, pictures=distilled.images)
         distill.evaluate(released, dataset=dataset, progress=False)
+
+
+def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_path, monkeypatch):
+    """K(targets, support) is saved chunk by chunk: a kill loses only the chunk in progress."""
+    monkeypatch.setattr(_run, "KERNEL_ROWS_CHUNK_ENTRIES", 64 * 6)  # 64 rows of 6 support images
+    config = distill.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
+    whole = distill.run_label_solve(config, tmp_path / "whole", progress=False)
+
+    real_write = _rundir.write_kernel_rows
+    written = []
+
+    def killed_at_the_second_chunk(run_dir, first_row, rows):
+        if first_row == 64 and not written:
+            raise KeyboardInterrupt
+        return real_write(run_dir, first_row, rows)
+
+    monkeypatch.setattr(_rundir, "write_kernel_rows", killed_at_the_second_chunk)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        distill.run_label_solve(config, out, progress=False)
+    assert sorted(p.name for p in (out / "kernel_rows").iterdir()) == ["rows_00000000.npz"]
+    with pytest.raises(distill.DistillError, match="not finished.*label-solve --out .* --resume"):
+        distill.load_run(out)
+    with pytest.raises(distill.DistillError, match="label_solve run: resume it with kipd label-solve"):
+        distill.resume_config(out)
+
+    def counted(run_dir, first_row, rows):
+        written.append(first_row)
+        return real_write(run_dir, first_row, rows)
+
+    monkeypatch.setattr(_rundir, "write_kernel_rows", counted)
+    resumed = distill.run_label_solve(
+        distill.resume_config(out, distill.LabelSolveConfig), out, resume=True, progress=False
+    )
+    assert written == [64]  # only the rows the kill lost
+    np.testing.assert_array_equal(
+        distill.load_distilled(out).labels, distill.load_distilled(tmp_path / "whole").labels
+    )
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert not (out / "kernel_rows").exists()
+
+    # A finished run resumed: its summary, or (another --test-size) its labels read again.
+    assert distill.run_label_solve(config, out, resume=True, progress=False) == resumed
+    again = distill.run_label_solve(
+        dataclasses.replace(config, test_size=12), out, resume=True, progress=False
+    )
+    assert again["test_size"] == 12 and written == [64]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import kipd.kernels
 from kipd import data
@@ -345,24 +345,36 @@ def load_config(run_dir: str | Path) -> KipConfig | LabelSolveConfig:
         ) from err
 
 
-def resume_config(run_dir: str | Path, **changes: Any) -> KipConfig:
-    """The config of the KIP run in ``run_dir`` with ``changes`` applied, to resume it.
+_Config = TypeVar("_Config", "KipConfig", "LabelSolveConfig")
+
+
+def resume_config(
+    run_dir: str | Path, config_class: type[_Config] = KipConfig, **changes: Any
+) -> _Config:
+    """The config of the run in ``run_dir`` with ``changes`` applied, to resume it.
 
     Args:
-      run_dir: a KIP run directory.
-      **changes: options to change; :func:`run_kip` refuses all but ``steps``,
-        ``data_dir``, ``test_size`` and ``block_size`` if they differ from the run's.
+      run_dir: a run directory of ``config_class``'s algorithm.
+      config_class: :class:`KipConfig` (``run_kip``) or :class:`LabelSolveConfig`
+        (``run_label_solve``).
+      **changes: options to change; the run refuses all but ``steps``, ``data_dir``,
+        ``test_size`` and ``block_size`` if they differ from the run's.
 
     Returns:
-      The :class:`KipConfig` to pass to ``run_kip(config, run_dir, resume=True)``.
+      The config to pass to ``run_kip(config, run_dir, resume=True)`` (or
+      ``run_label_solve``).
 
     Raises:
-      DistillError: ``run_dir`` is not a KIP run directory.
+      DistillError: ``run_dir`` is not a run directory of that algorithm.
     """
     check_resumable_folder(run_dir)
     saved = load_config(run_dir)
-    if not isinstance(saved, KipConfig):
-        raise DistillError(f"{run_dir} is a {saved.ALGORITHM} run; only KIP runs can be resumed")
+    if not isinstance(saved, config_class):
+        command = "distill" if isinstance(saved, KipConfig) else "label-solve"
+        raise DistillError(
+            f"{run_dir} is a {saved.ALGORITHM} run: resume it with kipd {command} --out "
+            f"{run_dir} --resume"
+        )
     return dataclasses.replace(saved, **changes)
 
 

@@ -68,11 +68,15 @@ def _natural_support(
 
 
 def _initial_support(
-    config: KipConfig, dataset: data.Dataset, preprocessing: data.Preprocessing, key: jax.Array
+    config: KipConfig | LabelSolveConfig,
+    dataset: data.Dataset,
+    preprocessing: data.Preprocessing,
+    key: jax.Array,
 ) -> dict[str, np.ndarray]:
-    """The natural support, or (``init="noise"``) uniform pixel noise with its labels."""
+    """The natural support, or (KIP with ``init="noise"``) uniform pixel noise with its
+    labels."""
     support = _natural_support(dataset, preprocessing, config.images_per_class, key)
-    if config.init == "noise":
+    if isinstance(config, KipConfig) and config.init == "noise":
         pixels = jax.random.uniform(jax.random.fold_in(key, 1), support["images"].shape)
         support["images"] = np.asarray(preprocessing.apply(pixels))
         support["indices"] = np.full_like(support["indices"], -1)
@@ -112,15 +116,16 @@ def _load(config: KipConfig | LabelSolveConfig, log: Log | None) -> data.Dataset
     return data.load(config.dataset, data_dir=config.data_dir)
 
 
-def _check_out(out: Path, resume: bool, resumable: bool = True) -> None:
+def _check_out(out: Path, resume: bool) -> None:
     """Fails early (before loading data) if ``out`` cannot be started or resumed; the
     message says what will work."""
     if resume:
         check_resumable_folder(out)
         load_config(out)
     elif _rundir.is_run(out):
-        hint = "pass --resume to continue it, or choose" if resumable else "choose"
-        raise DistillError(f"{out} already holds a run: {hint} a new --out")
+        raise DistillError(
+            f"{out} already holds a run: pass --resume to continue it, or choose a new --out"
+        )
     elif out.exists():
         raise DistillError(
             f"{out} already exists and is not a kipd run: choose a new --out (kipd never "
@@ -128,7 +133,7 @@ def _check_out(out: Path, resume: bool, resumable: bool = True) -> None:
         )
 
 
-def _check_resumable(out: Path, config: KipConfig) -> None:
+def _check_resumable(out: Path, config: KipConfig | LabelSolveConfig) -> None:
     differences = config_differences(load_config(out), config)
     if differences:
         raise DistillError(
@@ -146,7 +151,9 @@ class _Start(NamedTuple):
     test_subsets: dict[str, np.ndarray]
 
 
-def _start(config: KipConfig, out: Path, dataset: data.Dataset, resume: bool, key) -> _Start:
+def _start(
+    config: KipConfig | LabelSolveConfig, out: Path, dataset: data.Dataset, resume: bool, key
+) -> _Start:
     """Stage: the preprocessing, initial support and test subsets, fitted and drawn for a
     new run, read back from ``out`` for a resumed one."""
     num_test = len(dataset.y_test)
@@ -452,10 +459,62 @@ def run_kip(
     return summary
 
 
+KERNEL_ROWS_CHUNK_ENTRIES = 2**18
+"""Kernel entries per saved chunk of Label Solve's ``K(targets, support)``: a few minutes
+of ConvNet blocks on a 2-core CPU, so a kill loses at most that much; small enough that
+saving costs nothing against computing (1 MiB per chunk)."""
+
+
+class _Targets(NamedTuple):
+    """Label Solve's target rows, preprocessed a chunk at a time."""
+
+    dataset: data.Dataset
+    preprocessing: data.Preprocessing
+    indices: np.ndarray
+
+    def images(self, first: int, stop: int) -> np.ndarray:
+        """The preprocessed images of target rows ``first .. stop - 1``."""
+        return np.asarray(self.preprocessing.apply(self.dataset.x_train[self.indices[first:stop]]))
+
+
+def _durable_kernel_rows(
+    spec: compute.KernelSpec,
+    targets: _Targets,
+    support_images: Any,
+    out: Path,
+    executor: compute.Executor,
+    saved: dict[int, np.ndarray],
+    desc: str | None,
+) -> np.ndarray:
+    """``K(targets, support)`` by chunks of rows, each saved in ``out`` as it is done;
+    chunks in ``saved`` (by first row) are reused, not computed again. Entries do not
+    depend on how rows are chunked, so a resumed run gets the same matrix.
+
+    Returns:
+      ``(len(targets), len(support_images))`` NumPy array.
+    """
+    n_targets, n_support = len(targets.indices), len(support_images)
+    rows_per_chunk = max(64, KERNEL_ROWS_CHUNK_ENTRIES // n_support // 64 * 64)
+    chunks = []
+    with tqdm(total=n_targets, desc=desc, disable=desc is None, unit="target") as bar:
+        for first in range(0, n_targets, rows_per_chunk):
+            stop = min(first + rows_per_chunk, n_targets)
+            rows = saved.get(first)
+            if rows is None or rows.shape != (stop - first, n_support):
+                rows = compute.kernel_matrix(
+                    spec, targets.images(first, stop), support_images, executor=executor
+                )
+                _rundir.write_kernel_rows(out, first, rows)
+            chunks.append(rows)
+            bar.update(stop - first)
+    return np.concatenate(chunks)
+
+
 def run_label_solve(
     config: LabelSolveConfig,
     out: str | os.PathLike,
     *,
+    resume: bool = False,
     progress: bool = True,
     executor: compute.Executor | None = None,
     log: Log | None = None,
@@ -466,11 +525,16 @@ def run_label_solve(
     Solves for the least-norm labels of the support images that minimize the KRR loss on
     the whole train set (or ``config.target_size`` random train images), then evaluates
     the natural labels and the solved labels with KRR on the whole test set (or
-    ``config.test_size`` images of it). The run directory appears only when complete.
+    ``config.test_size`` images of it). ``K(targets, support)``, nearly all of the cost,
+    is saved in ``out`` chunk by chunk as it is computed, so a killed run resumes with
+    ``resume=True`` where it stopped, to the same labels.
 
     Args:
       config: the run's options; ``None`` fields are resolved for the dataset.
-      out: run directory; must not exist.
+      out: run directory. Must not exist for a new run; must be a run of the same config
+        for ``resume`` (only ``data_dir`` and ``test_size`` may change).
+      resume: continue the run in ``out``; a finished run is evaluated again only if
+        ``test_size`` changed.
       progress: show progress bars.
       executor: where the kernel blocks go (default: this process's devices).
       log, budget_seconds: as for :func:`run_kip`.
@@ -481,7 +545,8 @@ def run_label_solve(
       ``target_size``, ``test_size``, ``seconds``, ``dataset``, ``algorithm``.
 
     Raises:
-      DistillError: ``out`` exists.
+      DistillError: ``out`` exists (without ``resume``), is not a run or a run of another
+        config (with ``resume``), or a file of it is damaged.
       ValueError: bad options or dataset.
 
     Example:
@@ -491,31 +556,40 @@ def run_label_solve(
     """
     started = time.perf_counter()
     out = Path(out)
-    _check_out(out, resume=False, resumable=False)
+    _check_out(out, resume)
     dataset = _load(config, log)
     config = config.resolve(dataset)
-    preprocessing = data.fit_dataset_preprocessing(dataset, config.zca, config.zca_regularization)
     init_key, target_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    support = _natural_support(dataset, preprocessing, config.images_per_class, init_key)
-    targets = np.sort(
-        np.asarray(
-            jax.random.choice(
-                target_key, len(dataset.x_train), (config.target_size,), replace=False
+    start = _start(config, out, dataset, resume, init_key)
+    support, final = start.init, start.test_subsets["final"]
+    previous = _rundir.read_summary(out) if resume else None
+    if previous is not None and previous["test_size"] == len(final):
+        return previous  # a finished run, asked for the same summary
+    targets = _Targets(
+        dataset,
+        start.preprocessing,
+        np.sort(
+            np.asarray(
+                jax.random.choice(
+                    target_key, len(dataset.x_train), (config.target_size,), replace=False
+                )
             )
-        )
+        ),
     )
-    subsets = _rundir.test_subsets(config, len(dataset.y_test))
+    saved = _rundir.read_kernel_rows(out) if resume else {}
     spec = compute.KernelSpec(config.kernel)
+    n_s = len(support["images"])
     with _executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
-            n_s, n_test = len(support["images"]), len(subsets["final"])
+            remaining = len(targets.indices) - sum(len(rows) for rows in saved.values())
+            done = f", {len(targets.indices) - remaining} of them done" if saved else ""
             estimate = compute.kernel_estimate(
-                f"Label Solve of {n_s} images on {len(targets)} targets ({config.kernel}), "
-                f"tested on {n_test} images",
+                f"Label Solve of {n_s} images on {len(targets.indices)} targets ({config.kernel}"
+                f"{done}), tested on {len(final)} images",
                 spec,
                 dataset.image_shape,
                 n_s,
-                {"targets": (len(targets) + n_s) * n_s, "test": n_test * n_s},
+                {"targets": (remaining + n_s) * n_s, "test": len(final) * n_s},
                 workers=running.workers_alive,
                 log=log,
             )
@@ -525,40 +599,50 @@ def run_label_solve(
                 "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
                 "workers (--executor ray)",
             )
-        k_ss = compute.kernel_matrix(spec, support["images"], executor=running)
-        k_ts = compute.kernel_matrix(
-            spec,
-            preprocessing.apply(dataset.x_train[targets]),
-            support["images"],
-            executor=running,
-            desc="K(targets, support)" if progress else None,
-        )
-        target_labels = data.centered_one_hot(dataset.y_train[targets], dataset.num_classes)
-        labels = label_solve(k_ts, k_ss, np.asarray(target_labels), config.lambda0, config.rcond)
-        evaluator = _Evaluator(config, dataset, preprocessing, running)
+        if not resume:
+            _rundir.create_run(
+                out,
+                lambda folder: _rundir.write_start(
+                    folder, config, start.preprocessing, support, start.test_subsets
+                ),
+            )
+        if previous is not None:  # finished: the solved labels are stored
+            labels = _rundir.load_run(out).labels
+        else:
+            k_ss = compute.kernel_matrix(spec, support["images"], executor=running)
+            k_ts = _durable_kernel_rows(
+                spec,
+                targets,
+                support["images"],
+                out,
+                running,
+                saved,
+                "K(targets, support)" if progress else None,
+            )
+            target_labels = data.centered_one_hot(dataset.y_train[targets.indices], dataset.num_classes)
+            labels = label_solve(k_ts, k_ss, np.asarray(target_labels), config.lambda0, config.rcond)
+            _rundir.write_distilled(
+                out, support["images"], labels, support, config, start.preprocessing
+            )
+        evaluator = _Evaluator(config, dataset, start.preprocessing, running)
         init_accuracy, final_accuracy = evaluator.accuracies(
             support["images"],
             [support["labels"], labels],
-            subsets["final"],
+            final,
             "test accuracy" if progress else None,
         )
     summary = _summary(
         config,
         dataset,
-        len(support["images"]),
-        len(subsets["final"]),
+        n_s,
+        len(final),
         init_accuracy,
         final_accuracy,
         started,
         target_size=config.target_size,
     )
-
-    def write(folder: Path) -> None:
-        _rundir.write_start(folder, config, preprocessing, support, subsets)
-        _rundir.write_distilled(folder, support["images"], labels, support, config, preprocessing)
-        _rundir.write_summary(folder, summary)
-
-    _rundir.create_run(out, write)
+    _rundir.write_summary(out, summary)
+    _rundir.remove_kernel_rows(out)
     return summary
 
 

@@ -14,6 +14,9 @@ A run directory (the ``--out`` of ``kipd distill`` or ``kipd label-solve``) hold
     checkpoints/         step_XXXXXXXX.npz: the whole KIP state keyed by tree path, every
                          checkpoint_every steps; the keep_best of lowest train loss and the
                          latest are kept
+    kernel_rows/         Label Solve, while it runs: rows_XXXXXXXX.npz, each a chunk of
+                         K(targets, support) starting at that target row, so a killed run
+                         resumes with the chunks it had; removed when the run is finished
     distilled.npz        at the end: the distilled set (layout of the paper's releases,
                          plus the config, preprocessing and initial set)
     summary.json         at the end: test accuracy of the natural init and distilled set
@@ -55,6 +58,7 @@ INIT_FILE = "init.npz"
 TEST_SUBSET_FILE = "test_subset.npz"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+KERNEL_ROWS = "kernel_rows"
 DISTILLED_FILE = "distilled.npz"
 SUMMARY_FILE = "summary.json"
 CARD_FILE = "card.json"  # an export's description (``_export``)
@@ -136,13 +140,12 @@ def write_start(
     test_subsets: Mapping[str, np.ndarray],
 ) -> None:
     """The files a run has from its start: config, preprocessing, initial support set,
-    test subsets (and an empty ``checkpoints/`` for KIP)."""
+    test subsets (and an empty ``checkpoints/`` for KIP, ``kernel_rows/`` for Label Solve)."""
     files.write_json(folder / CONFIG_FILE, config.to_json())
     preprocessing.save(folder / PREPROCESSING_FILE)
     files.write_npz(folder / INIT_FILE, init)
     write_test_subsets(folder, test_subsets)
-    if isinstance(config, KipConfig):
-        (folder / CHECKPOINTS).mkdir(exist_ok=True)
+    (folder / (CHECKPOINTS if isinstance(config, KipConfig) else KERNEL_ROWS)).mkdir(exist_ok=True)
 
 
 def write_test_subsets(folder: Path, test_subsets: Mapping[str, np.ndarray]) -> None:
@@ -200,6 +203,30 @@ def read_preprocessing(run_dir: Path) -> data.Preprocessing:
 def read_init(run_dir: Path) -> dict[str, np.ndarray]:
     """The run's initial support set: ``images``, ``labels``, ``indices``."""
     return read_npz(run_dir / INIT_FILE)
+
+
+def write_kernel_rows(run_dir: Path, first_row: int, rows: np.ndarray) -> None:
+    """Saves one chunk of a Label Solve run's ``K(targets, support)``: its rows
+    ``first_row .. first_row + len(rows) - 1``."""
+    files.write_npz(run_dir / KERNEL_ROWS / f"rows_{first_row:08d}.npz", {"rows": rows})
+
+
+def read_kernel_rows(run_dir: Path) -> dict[int, np.ndarray]:
+    """The saved chunks of ``K(targets, support)`` by first row. A damaged chunk (a kill
+    mid-write cannot leave one: writes are atomic; a disk fault can) is skipped with a
+    warning that names it, and is computed again."""
+    chunks = {}
+    for path in sorted((run_dir / KERNEL_ROWS).glob("rows_*.npz")):
+        try:
+            chunks[int(path.stem.removeprefix("rows_"))] = files.read_npz(path)["rows"]
+        except (files.DamagedFileError, KeyError) as err:
+            warnings.warn(f"{path} cannot be read ({err}); its rows are computed again", stacklevel=2)
+    return chunks
+
+
+def remove_kernel_rows(run_dir: Path) -> None:
+    """Deletes the kernel chunks of a finished Label Solve run (its labels are stored)."""
+    shutil.rmtree(run_dir / KERNEL_ROWS, ignore_errors=True)
 
 
 def read_metrics(run_dir: Path, up_to_step: int = sys.maxsize) -> list[dict[str, Any]]:
@@ -382,8 +409,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
       KIP run's is its latest good checkpoint (the initial support if it has none yet).
 
     Raises:
-      DistillError: the folder does not exist, is not a kipd run directory, or a file it
-        needs is missing or damaged (the message names it).
+      DistillError: the folder does not exist, is not a kipd run directory, is a Label
+        Solve run that has not finished, or a file it needs is missing or damaged (the
+        message names it).
 
     Example:
       >>> run = load_run("runs/quickstart")  # doctest: +SKIP
@@ -402,6 +430,11 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     subsets = path / TEST_SUBSET_FILE
     test_indices = read_npz(subsets)["final"] if subsets.is_file() else None
     finished = (path / DISTILLED_FILE).is_file()
+    if not finished and isinstance(config, LabelSolveConfig):
+        raise DistillError(
+            f"{path} is a Label Solve run that has not finished (its labels are not solved "
+            f"yet): continue it with kipd label-solve --out {path} --resume"
+        )
     init_images = init["images"].astype(np.float32)
     init_labels = init["labels"].astype(np.float32)
     run = Run(
