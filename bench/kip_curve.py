@@ -12,7 +12,8 @@ entries, the unit in which runs of different target batch sizes compare.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+import _report
 
 from kipd import distill
 
@@ -55,9 +56,10 @@ def main() -> None:
         ]
         lines.append("")
     text = "\n".join(lines)
-    print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        _report.write_table(args.out, text)
+    else:
+        print(text)
     if args.png:
         from matplotlib.figure import Figure
 

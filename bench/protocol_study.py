@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+import _report
 
 from kipd import data, distill
 
@@ -62,7 +62,7 @@ def _study_run(args: argparse.Namespace, num_classes: int, target_batch: int, fo
 
 
 def _markdown(args: argparse.Namespace, results: list[dict], command: str) -> str:
-    machine = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
+    machine = _report.machine()
     lines = [
         f"# Protocol study, {args.dataset}, {args.kernel} kernel, 1 image per class",
         "",
@@ -111,20 +111,14 @@ def main() -> None:
     parser.add_argument("--out", help="markdown file (default: bench/results/protocol_study_...)")
     args = parser.parse_args()
     out = Path(args.out or f"bench/results/protocol_study_{args.dataset}_{args.kernel}.md")
-    command = "python bench/protocol_study.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and v is not None
-    )
+    command = _report.command_line("protocol_study.py", args)
     num_classes = data.load(args.dataset).num_classes
     with tempfile.TemporaryDirectory() as folder:
         results = [
             _study_run(args, num_classes, int(batch), Path(folder))
             for batch in args.batches.split(",")
         ]
-    text = _markdown(args, results, command)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written: {out}")
+    _report.write_table(out, _markdown(args, results, command))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
+
+import _report
 
 from kipd import analysis
 
@@ -50,9 +51,8 @@ def _markdown(
         else f"a fixed random pool of {result.pool_per_class} train images per class"
     )
     machine = (
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), niceness "
-        f"{os.nice(0)}, load average {load[0]:.1f} at the start and {os.getloadavg()[0]:.1f} "
-        "at the end (other jobs share the machine)"
+        f"{_report.machine()}, niceness {os.nice(0)}, load average {load[0]:.1f} at the start "
+        f"and {os.getloadavg()[0]:.1f} at the end (other jobs share the machine)"
     )
     lines = [
         f"# Table A1, {result.dataset}: KRR on random natural subsets ({result.kernel} NTK)",
@@ -111,9 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     per_class = tuple(int(k) for k in args.per_class.split(","))
     out = Path(args.out or f"bench/results/table_a1_{args.dataset}_{args.kernel}.md")
-    command = "python bench/table_a1.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
-    )
+    command = _report.command_line("table_a1.py", args)
     started, load = time.perf_counter(), os.getloadavg()
     result = analysis.natural_baseline(
         args.dataset,
@@ -124,11 +122,7 @@ def main() -> None:
         pool_per_class=args.pool_per_class or None,
         seed=args.seed,
     )
-    text = _markdown(result, command, time.perf_counter() - started, load)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written: {out}")
+    _report.write_table(out, _markdown(result, command, time.perf_counter() - started, load))
 
 
 if __name__ == "__main__":
