@@ -502,7 +502,11 @@ def _durable_kernel_rows(
             rows = saved.get(first)
             if rows is None or rows.shape != (stop - first, n_support):
                 rows = compute.kernel_matrix(
-                    spec, targets.images(first, stop), support_images, executor=executor
+                    spec,
+                    targets.images(first, stop),
+                    support_images,
+                    executor=executor,
+                    desc=None if desc is None else f"rows {first:,}-{stop - 1:,}",
                 )
                 _rundir.write_kernel_rows(out, first, rows)
             chunks.append(rows)
