@@ -34,7 +34,8 @@ T = TypeVar("T")
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
-    """``folder/step_XXXXXXXX.npz``, the checkpoint of the state after ``step`` updates."""
+    """``folder/step_00000050.npz`` (the step in 8 digits): the checkpoint of the state
+    after ``step`` updates."""
     return folder / f"step_{step:08d}.npz"
 
 

@@ -11,12 +11,13 @@ A run directory (the ``--out`` of ``kipd distill`` or ``kipd label-solve``) hold
                          on the run (evaluate, analyze, report) reuses ``final``
     metrics.jsonl        one JSON object per step (KIP): loss, accuracy, kernel, seconds,
                          and test_accuracy on the readings subset every eval_every steps
-    checkpoints/         step_XXXXXXXX.npz: the whole KIP state keyed by tree path, every
-                         checkpoint_every steps; the keep_best of lowest train loss and the
-                         latest are kept
-    kernel_rows/         Label Solve, while it runs: rows_XXXXXXXX.npz, each a chunk of
-                         K(targets, support) starting at that target row, so a killed run
-                         resumes with the chunks it had; removed when the run is finished
+    checkpoints/         step_00000050.npz (the step in 8 digits): the whole KIP state
+                         keyed by tree path, every checkpoint_every steps; the keep_best
+                         of lowest train loss and the latest are kept
+    kernel_rows/         Label Solve, while it runs: one .npz per chunk of K(targets,
+                         support), named by its first target row in 8 digits
+                         (rows_00026176.npz), so a killed run resumes with the chunks it
+                         had; removed when the run is finished
     distilled.npz        at the end: the distilled set (layout of the paper's releases,
                          plus the config, preprocessing and initial set)
     summary.json         at the end: test accuracy of the natural init and distilled set
