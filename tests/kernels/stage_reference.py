@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kipd.kernels._grid import xla_stage
+from kipd.kernels._layers import avg_pool
 
 BLOCKS = 2
 RADIUS = 3
@@ -15,6 +16,13 @@ TOLERANCE = 1e-5
 def reference_band(x1, x2, var1, var2, *, radius, num_blocks):
     """The XLA path: (conv, relu) x num_blocks on the input band, grid pass."""
     state = xla_stage(x1, x2, var1, var2, radius=radius, num_blocks=num_blocks)
+    return state.nngp, state.ntk
+
+
+def reference_pooled_band(x1, x2, var1, var2, *, radius, num_blocks):
+    """The XLA path of a stage that pools: the band above, then avg_pool's kernel map."""
+    state = xla_stage(x1, x2, var1, var2, radius=radius, num_blocks=num_blocks)
+    state = avg_pool().kernel(state)
     return state.nngp, state.ntk
 
 

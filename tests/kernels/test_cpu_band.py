@@ -22,6 +22,7 @@ from stage_reference import (  # tests/kernels, on pytest's pythonpath
     TOLERANCE,
     linear_functional as _linear_functional,
     reference_band,
+    reference_pooled_band,
     reference_variances,
     relative_error,
 )
@@ -166,6 +167,59 @@ def test_convnet_shape_matches_reference():
         assert relative_error(actual, wanted) <= TOLERANCE
         outside = np.asarray(wanted) == 0
         assert np.all(np.asarray(actual)[outside] == 0)
+
+
+@pytest.mark.parametrize("shape", [(10, 10, 2), (9, 7, 1)])  # odd: a row, a column dropped
+def test_pooled_stage_matches_reference(shape, monkeypatch):
+    """``pool=True`` fuses the 2x2 average pooling after the stage: the XLA stage followed
+    by avg_pool's kernel map, forward and gradient in all four inputs; entries whose
+    second position lies outside the pooled image exactly zero; the diagonal the grid's
+    diagonal bit for bit (the exact c == 1 of the next ReLU needs it); the same bits for
+    any thread count (a pair's planes are added in plane order by one thread)."""
+    keys = jax.random.split(jax.random.PRNGKey(11), 3)
+    x1, x2 = (jax.random.normal(key, (n, *shape)) for key, n in zip(keys[:2], (2, 3)))
+    var1 = _cpu.conv_relu_variances(x1, num_blocks=BLOCKS)
+    var2 = _cpu.conv_relu_variances(x2, num_blocks=BLOCKS)
+    hyper = dict(radius=RADIUS, num_blocks=BLOCKS)
+    band = functools.partial(_cpu.conv_relu_band, **hyper, pool=True)
+    reference = functools.partial(reference_pooled_band, **hyper)
+    expected = jax.jit(reference)(x1, x2, var1, var2)
+    coarse = (2 * ((RADIUS - 1) // 2) + 1,) * 2
+    for actual, wanted in zip(band(x1, x2, var1, var2), expected, strict=True):
+        assert actual.shape == (2, 3, *coarse, shape[0] // 2, shape[1] // 2)
+        assert relative_error(actual, wanted) <= TOLERANCE
+        outside = np.asarray(wanted) == 0
+        assert outside.any() and np.all(np.asarray(actual)[outside] == 0)
+
+    loss = _linear_functional(keys[2], expected[0].shape)
+    gradients = {
+        name: jax.jit(jax.grad(lambda *args, f=f: loss(f(*args)), argnums=(0, 1, 2, 3)))
+        for name, f in (("cpu", band), ("reference", reference))
+    }
+    actual = gradients["cpu"](x1, x2, var1, var2)
+    for a, e in zip(jax.tree.leaves(actual),
+                    jax.tree.leaves(gradients["reference"](x1, x2, var1, var2)), strict=True):
+        assert relative_error(a, e) <= TOLERANCE
+
+    def outputs_with(threads):
+        monkeypatch.setenv("KIPD_CPU_THREADS", threads)
+        outputs = (band(x1, x2, var1, var2), gradients["cpu"](x1, x2, var1, var2))
+        return [np.asarray(a) for a in jax.tree.leaves(outputs)]
+
+    for one, other in zip(outputs_with("1"), outputs_with("3"), strict=True):
+        np.testing.assert_array_equal(one, other)
+
+    diagonal = _cpu.conv_relu_band_diagonal(x1, var1, **hyper, pool=True)
+    grid = band(x1, x1, var1, var1)
+    for d, g in zip(diagonal, grid, strict=True):
+        np.testing.assert_array_equal(d, np.asarray(g)[[0, 1], [0, 1]])
+
+
+def test_pooling_needs_a_band_and_two_pixels():
+    x = jnp.ones((1, 4, 4, 1))
+    var = _cpu.conv_relu_variances(x, num_blocks=1)
+    with pytest.raises(ValueError, match="pool=True needs radius >= 1"):
+        _cpu.conv_relu_band(x, x, var, var, radius=0, num_blocks=1, pool=True)
 
 
 def test_variances_match_xla_diagonal_pass(case):

@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from kipd.kernels._blocks import map_grid, map_rows, map_symmetric
-from kipd.kernels._grid import FusedStage, diagonal_variances, grid_state, split_full_resolution
+from kipd.kernels._grid import (
+    FusedStage,
+    diagonal_variances,
+    grid_state,
+    pool_follows_stage,
+    split_full_resolution,
+)
 from kipd.kernels._implementations import auto_implementation, fused_stage
 from kipd.kernels._layers import (
     Layer,
@@ -155,12 +161,14 @@ IMPLEMENTATIONS = ("auto", "xla", "cpu", "pallas")
 """Full-resolution stage implementations: the XLA layer maps, the fused C++ kernel for CPUs,
 the fused Pallas kernel for GPUs, or ``auto`` (the fastest available on the backend)."""
 
-# Band entries per block of pairs. On a CPU the XLA stage's arrays should stay in cache
-# (2**17 entries, 512 KiB: one ConvNet pair at 32x32, measured fastest); the fused C++
-# stage keeps its own tiles in cache, and bigger blocks spread the per-operation cost of
-# the XLA layers after it (2**20: 4 pairs at 32x32, fwd+VJP ~10% faster than 1 pair; at
-# most 128 pairs: ConvVec's one-entry-per-pixel band measured faster at 128 than 1024). A
-# GPU needs hundreds of pairs per block to fill its cores (2**26, 256 MiB per array).
+# Entries of the full-resolution stage's output per block of pairs. On a CPU the XLA
+# stage's arrays should stay in cache (2**17 entries, 512 KiB: one ConvNet pair at 32x32,
+# measured fastest); the fused C++ stage keeps its own tiles in cache, and bigger blocks
+# spread the per-operation cost of the XLA layers after it (2**20: 4 unpooled pairs at
+# 32x32, fwd+VJP ~10% faster than 1 pair; 64 pairs when the stage pools, its output being
+# 18x smaller; at most 128 pairs: ConvVec's one-entry-per-pixel band measured faster at
+# 128 than 1024). A GPU needs hundreds of pairs per block to fill its cores (2**26, 256
+# MiB per array).
 _BLOCK_ENTRIES = {"cpu": 2**17, "cpu-fused": 2**20, "gpu": 2**26}
 _FUSED_CPU_MAX_PAIRS = 128
 
@@ -170,6 +178,7 @@ def default_pairs_per_block(
     image_shape: tuple[int, ...],
     backend: str | None = None,
     fused: bool = False,
+    pooled: bool = False,
 ) -> int:
     """Pairs per block of a kernel evaluation (``make``'s default ``pairs_per_block``).
 
@@ -179,6 +188,8 @@ def default_pairs_per_block(
       backend: ``"cpu"``, ``"gpu"`` (``"cuda"``/``"rocm"``) or ``"tpu"``; default JAX's.
       fused: whether the full-resolution stage is a fused kernel (``implementation``
         ``"cpu"`` or ``"pallas"``).
+      pooled: whether that fused stage also computes the 2x2 pooling after it (its
+        output is then the pooled band, ``(R - 1) // 2`` offsets at half the size).
     """
     backend = backend or jax.default_backend()
     if backend == "cpu":
@@ -186,7 +197,11 @@ def default_pairs_per_block(
     else:
         entries = _BLOCK_ENTRIES["gpu"]
     height, width = image_shape[:2]
-    entries_per_pair = (2 * in_band[0] + 1) * (2 * in_band[1] + 1) * height * width
+    band = in_band
+    if fused and pooled:
+        band = tuple((r - 1) // 2 for r in in_band)
+        height, width = height // 2, width // 2
+    entries_per_pair = (2 * band[0] + 1) * (2 * band[1] + 1) * height * width
     pairs = max(1, entries // entries_per_pair)
     if backend == "cpu" and fused:
         # A power of two: blocks then tile the usual batch sizes without padded pairs
@@ -214,8 +229,8 @@ def make(
         parameterization depends on the layer widths).
       depth: number of pooling blocks of ``convnet`` (default 3).
       pairs_per_block: pairs computed at once (memory and cache use); by default
-        :func:`default_pairs_per_block` for the backend (one ConvNet pair at 32x32 on a
-        CPU, hundreds on a GPU).
+        :func:`default_pairs_per_block` for the backend (64 ConvNet pairs at 32x32 with
+        the C++ stage, one with the XLA stage on a CPU, hundreds on a GPU).
       implementation: the full-resolution stage (the conv and ReLU layers before the
         first pooling, ~90% of a ConvNet kernel's work): ``"xla"`` (layer maps),
         ``"cpu"`` (a fused C++ kernel, compiled on first use with the system's g++),
@@ -261,7 +276,10 @@ def make(
             )
         if chosen == "xla" or stage_blocks == 0 or images.dtype != jnp.float32:
             return None
-        return fused_stage(chosen, radius=in_band, num_blocks=stage_blocks, W_std=W_std, b_std=b_std)
+        return fused_stage(
+            chosen, radius=in_band, num_blocks=stage_blocks, W_std=W_std, b_std=b_std,
+            pool=pool_follows_stage(layers),
+        )
 
     def kernel(x1: jax.Array, x2: jax.Array | None = None, get: Get = "ntk"):
         names = _parse_get(get)
@@ -274,7 +292,8 @@ def make(
                 )
         stage = stage_for(x1)
         block = pairs_per_block or default_pairs_per_block(
-            in_band, x1.shape[1:], fused=stage is not None
+            in_band, x1.shape[1:], fused=stage is not None,
+            pooled=stage is not None and stage.pools,
         )
         with_ntk = "ntk" in names
 

@@ -54,6 +54,8 @@ import numpy as np
 from kipd import files
 
 _SOURCE = Path(__file__).with_name("_cpu_band.cc")
+FUSES_POOL = True
+"""The stage can include the 2x2 average pooling after it (``pool=True``)."""
 # -ffp-contract=off: no a*b+c -> FMA, which would round differently from XLA's path and,
 # worse, differently in two loops that must agree bit for bit. -fno-math-errno only drops
 # the errno store of sqrt (so sqrt vectorizes); the results stay IEEE.
@@ -164,6 +166,7 @@ class _Spec:
     channels: int
     w2: float
     b2: float
+    pool: bool = False
 
     @property
     def offsets(self) -> int:
@@ -171,7 +174,8 @@ class _Spec:
 
     def attributes(self) -> dict:
         # float32 like the XLA path's weakly typed W_std**2 * band: the same constants.
-        return dict(radius=np.int64(self.radius), w2=np.float32(self.w2), b2=np.float32(self.b2))
+        return dict(radius=np.int64(self.radius), w2=np.float32(self.w2), b2=np.float32(self.b2),
+                    pool=np.int64(self.pool))
 
 
 def _f32(shape) -> jax.ShapeDtypeStruct:
@@ -184,6 +188,9 @@ def _call(target: str, results, *args, **attributes):
 
 
 def _band_shape(spec: _Spec, *batch: int) -> tuple[int, ...]:
+    if spec.pool:
+        offsets = 2 * ((spec.radius - 1) // 2) + 1
+        return (*batch, offsets, offsets, spec.height // 2, spec.width // 2)
     return (*batch, spec.offsets, spec.offsets, spec.height, spec.width)
 
 
@@ -289,7 +296,7 @@ def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _variances(spec: _Spec, x):
     attributes = spec.attributes()
-    del attributes["radius"]
+    del attributes["radius"], attributes["pool"]
     shape = (x.shape[0], spec.num_blocks, spec.height, spec.width)
     return _call("kipd_cpu_variances", _f32(shape), x, **attributes)
 
@@ -315,15 +322,20 @@ def _check_float32(name: str, array) -> jax.Array:
     return array
 
 
-def _spec(images, *, radius, num_blocks, W_std, b_std) -> _Spec:
+def _spec(images, *, radius, num_blocks, W_std, b_std, pool=False) -> _Spec:
     if images.ndim != 4:
         raise ValueError(f"images must be NHWC (n, H, W, C), got shape {images.shape}")
     if radius < 0 or num_blocks < 1:
         raise ValueError(f"need radius >= 0 and num_blocks >= 1, got {radius}, {num_blocks}")
-    _require()
     _, height, width, channels = images.shape
+    if pool and (radius < 1 or min(height, width) < 2):
+        raise ValueError(
+            f"pool=True needs radius >= 1 and at least 2x2 pixels, got radius {radius} and "
+            f"{height}x{width} images"
+        )
+    _require()
     return _Spec(int(radius), int(num_blocks), height, width, channels,
-                 float(W_std) ** 2, float(b_std) ** 2)
+                 float(W_std) ** 2, float(b_std) ** 2, bool(pool))
 
 
 def _stack_variances(variances: Sequence[jax.Array], n: int, spec: _Spec, name: str):
@@ -347,6 +359,7 @@ def conv_relu_band(
     num_blocks: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
+    pool: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """NNGP and NTK bands of every pair after ``num_blocks`` x (3x3 conv, ReLU), in C++.
 
@@ -366,18 +379,23 @@ def conv_relu_band(
       radius: band half-width ``R`` in both directions.
       num_blocks: number of (conv, ReLU) blocks.
       W_std, b_std: weight and bias standard deviations of the convs.
+      pool: follow the stage by the 2x2 average pooling (stride 2) of
+        :func:`kipd.kernels.avg_pool`, fused: each plane adds into its pair's pooled
+        band while it is on chip, so the full-resolution band never reaches memory.
 
     Returns:
       ``(nngp, ntk)``, each ``(n1, n2, 2R+1, 2R+1, H, W)`` float32:
       ``[i, j, a, b, h, w] = cov(x1_i[h, w], x2_j[h + a - R, w + b - R])``, exactly zero
-      where the second position lies outside the image.
+      where the second position lies outside the image. With ``pool``, each
+      ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)`` with ``R' = (R - 1) // 2``: the band of the
+      pooled images (equal to ``avg_pool().kernel`` of the band to float32 rounding).
 
     Raises:
       ValueError: on float64 (or other non-float32) inputs, or mismatched shapes.
       RuntimeError: if the kernel could not be built (see :func:`available`).
     """
     x1, x2 = _check_float32("x1", x1), _check_float32("x2", x2)
-    spec = _spec(x1, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+    spec = _spec(x1, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std, pool=pool)
     if x2.ndim != 4 or x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x2 {x2.shape} must match x1 {x1.shape} but for the batch axis")
     v1 = _stack_variances(var1, x1.shape[0], spec, "var1")
@@ -393,6 +411,7 @@ def conv_relu_band_diagonal(
     num_blocks: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
+    pool: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """The band of each image with itself: pairs ``(i, i)`` only, n of them, not n^2.
 
@@ -403,13 +422,14 @@ def conv_relu_band_diagonal(
     Args:
       x: ``(n, H, W, C)`` float32 images.
       var: ``num_blocks`` arrays ``(n, H, W)``, the variances of x at each ReLU's input.
-      radius, num_blocks, W_std, b_std: as for :func:`conv_relu_band`.
+      radius, num_blocks, W_std, b_std, pool: as for :func:`conv_relu_band`.
 
     Returns:
-      ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` float32.
+      ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` float32 (pooled: as for
+      :func:`conv_relu_band`).
     """
     x = _check_float32("x", x)
-    spec = _spec(x, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+    spec = _spec(x, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std, pool=pool)
     return _diagonal(spec, x, _stack_variances(var, x.shape[0], spec, "var"))
 
 

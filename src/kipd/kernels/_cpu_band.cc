@@ -140,12 +140,20 @@ struct Geometry {
   int64_t Wpad;    // W + 2 margin: row length of padded images, variances, accumulators
   int64_t S;       // tile row stride
   int64_t tile;    // floats per tile, guards included
+  // With pool: the 2x2 average pooling after the stage (kernel.md, "Pooling fused"): its
+  // image is Hc x Wc, its band radius Rc, Ac = 2 Rc + 1 offsets per axis.
+  bool pool;
+  int64_t Hc, Wc, Rc, Ac;
   float w2, b2;
 
   Geometry(int64_t height, int64_t width, int64_t channels, int64_t blocks, int64_t radius,
-           float w2_, float b2_)
-      : H(height), W(width), C(channels), L(blocks), R(radius), w2(w2_), b2(b2_) {
+           float w2_, float b2_, bool pool_ = false)
+      : H(height), W(width), C(channels), L(blocks), R(radius), pool(pool_), w2(w2_), b2(b2_) {
     A = 2 * R + 1;
+    Hc = H / 2;
+    Wc = W / 2;
+    Rc = (R - 1) / 2;
+    Ac = 2 * Rc + 1;
     planes = A * A;
     Wp = (W + kLanes - 1) / kLanes * kLanes;
     // Row reads of the second image run over columns [dw, dw + Wp), |dw| <= R.
@@ -156,6 +164,8 @@ struct Geometry {
   }
 
   int64_t image_floats() const { return C * H * Wpad; }
+  // Floats of one output of one pair: the band planes, or the pooled band.
+  int64_t output_floats() const { return pool ? Ac * Ac * Hc * Wc : planes * H * W; }
   int64_t variance_floats() const { return L * H * Wpad; }
 };
 
@@ -199,6 +209,7 @@ struct Workspace {
   float* sum_nngp;  // vertical box sums of one row (guards zero)
   float* sum_ntk;
   float* record_row;  // kSelf: one row of a block's variances
+  std::vector<int64_t> coarse_columns;  // pool: per column, see set_coarse_columns
 
   explicit Workspace(const Geometry& geometry, bool with_saved) : g(geometry) {
     const int64_t tiles = kFixedTiles + (with_saved ? kSavedPerBlock * g.L : 0);
@@ -210,6 +221,7 @@ struct Workspace {
     sum_nngp = rows + 2 * row + kGuard;
     sum_ntk = rows + 3 * row + kGuard;
     record_row = rows + 4 * row + kGuard;
+    coarse_columns.assign(g.W, -1);
   }
 
   // Row 0, column 0 of tile k.
@@ -238,6 +250,33 @@ struct Plane {
     return (h >= h0 && h < h1) ? tile + h * S : zero;
   }
 };
+
+// The 2x2 average pooling (stride 2, 'VALID') that follows the stage, fused: fine band entry
+// (offset d, position p) feeds, per axis, coarse position P = p / 2 at coarse offset
+// E = floor((d + p % 2) / 2) -- cov(pool1[P], pool2[P + E]) is the mean of the 16 fine
+// entries cov(x1[2P + a], x2[2P + 2E + b]), a, b in {0, 1}, at fine offset 2E + b - a and
+// position 2P + a -- so each fine entry feeds one coarse entry, or none (|E| > Rc, a
+// dropped odd last row or column, or P + E outside the coarse image). A pair's pooled
+// band is laid out [E_h][E_w][P_h][P_w].
+inline int64_t floor_half(int64_t t) { return t >= 0 ? t / 2 : -((1 - t) / 2); }
+
+// Where row h of a plane with row offset dh goes in its pair's pooled band
+// ((E_h + Rc) Ac Hc Wc + P_h Wc), or -1 where it feeds nothing.
+inline int64_t coarse_row(const Geometry& g, int64_t dh, int64_t h) {
+  const int64_t e = floor_half(dh + (h & 1)), ph = h / 2;
+  const bool feeds = h < 2 * g.Hc && std::abs(e) <= g.Rc && ph + e >= 0 && ph + e < g.Hc;
+  return feeds ? (e + g.Rc) * g.Ac * g.Hc * g.Wc + ph * g.Wc : -1;
+}
+
+// The same per column of a plane with column offset dw ((E_w + Rc) Hc Wc + P_w, or -1),
+// into ws.coarse_columns.
+void set_coarse_columns(const Geometry& g, int64_t dw, std::vector<int64_t>& columns) {
+  for (int64_t w = 0; w < g.W; ++w) {
+    const int64_t e = floor_half(dw + (w & 1)), pw = w / 2;
+    const bool feeds = w < 2 * g.Wc && std::abs(e) <= g.Rc && pw + e >= 0 && pw + e < g.Wc;
+    columns[w] = feeds ? (e + g.Rc) * g.Hc * g.Wc + pw : -1;
+  }
+}
 
 // Vertical 3-tap sums of rows h-1, h, h+1 of a tile (rows outside the plane read as
 // zero), in the XLA box filter's order: (up + mid) + down.
@@ -332,6 +371,8 @@ struct PlaneOutputs {
   float* nngp = nullptr;    // kBand: the H x W output planes, rows of W floats
   float* ntk = nullptr;
   float* record = nullptr;  // kSelf: the variance of each block, L planes of H x W
+  float* pooled_nngp = nullptr;  // kBand with pool: the pair's pooled sums, added to
+  float* pooled_ntk = nullptr;   // (instead of writing nngp / ntk)
 };
 
 // One offset plane (dh, dw) through the stage: kBand writes the whole output planes
@@ -342,9 +383,10 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
                     const PlaneOutputs& out) {
   Plane plane(g, ws, dh, dw);
   const int64_t S = g.S, W = g.W, Wp = g.Wp, Wpad = g.Wpad;
+  const bool pooled = out.pooled_nngp != nullptr;
   if constexpr (mode == Mode::kBand) {
-    // The rows the loops below do not write.
-    for (int64_t h = 0; h < g.H; ++h) {
+    // The rows the loops below do not write (pooled: they add zero, so nothing to do).
+    for (int64_t h = 0; h < g.H && !pooled; ++h) {
       if (!plane.empty && h >= plane.h0 && h < plane.h1) continue;
       std::memset(out.nngp + h * W, 0, W * sizeof(float));
       std::memset(out.ntk + h * W, 0, W * sizeof(float));
@@ -362,7 +404,7 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     const bool first = l == 0;
     // The last block of the band writes its rows straight into the output planes when
     // they are whole vectors wide (W == Wp), else into a tile copied out below.
-    const bool direct = mode == Mode::kBand && l == g.L - 1 && W == Wp;
+    const bool direct = mode == Mode::kBand && !pooled && l == g.L - 1 && W == Wp;
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
       vertical_sum(ws.sum_nngp, plane.row_or_zero(nngp_in, h - 1, S, ws.zero_row),
                    nngp_in + h * S, plane.row_or_zero(nngp_in, h + 1, S, ws.zero_row), Wp);
@@ -396,6 +438,22 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     std::swap(ntk_in, ntk_out);
   }
   if constexpr (mode == Mode::kBand) {
+    if (pooled) {
+      // Rows and planes are added in a fixed order, so a pair's pooled band does not
+      // depend on the threads (and the diagonal pass adds what the grid adds).
+      set_coarse_columns(g, dw, ws.coarse_columns);
+      const int64_t* columns = ws.coarse_columns.data();
+      for (int64_t h = plane.h0; h < plane.h1; ++h) {
+        const int64_t row = coarse_row(g, dh, h);
+        if (row < 0) continue;
+        for (int64_t w = 0; w < W; ++w) {
+          if (columns[w] < 0) continue;
+          out.pooled_nngp[row + columns[w]] += nngp_in[h * S + w];
+          out.pooled_ntk[row + columns[w]] += ntk_in[h * S + w];
+        }
+      }
+      return plane;
+    }
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
       std::memcpy(out.nngp + h * W, nngp_in + h * S, W * sizeof(float));
       std::memcpy(out.ntk + h * W, ntk_in + h * S, W * sizeof(float));
@@ -419,41 +477,43 @@ struct Needs {
   bool x1, x2, v1, v2;
 };
 
-// Transpose of a conv on a row: out = box(err) / 9 (err already holds w2 and the mask).
+// Transpose of a conv on a row: out = box(err) (err already holds w2 / 9 and the mask).
 inline void box_row(float* out, const float* sums, int64_t n) {
   for (int64_t c = 0; c < n; c += kVec)
-    store(out + c, box3(sums, c) / 9.0f);
+    store(out + c, box3(sums, c));
 }
 
 // Backward of one ReLU on a row: from the cotangents of its outputs (g_nngp, g_ntk) to
-// w2 * mask * (cotangent of the conv's NNGP output) in err_nngp (it also feeds the NTK
-// output nngp + ...), w2 * mask * (cotangent of the box of the NTK) in err_ntk, and
-// g_s * s in gss. The derivatives are those of _relu.arccos_maps' VJP, with
+// w2 / 9 * mask * (cotangent of the conv's NNGP output) in err_nngp (it also feeds the
+// NTK output nngp + ...), w2 / 9 * mask * (cotangent of the box of the NTK) in err_ntk
+// (the conv's 1 / 9 applied here, so that its transpose is a plain box sum), and g_s * s
+// in gss. The derivatives are those of _relu.arccos_maps' VJP, with
 // d k0 / d c = 1 / (2 pi sqrt(1 - c^2)) = (1 / (2 pi))^2 / sin_term, defined as 0
-// where 1 - c^2 <= 0 (a pixel with itself, c == 1 exactly). Without with_std, gss is
-// not written (no variance gradient is needed).
+// where 1 - c^2 <= 0 (a pixel with itself, c == 1 exactly); the chain through
+// c = nngp / s takes one division per entry, (1 / (2 pi))^2 / (sin_term s). Without
+// with_std, gss is not written (no variance gradient is needed).
 template <bool with_std>
 inline void relu_backward_row(const float* g_nngp, const float* g_ntk, const RowSaves& saved,
                               const float* cm, float* err_nngp, float* err_ntk, float* gss,
-                              float w2, int64_t n) {
+                              float w2_ninth, int64_t n) {
   for (int64_t c = 0; c < n; c += kVec) {
     const auto valid = load(cm + c) != 0.0f;
     const Vec gn = valid ? load(g_nngp + c) : Vec{};
     const Vec gt = valid ? load(g_ntk + c) : Vec{};
     const Vec raw = load(saved.corr + c);
-    const Vec clipped = clip_unit(raw);
     const Vec k0 = load(saved.k0 + c);
     const Vec sine = load(saved.sine + c);
     const Vec s = load(saved.std_product + c);
     const auto inside = sine > 0.0f;
-    const Vec dk0 = inside ? kInv2PiSquared / (inside ? sine : splat(1.0f)) : Vec{};
-    const Vec through_corr = gt * load(saved.ntk + c) * dk0 / s;
+    const Vec denominator = inside ? sine * s : splat(1.0f);
+    const Vec through_corr =
+        inside ? (gt * load(saved.ntk + c)) * kInv2PiSquared / denominator : Vec{};
     const Vec g_in = gn * k0 + through_corr;
     const Vec g_k = gt * k0;
-    store(err_nngp + c, valid ? w2 * (g_in + g_k) : Vec{});
-    store(err_ntk + c, valid ? w2 * g_k : Vec{});
+    store(err_nngp + c, valid ? w2_ninth * (g_in + g_k) : Vec{});
+    store(err_ntk + c, valid ? w2_ninth * g_k : Vec{});
     if constexpr (with_std) {
-      const Vec g_std = gn * (sine + k0 * (clipped - raw)) - through_corr * raw;
+      const Vec g_std = gn * (sine + k0 * (clip_unit(raw) - raw)) - through_corr * raw;
       store(gss + c, valid ? g_std * s : Vec{});
     }
   }
@@ -467,8 +527,9 @@ inline void add_product_row(float* acc, const float* a, const float* b, int64_t 
   for (int64_t c = 0; c < n; c += kVec) store(acc + c, load(acc + c) + load(a + c) * load(b + c));
 }
 
-// Gradients of one (pair, plane) for given output cotangents (H x W planes each),
-// added to the accumulators: recompute the forward keeping each ReLU's inputs, then
+// Gradients of one (pair, plane) for given output cotangents (H x W planes each; with
+// pool, the pair's pooled cotangents, whose transpose gives each fine entry its coarse
+// entry's cotangent / 16), added to the accumulators: recompute the forward keeping each ReLU's inputs, then
 // run the transposes from the last layer to the input band. A null cotangent is zero;
 // a null accumulator is skipped (the transposes through the layers are shared, the
 // per-side accumulations are not).
@@ -485,8 +546,19 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
   float* gss = ws.tile(Workspace::kNngpOut);  // free after the forward
   // The last ReLU reads the output cotangents in place when rows are whole vectors
   // (W == Wp), else from tiles padded to Wp.
-  const bool direct = g.W == Wp;
-  if (!direct) {
+  const bool direct = !g.pool && g.W == Wp;
+  if (g.pool) {
+    set_coarse_columns(g, dw, ws.coarse_columns);
+    const int64_t* columns = ws.coarse_columns.data();
+    for (int64_t h = plane.h0; h < plane.h1; ++h) {
+      const int64_t row = coarse_row(g, dh, h);
+      for (int64_t w = 0; w < Wp; ++w) {
+        const bool feeds = w < g.W && row >= 0 && columns[w] >= 0;
+        grad_nngp[h * S + w] = feeds && cot_nngp ? cot_nngp[row + columns[w]] * 0.0625f : 0.0f;
+        grad_ntk[h * S + w] = feeds && cot_ntk ? cot_ntk[row + columns[w]] * 0.0625f : 0.0f;
+      }
+    }
+  } else if (!direct) {
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
       if (cot_nngp)
         std::memcpy(grad_nngp + h * S, cot_nngp + h * g.W, g.W * sizeof(float));
@@ -501,6 +573,7 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     }
   }
   const bool with_std = acc.v1 || acc.v2;
+  const float w2_ninth = g.w2 / 9.0f;
   for (int64_t l = g.L - 1; l >= 0; --l) {
     const bool from_output = direct && l == g.L - 1;
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
@@ -518,12 +591,12 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
                                      : ws.zero_row;
       if (with_std) {
         relu_backward_row<true>(gn, gt, saved, cm, err_nngp + at, err_ntk + at, gss + at,
-                                g.w2, Wp);
+                                w2_ninth, Wp);
         if (acc.v1) add_row(acc.v1 + (l * H + h) * Wpad, gss + at, Wp);
         if (acc.v2) add_row(acc.v2 + (l * H + h + dh) * Wpad + dw, gss + at, Wp);
       } else {
         relu_backward_row<false>(gn, gt, saved, cm, err_nngp + at, err_ntk + at, gss + at,
-                                 g.w2, Wp);
+                                 w2_ninth, Wp);
       }
     }
     // The box filter is self-adjoint: the cotangents of the conv's inputs are the box
@@ -638,7 +711,7 @@ ffi::Error check_variances(const ffi::Buffer<ffi::F32>& v, const ffi::Buffer<ffi
 
 ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F32>& x2,
                       const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
-                      int64_t radius) {
+                      int64_t radius, int64_t pool) {
   for (auto error : {check_images(x1, "x1"), check_images(x2, "x2"),
                      check_variances(v1, x1, "var1"), check_variances(v2, x2, "var2")})
     if (error.failure()) return error;
@@ -648,6 +721,8 @@ ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F3
   if (v1.dimensions()[1] != v2.dimensions()[1])
     return ffi::Error::InvalidArgument("var1 and var2 must have the same num_blocks");
   if (radius < 0) return ffi::Error::InvalidArgument("radius must be >= 0");
+  if (pool && (radius < 1 || d1[1] < 2 || d1[2] < 2))
+    return ffi::Error::InvalidArgument("pooling needs radius >= 1 and at least 2 x 2 pixels");
   return ffi::Error::Success();
 }
 
@@ -655,14 +730,18 @@ ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F3
 ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
                            ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
                            ffi::ResultBuffer<ffi::F32> nngp, ffi::ResultBuffer<ffi::F32> ntk,
-                           int64_t radius, float w2, float b2, int64_t diagonal) {
-  if (auto error = check_pair(x1, x2, v1, v2, radius); error.failure()) return error;
+                           int64_t radius, float w2, float b2, int64_t diagonal,
+                           int64_t pool) {
+  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
   auto d1 = x1.dimensions();
   const int64_t n1 = d1[0], n2 = x2.dimensions()[0];
   if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
-  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2);
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
   const int64_t pairs = diagonal ? n1 : n1 * n2;
   const int64_t total = pairs * g.planes;
+  for (auto* out : {&nngp, &ntk})
+    if (static_cast<int64_t>((*out)->element_count()) != pairs * g.output_floats())
+      return ffi::Error::InvalidArgument("the outputs must have the (pooled) band's shape");
   if (total == 0) return ffi::Error::Success();
   const std::vector<float> x1p = pad_images(x1.typed_data(), n1, g);
   const std::vector<float> x2p = pad_images(x2.typed_data(), n2, g);
@@ -670,6 +749,39 @@ ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
   const std::vector<float> v2p = pad_variances(v2.typed_data(), n2, g);
   float* out_nngp = nngp->typed_data();
   float* out_ntk = ntk->typed_data();
+  auto sides = [&](int64_t pair) {
+    const int64_t i = diagonal ? pair : pair / n2, j = diagonal ? pair : pair % n2;
+    return Sides{x1p.data() + i * g.image_floats() + g.margin,
+                 x2p.data() + j * g.image_floats() + g.margin,
+                 v1p.data() + i * g.variance_floats() + g.margin,
+                 v2p.data() + j * g.variance_floats() + g.margin};
+  };
+  if (g.pool) {
+    // A pair is one work item: its planes add into its pooled band in plane order.
+    const int threads = thread_count(pairs);
+    std::vector<Workspace> workspaces;
+    workspaces.reserve(threads);
+    for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
+    parallel_chunks(threads, pairs, 1, [&](int thread, int64_t begin, int64_t end) {
+      for (int64_t pair = begin; pair < end; ++pair) {
+        PlaneOutputs out;
+        out.pooled_nngp = out_nngp + pair * g.output_floats();
+        out.pooled_ntk = out_ntk + pair * g.output_floats();
+        std::fill(out.pooled_nngp, out.pooled_nngp + g.output_floats(), 0.0f);
+        std::fill(out.pooled_ntk, out.pooled_ntk + g.output_floats(), 0.0f);
+        const Sides in = sides(pair);
+        for (int64_t plane = 0; plane < g.planes; ++plane)
+          forward_plane<Mode::kBand>(g, workspaces[thread], in, plane / g.A - g.R,
+                                     plane % g.A - g.R, out);
+        // The mean of 16 entries: a power of two, so exact.
+        for (int64_t k = 0; k < g.output_floats(); ++k) {
+          out.pooled_nngp[k] *= 0.0625f;
+          out.pooled_ntk[k] *= 0.0625f;
+        }
+      }
+    });
+    return ffi::Error::Success();
+  }
   advise_huge_pages(out_nngp, total * g.H * g.W * sizeof(float));
   advise_huge_pages(out_ntk, total * g.H * g.W * sizeof(float));
   const int threads = thread_count(total);
@@ -680,16 +792,11 @@ ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
                   [&](int thread, int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / g.planes, plane = item % g.planes;
-      const int64_t i = diagonal ? pair : pair / n2, j = diagonal ? pair : pair % n2;
-      const Sides in{x1p.data() + i * g.image_floats() + g.margin,
-                     x2p.data() + j * g.image_floats() + g.margin,
-                     v1p.data() + i * g.variance_floats() + g.margin,
-                     v2p.data() + j * g.variance_floats() + g.margin};
       const int64_t offset = item * g.H * g.W;
       PlaneOutputs out;
       out.nngp = out_nngp + offset;
       out.ntk = out_ntk + offset;
-      forward_plane<Mode::kBand>(g, workspaces[thread], in, plane / g.A - g.R,
+      forward_plane<Mode::kBand>(g, workspaces[thread], sides(pair), plane / g.A - g.R,
                                  plane % g.A - g.R, out);
     }
   });
@@ -704,19 +811,19 @@ ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
                          ffi::Buffer<ffi::F32>& v1, ffi::Buffer<ffi::F32>& v2,
                          ffi::Buffer<ffi::F32>& cot_nngp, ffi::Buffer<ffi::F32>& cot_ntk,
                          float* dx1, float* dx2, float* dv1, float* dv2, int64_t radius,
-                         float w2, float b2, bool diagonal, Needs needs) {
-  if (auto error = check_pair(x1, x2, v1, v2, radius); error.failure()) return error;
+                         float w2, float b2, bool diagonal, bool pool, Needs needs) {
+  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
   auto d1 = x1.dimensions();
   const int64_t n1 = d1[0], n2 = x2.dimensions()[0];
   if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
-  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2);
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool);
   const int64_t pairs = diagonal ? n1 : n1 * n2;
   const int64_t total = pairs * g.planes;
-  const int64_t band_floats = total * g.H * g.W;
   for (const auto* cot : {&cot_nngp, &cot_ntk}) {
     const int64_t count = static_cast<int64_t>(cot->element_count());
-    if (count != band_floats && count != 0)
-      return ffi::Error::InvalidArgument("cotangents must have the band's shape (or none)");
+    if (count != pairs * g.output_floats() && count != 0)
+      return ffi::Error::InvalidArgument(
+          "cotangents must have the (pooled) band's shape (or none)");
   }
   const float* cn = cot_nngp.element_count() ? cot_nngp.typed_data() : nullptr;
   const float* ck = cot_ntk.element_count() ? cot_ntk.typed_data() : nullptr;
@@ -766,10 +873,11 @@ ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
                              needs.x2 ? mine.x2 + j * g.image_floats() : nullptr,
                              needs.v1 ? mine.v1 + i * g.variance_floats() : nullptr,
                              needs.v2 ? mine.v2 + j * g.variance_floats() : nullptr};
-      const int64_t offset = item * g.H * g.W;
+      // A pooled cotangent is the pair's; a band cotangent the plane's.
+      const int64_t offset = g.pool ? pair * g.output_floats() : item * g.H * g.W;
       // The cotangents stream from memory, a plane (2 x H x W floats) per item: ask for
       // the next item's into L2 now, so that they arrive while this one is computed.
-      if (item + 1 < end) {
+      if (!g.pool && item + 1 < end) {
         const int64_t next = offset + g.H * g.W;
         for (int64_t k = 0; k < g.H * g.W; k += 64 / sizeof(float)) {
           if (cn) __builtin_prefetch(cn + next + k, 0, 2);
@@ -817,8 +925,9 @@ ffi::Error BandBackwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
                             ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
                             ffi::ResultBuffer<ffi::F32> dx1, ffi::ResultBuffer<ffi::F32> dx2,
                             ffi::ResultBuffer<ffi::F32> dv1, ffi::ResultBuffer<ffi::F32> dv2,
-                            int64_t radius, float w2, float b2, int64_t need_x1,
-                            int64_t need_x2, int64_t need_v1, int64_t need_v2) {
+                            int64_t radius, float w2, float b2, int64_t pool,
+                            int64_t need_x1, int64_t need_x2, int64_t need_v1,
+                            int64_t need_v2) {
   // An unneeded gradient's result may be empty: check the needed ones' sizes.
   const std::pair<ffi::ResultBuffer<ffi::F32>*, ffi::Buffer<ffi::F32>*> outs[] = {
       {&dx1, &x1}, {&dx2, &x2}, {&dv1, &v1}, {&dv2, &v2}};
@@ -828,15 +937,15 @@ ffi::Error BandBackwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
       return ffi::Error::InvalidArgument("a needed gradient must have its input's shape");
   return band_backward(x1, x2, v1, v2, cot_nngp, cot_ntk, dx1->typed_data(),
                        dx2->typed_data(), dv1->typed_data(), dv2->typed_data(), radius, w2,
-                       b2, false, Needs{need[0], need[1], need[2], need[3]});
+                       b2, false, pool != 0, Needs{need[0], need[1], need[2], need[3]});
 }
 
 ffi::Error DiagonalBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> v,
                                 ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
                                 ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dv,
-                                int64_t radius, float w2, float b2) {
+                                int64_t radius, float w2, float b2, int64_t pool) {
   return band_backward(x, x, v, v, cot_nngp, cot_ntk, dx->typed_data(), nullptr,
-                       dv->typed_data(), nullptr, radius, w2, b2, true,
+                       dv->typed_data(), nullptr, radius, w2, b2, true, pool != 0,
                        Needs{true, true, true, true});
 }
 
@@ -884,7 +993,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandForward, BandForwardImpl,
                                   .Attr<int64_t>("radius")
                                   .Attr<float>("w2")
                                   .Attr<float>("b2")
-                                  .Attr<int64_t>("diagonal"));
+                                  .Attr<int64_t>("diagonal")
+                                  .Attr<int64_t>("pool"));  // 1: the pooled band
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandBackward, BandBackwardImpl,
                               ffi::Ffi::Bind()
@@ -901,6 +1011,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandBackward, BandBackwardImpl,
                                   .Attr<int64_t>("radius")
                                   .Attr<float>("w2")
                                   .Attr<float>("b2")
+                                  .Attr<int64_t>("pool")
                                   .Attr<int64_t>("need_x1")  // 0: d x1 not computed,
                                   .Attr<int64_t>("need_x2")  // its result may be empty
                                   .Attr<int64_t>("need_v1")
@@ -916,7 +1027,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuDiagonalBackward, DiagonalBackwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d var
                                   .Attr<int64_t>("radius")
                                   .Attr<float>("w2")
-                                  .Attr<float>("b2"));
+                                  .Attr<float>("b2")
+                                  .Attr<int64_t>("pool"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuVariances, VariancesImpl,
                               ffi::Ffi::Bind()

@@ -26,29 +26,49 @@ Variances = tuple[jax.Array, ...]
 
 class FusedStage(NamedTuple):
     """A fused implementation of the full-resolution stage: the input band, then
-    ``num_blocks`` x [conv, ReLU], with hyperparameters (radius, ``W_std``, ``b_std``) bound.
+    ``num_blocks`` x [conv, ReLU], with hyperparameters (radius, ``W_std``, ``b_std``) bound;
+    with ``pools``, also the 2x2 average pooling that follows the stage.
 
     Attributes:
       band: ``band(x1, x2, var1, var2) -> (nngp, ntk)``: images ``(n1, H, W, C)``,
         ``(n2, H, W, C)``, the variances at each of the stage's ReLUs ``(n, H, W)``;
-        outputs ``(n1, n2, 2R_h+1, 2R_w+1, H, W)``. Differentiable in all four.
+        outputs ``(n1, n2, 2R_h+1, 2R_w+1, H, W)`` (pooled: the band after the pooling,
+        ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``). Differentiable in all four.
       diagonal: ``diagonal(x, var) -> (nngp, ntk)``, each image with itself,
-        ``(n, 2R_h+1, 2R_w+1, H, W)``; differentiable.
+        ``(n, 2R_h+1, 2R_w+1, H, W)`` (or pooled); differentiable.
       variances: ``variances(x) -> var``, the per-image variances at the stage's ReLUs,
         computed with the same operations as ``band``'s offset 0; differentiable.
+      pools: whether ``band`` and ``diagonal`` include the pooling layer after the stage.
     """
 
     band: Callable[..., tuple[jax.Array, jax.Array]]
     diagonal: Callable[..., tuple[jax.Array, jax.Array]]
     variances: Callable[[jax.Array], Variances]
+    pools: bool = False
 
 
-def split_full_resolution(layers: Sequence[Layer]) -> tuple[list[Layer], Layer]:
-    """``(stage, rest)``: the leading offsetwise layers (conv, ReLU) and the others."""
+def split_full_resolution(
+    layers: Sequence[Layer], *, with_pool: bool = False
+) -> tuple[list[Layer], Layer]:
+    """``(stage, rest)``: the leading offsetwise layers (conv, ReLU) and the others.
+
+    With ``with_pool``, the pooling right after them (:func:`pool_follows_stage`) belongs
+    to neither: ``rest`` starts after it (a fused stage that pools computes it).
+    """
     count = 0
     while count < len(layers) and layers[count].offsetwise:
         count += 1
-    return list(layers[:count]), serial(*layers[count:])
+    skip = 1 if with_pool and pool_follows_stage(layers) else 0
+    return list(layers[:count]), serial(*layers[count + skip :])
+
+
+def pool_follows_stage(layers: Sequence[Layer]) -> bool:
+    """Whether a fusable 2x2 average pooling directly follows a non-empty full-resolution
+    stage (as in the ConvNet: conv, ReLU, conv, ReLU, pool)."""
+    count = 0
+    while count < len(layers) and layers[count].offsetwise:
+        count += 1
+    return 0 < count < len(layers) and layers[count].fusable_pool
 
 
 def diagonal_variances(
@@ -59,7 +79,7 @@ def diagonal_variances(
 ) -> Variances:
     """The variances of ``images`` ``(n, H, W, C)`` at the input of every ReLU, in order
     (the diagonal pass)."""
-    full_resolution, rest = split_full_resolution(layers)
+    full_resolution, rest = split_full_resolution(layers, with_pool=stage is not None and stage.pools)
     if stage is None or not full_resolution:
         return serial(*layers).kernel(input_state(images, None, in_band, with_ntk=False)).var1
     variances = stage.variances(images)
@@ -90,7 +110,7 @@ def grid_state(
       with_ntk: whether to carry the NTK.
       stage: a fused full-resolution stage, or ``None`` for the layer maps.
     """
-    full_resolution, rest = split_full_resolution(layers)
+    full_resolution, rest = split_full_resolution(layers, with_pool=stage is not None and stage.pools)
     if stage is None or not full_resolution:
         state = input_state(images1, images2, in_band, with_ntk=with_ntk, var1=var1, var2=var2)
         return serial(*layers).kernel(state)

@@ -24,10 +24,19 @@ _MODULES = {"cpu": "kipd.kernels._cpu", "pallas": "kipd.kernels._pallas"}
 
 
 def fused_stage(
-    implementation: str, *, radius: tuple[int, int], num_blocks: int, W_std: float, b_std: float
+    implementation: str,
+    *,
+    radius: tuple[int, int],
+    num_blocks: int,
+    W_std: float,
+    b_std: float,
+    pool: bool = False,
 ) -> FusedStage:
     """The :class:`FusedStage` of ``implementation`` (``"cpu"`` or ``"pallas"``) for a
     stage of ``num_blocks`` x [conv, ReLU] on a band of ``radius``.
+
+    With ``pool`` (a 2x2 average pooling follows the stage), an implementation that can
+    fuse it (``FUSES_POOL``: the C++ kernel) computes it too, and the stage ``pools``.
 
     Raises:
       RuntimeError: the C++ kernel could not be compiled here (the message says why).
@@ -41,9 +50,13 @@ def fused_stage(
             f"{module.build_error()}; install g++ or use implementation='xla'"
         )
     hyper = dict(num_blocks=num_blocks, W_std=W_std, b_std=b_std)
-    band = functools.partial(module.conv_relu_band, radius=radius[0], **hyper)
+    pools = pool and getattr(module, "FUSES_POOL", False)
+    fused = dict(pool=True) if pools else {}
+    band = functools.partial(module.conv_relu_band, radius=radius[0], **hyper, **fused)
     if hasattr(module, "conv_relu_band_diagonal"):
-        diagonal = functools.partial(module.conv_relu_band_diagonal, radius=radius[0], **hyper)
+        diagonal = functools.partial(
+            module.conv_relu_band_diagonal, radius=radius[0], **hyper, **fused
+        )
     else:
 
         def diagonal(images, variances):
@@ -56,7 +69,7 @@ def fused_stage(
             return jax.lax.map(one, (images, tuple(variances)))
 
     variances = functools.partial(module.conv_relu_variances, **hyper)
-    return FusedStage(band=band, diagonal=diagonal, variances=variances)
+    return FusedStage(band=band, diagonal=diagonal, variances=variances, pools=pools)
 
 
 def cpu_kernel_available() -> bool:

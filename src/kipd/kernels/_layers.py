@@ -34,6 +34,8 @@ class Layer(NamedTuple):
       band: ``band(out_band) -> in_band``, the offsets needed at the input.
       offsetwise: whether ``kernel`` acts on each covariance offset separately (conv,
         ReLU), so that it also maps a window of offset rows (see :class:`KernelState`).
+      fusable_pool: whether this is the 2x2 average pooling (stride 2) that a fused
+        full-resolution stage can compute on chip (:func:`avg_pool`).
     """
 
     init: Callable[[jax.Array, Shape], tuple[Shape, Any]]
@@ -41,6 +43,7 @@ class Layer(NamedTuple):
     kernel: Callable[[KernelState], KernelState]
     band: Callable[[Band], Band]
     offsetwise: bool = False
+    fusable_pool: bool = False
 
 
 def _check_parameterization(parameterization: str) -> None:
@@ -281,7 +284,7 @@ def avg_pool(window: int = 2) -> Layer:
             raise ValueError("avg_pool gives a spatial output; flatten() must follow it")
         return tuple(2 * r + 1 for r in out_band)
 
-    return Layer(init, apply, kernel, band)
+    return Layer(init, apply, kernel, band, fusable_pool=True)
 
 
 def flatten() -> Layer:
