@@ -8,6 +8,13 @@
 // outputs go to memory. _cpu.py builds, loads and documents this file; the semantics are
 // those of serial(conv, relu, ...).kernel(input_state(...)) in _layers.py / _relu.py.
 //
+// Pooling fused (attribute pool). When the 2x2 average pooling follows the stage (the
+// ConvNet), each plane's final tile is added into its pair's pooled band while still in
+// cache: the full band (230k entries per 32x32 pair) never reaches memory, only the
+// pooled one (18x smaller), and the backward reads the pooled cotangent. A pair's planes
+// are added in a fixed order by one thread, so the pooled band of (x, x) computed as a
+// diagonal pair equals the grid's, bit for bit (the next ReLU's exact c == 1 needs it).
+//
 // Floating point. Built with -ffp-contract=off and without fast-math, so every + - * /
 // and sqrt below is one IEEE float32 operation in the order written: the results follow
 // the XLA path's expressions (same association, the same Cephes polynomial for
@@ -529,10 +536,10 @@ inline void add_product_row(float* acc, const float* a, const float* b, int64_t 
 
 // Gradients of one (pair, plane) for given output cotangents (H x W planes each; with
 // pool, the pair's pooled cotangents, whose transpose gives each fine entry its coarse
-// entry's cotangent / 16), added to the accumulators: recompute the forward keeping each ReLU's inputs, then
-// run the transposes from the last layer to the input band. A null cotangent is zero;
-// a null accumulator is skipped (the transposes through the layers are shared, the
-// per-side accumulations are not).
+// entry's cotangent / 16), added to the accumulators: recompute the forward keeping each
+// ReLU's inputs, then run the transposes from the last layer to the input band. A null
+// cotangent is zero; a null accumulator is skipped (the transposes through the layers
+// are shared, the per-side accumulations are not).
 void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t dh, int64_t dw,
                     const float* cot_nngp, const float* cot_ntk, const Accumulators& acc) {
   const Plane plane = forward_plane<Mode::kSave>(g, ws, in, dh, dw, PlaneOutputs{});

@@ -79,7 +79,8 @@ def diagonal_variances(
 ) -> Variances:
     """The variances of ``images`` ``(n, H, W, C)`` at the input of every ReLU, in order
     (the diagonal pass)."""
-    full_resolution, rest = split_full_resolution(layers, with_pool=stage is not None and stage.pools)
+    pools = stage is not None and stage.pools
+    full_resolution, rest = split_full_resolution(layers, with_pool=pools)
     if stage is None or not full_resolution:
         return serial(*layers).kernel(input_state(images, None, in_band, with_ntk=False)).var1
     variances = stage.variances(images)
@@ -110,7 +111,8 @@ def grid_state(
       with_ntk: whether to carry the NTK.
       stage: a fused full-resolution stage, or ``None`` for the layer maps.
     """
-    full_resolution, rest = split_full_resolution(layers, with_pool=stage is not None and stage.pools)
+    pools = stage is not None and stage.pools
+    full_resolution, rest = split_full_resolution(layers, with_pool=pools)
     if stage is None or not full_resolution:
         state = input_state(images1, images2, in_band, with_ntk=with_ntk, var1=var1, var2=var2)
         return serial(*layers).kernel(state)
