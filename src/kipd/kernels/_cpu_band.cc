@@ -80,7 +80,7 @@ constexpr int64_t kVec = 8;
 constexpr int64_t kVec = 4;
 #endif
 static_assert(kLanes % kVec == 0, "rows must hold whole vectors");
-static_assert(kGuard >= kVec, "box3 reads a whole vector on either side of a row");
+static_assert(kGuard >= kVec, "RollingBox reads a whole vector on either side of a row");
 // aligned(4): rows are read at column offsets -1 and +1 (box filter), and shifted by D.
 typedef float Vec __attribute__((vector_size(kVec * sizeof(float)), aligned(4), may_alias));
 typedef int32_t Bits __attribute__((vector_size(kVec * sizeof(float)), aligned(4), may_alias));
@@ -95,11 +95,20 @@ inline Vec vsqrt(Vec v) {
   return r;
 }
 
-// The horizontal 3-tap sum (left + mid) + right at columns [c, c + kVec) of a row whose
-// columns -kVec.. and ..+kVec are readable (guards). The neighbours are shuffled out of
-// whole-vector loads at c - kVec, c, c + kVec: the row was just stored in whole vectors,
-// and loads at c -/+ 1 would straddle two pending stores, which defeats store-to-load
-// forwarding (a stall per load); these loads match the stores exactly.
+// Three rows of a tile (h - 1, h, h + 1; a zero row where outside the plane).
+struct Rows3 {
+  const float* up;
+  const float* mid;
+  const float* down;
+};
+
+// The 3x3 box sum of three rows in the XLA box filter's order -- vertical (up + mid) +
+// down, then horizontal (left + mid) + right -- one vector of columns at a time, left to
+// right: each column vector's vertical sum is computed once and kept in registers for
+// its neighbours (no row of sums goes through memory). The horizontal neighbours are
+// shuffled out of whole vectors: the rows were stored in whole vectors, and loads at
+// c -/+ 1 would straddle two pending stores, which defeats store-to-load forwarding.
+// Reads columns [-kVec, n + kVec) of the rows (guards, zero).
 #if defined(__AVX512F__)
 #define KIPD_LEFT {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30}
 #define KIPD_RIGHT {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
@@ -110,12 +119,30 @@ inline Vec vsqrt(Vec v) {
 #define KIPD_LEFT {3, 4, 5, 6}
 #define KIPD_RIGHT {1, 2, 3, 4}
 #endif
-inline Vec box3(const float* row, int64_t c) {
-  const Vec prev = load(row + c - kVec), mid = load(row + c), next = load(row + c + kVec);
-  const Vec left = __builtin_shuffle(prev, mid, Bits KIPD_LEFT);
-  const Vec right = __builtin_shuffle(mid, next, Bits KIPD_RIGHT);
-  return (left + mid) + right;
-}
+class RollingBox {
+ public:
+  explicit RollingBox(const Rows3& rows)
+      : rows_(rows), prev_(vertical(-kVec)), here_(vertical(0)) {}
+
+  // The box sum at columns [c, c + kVec); call with c = 0, kVec, 2 kVec, ...
+  Vec next(int64_t c) {
+    const Vec ahead = vertical(c + kVec);
+    const Vec left = __builtin_shuffle(prev_, here_, Bits KIPD_LEFT);
+    const Vec right = __builtin_shuffle(here_, ahead, Bits KIPD_RIGHT);
+    const Vec box = (left + here_) + right;
+    prev_ = here_;
+    here_ = ahead;
+    return box;
+  }
+
+ private:
+  Vec vertical(int64_t c) const {
+    return (load(rows_.up + c) + load(rows_.mid + c)) + load(rows_.down + c);
+  }
+
+  Rows3 rows_;
+  Vec prev_, here_;
+};
 
 inline Vec vabs(Vec v) { return reinterpret_cast<Vec>(reinterpret_cast<Bits>(v) & 0x7fffffff); }
 
@@ -213,21 +240,17 @@ struct Workspace {
   std::vector<float> memory;
   float* colmask;   // Wp: 1 where p and p + D lie in the image (column-wise), else 0
   float* zero_row;  // a zero row read in place of rows outside the plane's valid rows
-  float* sum_nngp;  // vertical box sums of one row (guards zero)
-  float* sum_ntk;
   float* record_row;  // kSelf: one row of a block's variances
   std::vector<int64_t> coarse_columns;  // pool: per column, see set_coarse_columns
 
   explicit Workspace(const Geometry& geometry, bool with_saved) : g(geometry) {
     const int64_t tiles = kFixedTiles + (with_saved ? kSavedPerBlock * g.L : 0);
     const int64_t row = kGuard + g.S + kGuard;
-    memory.assign(tiles * g.tile + 5 * row + kLanes, 0.0f);
+    memory.assign(tiles * g.tile + 3 * row + kLanes, 0.0f);
     float* rows = memory.data() + tiles * g.tile;
     colmask = rows + kGuard;
     zero_row = rows + row + kGuard;
-    sum_nngp = rows + 2 * row + kGuard;
-    sum_ntk = rows + 3 * row + kGuard;
-    record_row = rows + 4 * row + kGuard;
+    record_row = rows + 2 * row + kGuard;
     coarse_columns.assign(g.W, -1);
   }
 
@@ -256,6 +279,12 @@ struct Plane {
   const float* row_or_zero(const float* tile, int64_t h, int64_t S, const float* zero) const {
     return (h >= h0 && h < h1) ? tile + h * S : zero;
   }
+
+  // Rows h - 1, h, h + 1 of a tile, for a box filter at row h.
+  Rows3 around(const float* tile, int64_t h, int64_t S, const float* zero) const {
+    return Rows3{row_or_zero(tile, h - 1, S, zero), tile + h * S,
+                 row_or_zero(tile, h + 1, S, zero)};
+  }
 };
 
 // The 2x2 average pooling (stride 2, 'VALID') that follows the stage, fused: fine band entry
@@ -283,14 +312,6 @@ void set_coarse_columns(const Geometry& g, int64_t dw, std::vector<int64_t>& col
     const bool feeds = w < 2 * g.Wc && std::abs(e) <= g.Rc && pw + e >= 0 && pw + e < g.Wc;
     columns[w] = feeds ? (e + g.Rc) * g.Hc * g.Wc + pw : -1;
   }
-}
-
-// Vertical 3-tap sums of rows h-1, h, h+1 of a tile (rows outside the plane read as
-// zero), in the XLA box filter's order: (up + mid) + down.
-inline void vertical_sum(float* out, const float* up, const float* mid, const float* down,
-                         int64_t n) {
-  for (int64_t c = 0; c < n; c += kVec)
-    store(out + c, (load(up + c) + load(mid + c)) + load(down + c));
 }
 
 // The input band row: (x1 x2)_0 + (x1 x2)_1 + ..., then / C, as input_state adds it.
@@ -325,17 +346,14 @@ struct RowSaves {
 //   nngp = w2 * (box(nngp) / 9) + b2,  ntk = nngp + w2 * (box(ntk) / 9)   (first: ntk = nngp)
 // and the ReLU uses s = sqrt(v1[p] v2[p + D]), c = nngp / s (kSelf: v1 = v2 = nngp).
 template <Mode mode, bool first>
-inline void conv_relu_row(const float* sum_nngp, const float* sum_ntk, const float* v1,
+inline void conv_relu_row(const Rows3& rows_nngp, const Rows3& rows_ntk, const float* v1,
                           const float* v2, const float* cm, float* nngp_out, float* ntk_out,
                           const RowSaves& saves, float w2, float b2, int64_t n) {
+  RollingBox box_nngp(rows_nngp), box_ntk(first ? rows_nngp : rows_ntk);
   for (int64_t c = 0; c < n; c += kVec) {
-    const Vec box = box3(sum_nngp, c);
-    const Vec nngp = w2 * (box / 9.0f) + b2;
+    const Vec nngp = w2 * (box_nngp.next(c) / 9.0f) + b2;
     Vec ntk = nngp;
-    if constexpr (!first) {
-      const Vec box_ntk = box3(sum_ntk, c);
-      ntk = nngp + w2 * (box_ntk / 9.0f);
-    }
+    if constexpr (!first) ntk = nngp + w2 * (box_ntk.next(c) / 9.0f);
     Vec var1, var2;
     if constexpr (mode == Mode::kSelf) {
       var1 = var2 = nngp;
@@ -413,11 +431,8 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     // they are whole vectors wide (W == Wp), else into a tile copied out below.
     const bool direct = mode == Mode::kBand && !pooled && l == g.L - 1 && W == Wp;
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
-      vertical_sum(ws.sum_nngp, plane.row_or_zero(nngp_in, h - 1, S, ws.zero_row),
-                   nngp_in + h * S, plane.row_or_zero(nngp_in, h + 1, S, ws.zero_row), Wp);
-      if (!first)
-        vertical_sum(ws.sum_ntk, plane.row_or_zero(ntk_in, h - 1, S, ws.zero_row),
-                     ntk_in + h * S, plane.row_or_zero(ntk_in, h + 1, S, ws.zero_row), Wp);
+      const Rows3 rows_nngp = plane.around(nngp_in, h, S, ws.zero_row);
+      const Rows3 rows_ntk = plane.around(ntk_in, h, S, ws.zero_row);
       const int64_t at = h * S;
       RowSaves saves{};
       if constexpr (mode == Mode::kSelf) saves.record = ws.record_row;
@@ -432,10 +447,10 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
       float* to_nngp = direct ? out.nngp + h * W : nngp_out + at;
       float* to_ntk = direct ? out.ntk + h * W : ntk_out + at;
       if (first)
-        conv_relu_row<mode, true>(ws.sum_nngp, ws.sum_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
+        conv_relu_row<mode, true>(rows_nngp, rows_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
                                   g.w2, g.b2, Wp);
       else
-        conv_relu_row<mode, false>(ws.sum_nngp, ws.sum_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
+        conv_relu_row<mode, false>(rows_nngp, rows_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
                                    g.w2, g.b2, Wp);
       if constexpr (mode == Mode::kSelf)
         std::memcpy(out.record + (l * g.H + h) * W, ws.record_row, W * sizeof(float));
@@ -485,9 +500,9 @@ struct Needs {
 };
 
 // Transpose of a conv on a row: out = box(err) (err already holds w2 / 9 and the mask).
-inline void box_row(float* out, const float* sums, int64_t n) {
-  for (int64_t c = 0; c < n; c += kVec)
-    store(out + c, box3(sums, c));
+inline void box_row(float* out, const Rows3& rows, int64_t n) {
+  RollingBox box(rows);
+  for (int64_t c = 0; c < n; c += kVec) store(out + c, box.next(c));
 }
 
 // Backward of one ReLU on a row: from the cotangents of its outputs (g_nngp, g_ntk) to
@@ -609,14 +624,8 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     // The box filter is self-adjoint: the cotangents of the conv's inputs are the box
     // filter of the (masked) cotangents of its outputs.
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
-      vertical_sum(ws.sum_nngp, plane.row_or_zero(err_nngp, h - 1, S, ws.zero_row),
-                   err_nngp + h * S, plane.row_or_zero(err_nngp, h + 1, S, ws.zero_row), Wp);
-      box_row(grad_nngp + h * S, ws.sum_nngp, Wp);
-      if (l > 0) {
-        vertical_sum(ws.sum_ntk, plane.row_or_zero(err_ntk, h - 1, S, ws.zero_row),
-                     err_ntk + h * S, plane.row_or_zero(err_ntk, h + 1, S, ws.zero_row), Wp);
-        box_row(grad_ntk + h * S, ws.sum_ntk, Wp);
-      }
+      box_row(grad_nngp + h * S, plane.around(err_nngp, h, S, ws.zero_row), Wp);
+      if (l > 0) box_row(grad_ntk + h * S, plane.around(err_ntk, h, S, ws.zero_row), Wp);
     }
   }
   if (!acc.x1 && !acc.x2) return;
