@@ -30,6 +30,15 @@ def _pad_rows(tree: Any, multiple: int) -> Any:
     return jax.tree_util.tree_map(pad, tree)
 
 
+def _balanced(block: int, n: int) -> int:
+    """The block size for ``n`` rows in blocks of at most ``block``: as many blocks as
+    ``block`` needs, evenly sized, so that padding is least (10 rows in blocks of at most
+    8: two of 5, not 8 and 8 with 6 padded rows)."""
+    block = max(1, min(block, n))
+    count = -(-n // block)
+    return -(-n // count)
+
+
 def _split_rows(tree: Any, block: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a.reshape(-1, block, *a.shape[1:]), tree)
 
@@ -41,7 +50,7 @@ def map_rows(fn: Callable[[Any], Any], rows: Any, block: int) -> Any:
       ``fn``'s output pytree with leading axis n.
     """
     n = jax.tree_util.tree_leaves(rows)[0].shape[0]
-    block = max(1, min(block, n))
+    block = _balanced(block, n)
     if block == n:
         return fn(rows)
     blocks = _split_rows(_pad_rows(rows, block), block)
@@ -57,8 +66,8 @@ def map_grid(fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_bl
     """
     n1 = jax.tree_util.tree_leaves(rows1)[0].shape[0]
     n2 = jax.tree_util.tree_leaves(rows2)[0].shape[0]
-    block2 = max(1, min(n2, pairs_per_block))
-    block1 = max(1, min(n1, pairs_per_block // block2))
+    block2 = _balanced(pairs_per_block, n2)
+    block1 = _balanced(pairs_per_block // block2, n1)
     if block1 == n1 and block2 == n2:
         return fn(rows1, rows2)
     blocks1 = _split_rows(_pad_rows(rows1, block1), block1)
@@ -90,7 +99,7 @@ def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int) -> Any:
       ``fn``'s output pytree with leading axes ``(n, n)``.
     """
     n = jax.tree_util.tree_leaves(rows)[0].shape[0]
-    block = max(1, min(block, n))
+    block = _balanced(block, n)
     if block == n:  # one block: computed whole, its upper triangle mirrored
         upper = np.triu(np.ones((n, n), bool))
 
