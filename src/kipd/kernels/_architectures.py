@@ -32,6 +32,7 @@ from kipd.kernels._layers import (
     flatten,
     global_avg_pool,
     normalization,
+    pooled_radius,
     relu,
     serial,
 )
@@ -199,7 +200,7 @@ def default_pairs_per_block(
     height, width = image_shape[:2]
     band = in_band
     if fused and pooled:
-        band = tuple((r - 1) // 2 for r in in_band)
+        band = tuple(pooled_radius(r) for r in in_band)
         height, width = height // 2, width // 2
     entries_per_pair = (2 * band[0] + 1) * (2 * band[1] + 1) * height * width
     pairs = max(1, entries // entries_per_pair)

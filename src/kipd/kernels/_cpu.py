@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kipd import files
+from kipd.kernels._layers import pooled_radius
 
 _SOURCE = Path(__file__).with_name("_cpu_band.cc")
 FUSES_POOL = True
@@ -189,7 +190,7 @@ def _call(target: str, results, *args, **attributes):
 
 def _band_shape(spec: _Spec, *batch: int) -> tuple[int, ...]:
     if spec.pool:
-        offsets = 2 * ((spec.radius - 1) // 2) + 1
+        offsets = 2 * pooled_radius(spec.radius) + 1
         return (*batch, offsets, offsets, spec.height // 2, spec.width // 2)
     return (*batch, spec.offsets, spec.offsets, spec.height, spec.width)
 

@@ -55,9 +55,7 @@ def split_full_resolution(
     With ``with_pool``, the pooling right after them (:func:`pool_follows_stage`) belongs
     to neither: ``rest`` starts after it (a fused stage that pools computes it).
     """
-    count = 0
-    while count < len(layers) and layers[count].offsetwise:
-        count += 1
+    count = _stage_length(layers)
     skip = 1 if with_pool and pool_follows_stage(layers) else 0
     return list(layers[:count]), serial(*layers[count + skip :])
 
@@ -65,10 +63,16 @@ def split_full_resolution(
 def pool_follows_stage(layers: Sequence[Layer]) -> bool:
     """Whether a fusable 2x2 average pooling directly follows a non-empty full-resolution
     stage (as in the ConvNet: conv, ReLU, conv, ReLU, pool)."""
+    count = _stage_length(layers)
+    return 0 < count < len(layers) and layers[count].fusable_pool
+
+
+def _stage_length(layers: Sequence[Layer]) -> int:
+    """How many leading layers are offsetwise (conv, ReLU): the full-resolution stage."""
     count = 0
     while count < len(layers) and layers[count].offsetwise:
         count += 1
-    return 0 < count < len(layers) and layers[count].fusable_pool
+    return count
 
 
 def diagonal_variances(

@@ -233,6 +233,12 @@ def _pool_axis(cov: jax.Array, axis: int, coarse_radius: int) -> jax.Array:
     return total / 4.0
 
 
+def pooled_radius(radius: int) -> int:
+    """The band radius after a 2x2 average pooling of a band of ``radius``: coarse offset
+    ``E`` needs fine offsets ``2E - 1 .. 2E + 1``."""
+    return (radius - 1) // 2
+
+
 def avg_pool(window: int = 2) -> Layer:
     """Average pooling with a 2x2 window, stride 2, 'VALID' padding (odd edges dropped)."""
     if window != 2:
@@ -261,7 +267,7 @@ def avg_pool(window: int = 2) -> Layer:
             raise ValueError("avg_pool needs a spatial input, but the kernel state is flat")
         check_size(state.spatial_shape)
         r_h, r_w = state.radius
-        coarse = ((r_h - 1) // 2, (r_w - 1) // 2)
+        coarse = (pooled_radius(r_h), pooled_radius(r_w))
         if min(coarse) < 0:
             raise ValueError(
                 f"avg_pool needs covariance offsets up to +-1 at its input, the state "
