@@ -115,8 +115,10 @@ def _steps(run_dir):
     return [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.npz")]
 
 
-def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch):
-    config = _config(dataset, steps=7, checkpoint_every=2)
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, lr_schedule):
+    # cosine: the schedule's step count is part of the checkpointed optimizer state.
+    config = _config(dataset, steps=7, checkpoint_every=2, lr_schedule=lr_schedule)
     distill.run_kip(config, tmp_path / "whole", progress=False)
 
     real_save = _rundir.save_checkpoint
@@ -159,6 +161,13 @@ def test_run_directory_guards(dataset, tmp_path):
         )
     with pytest.raises(distill.DistillError, match="past --steps 1"):
         distill.run_kip(distill.resume_config(out, steps=1), out, resume=True, progress=False)
+    # A decaying learning rate ends at its own --steps: more would change every step's rate.
+    decayed = tmp_path / "cosine"
+    distill.run_kip(_config(dataset, steps=2, lr_schedule="cosine"), decayed, progress=False)
+    with pytest.raises(distill.DistillError, match=r"steps: 2 -> 4 \(cosine learning rate\)"):
+        distill.run_kip(
+            distill.resume_config(decayed, steps=4), decayed, resume=True, progress=False
+        )
     assert not list(tmp_path.glob(".run*"))  # no temporary run folder left behind
 
 
@@ -294,6 +303,7 @@ def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_p
         ({"kernels": ("resnet",)}, "unknown architecture 'resnet'"),
         ({"kernels": ()}, "--kernel"),
         ({"init": "zeros"}, "--init"),
+        ({"lr_schedule": "linear"}, "--lr-schedule cosine"),
         ({"lambda0": 0.0}, "1e-6"),
         ({"block_size": 0}, "--block-size"),
         ({"test_size": 0}, "--test-size"),

@@ -23,7 +23,11 @@ CONFIG_FILE = "config.json"
 PRESETS = ("paper",)
 """Named presets (``_presets``): ``paper`` is Table 1 with appendix A's settings."""
 
-# Options a resumed run may change: they do not alter the trajectory.
+LR_SCHEDULES = ("constant", "cosine")
+"""KIP's learning rate over the steps: the paper's constant, or a cosine decay to 0."""
+
+# Options a resumed run may change: they do not alter the trajectory (``steps`` does
+# under a decaying learning rate: see ``config_differences``).
 RESUMABLE_CHANGES = frozenset({"steps", "data_dir", "test_size", "block_size"})
 # Runtime options that kipd 0.1 recorded in config.json; they are ignored on reading
 # (where blocks run is a choice of each command: kipd.compute.ExecutorConfig).
@@ -144,6 +148,9 @@ class KipConfig(_Common):
       learn_labels: optimize the support labels too (all of the paper's Table 1 runs).
       augment: fraction of each target batch augmented (0 = none).
       lr: Adam learning rate; ``None`` means 0.01 for grayscale and 0.04 for RGB.
+      lr_schedule: ``"constant"`` (the paper) or ``"cosine"``: the learning rate decays
+        from ``lr`` to 0 at ``steps`` by a cosine (a run on it cannot be extended by
+        ``--resume --steps``).
       init: ``"natural"`` (class-balanced train subset) or ``"noise"`` (uniform pixels).
       checkpoint_every: steps between checkpoints (50 in the paper).
       eval_every: steps between test accuracy readings on the evaluation subset.
@@ -162,6 +169,7 @@ class KipConfig(_Common):
     learn_labels: bool = True
     augment: float = _cli(0.0, metavar="FRACTION")
     lr: float | None = None
+    lr_schedule: str = _cli("constant", choices=LR_SCHEDULES)
     init: str = _cli("natural", choices=("natural", "noise"))
     checkpoint_every: int = _cli(50, metavar="STEPS")
     eval_every: int = _cli(50, metavar="STEPS")
@@ -198,6 +206,11 @@ class KipConfig(_Common):
         _check(
             self.lr is None or self.lr > 0,
             f"learning rate must be > 0, got {self.lr}: pass e.g. --lr 0.01",
+        )
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"unknown learning rate schedule {self.lr_schedule!r}: pass --lr-schedule constant "
+            "or --lr-schedule cosine",
         )
         _check(
             self.init in ("natural", "noise"),
@@ -382,9 +395,13 @@ def config_differences(saved: _Common, requested: _Common) -> list[str]:
     """``"name: saved -> requested"`` for each option that a resumed run may not change."""
     if type(saved) is not type(requested):
         return [f"algorithm: {saved.ALGORITHM} -> {requested.ALGORITHM}"]
+    # A decaying learning rate reaches 0 at ``steps``: more steps would change every
+    # step's rate, so such a run is continued only to its own end.
+    fixed_steps = getattr(saved, "lr_schedule", "constant") != "constant"
     return [
         f"{field.name}: {getattr(saved, field.name)!r} -> {getattr(requested, field.name)!r}"
+        + (f" ({saved.lr_schedule} learning rate)" if field.name == "steps" else "")
         for field in dataclasses.fields(saved)
-        if field.name not in RESUMABLE_CHANGES
+        if (field.name not in RESUMABLE_CHANGES or (field.name == "steps" and fixed_steps))
         and getattr(saved, field.name) != getattr(requested, field.name)
     ]

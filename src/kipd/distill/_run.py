@@ -138,7 +138,8 @@ def _check_resumable(out: Path, config: KipConfig | LabelSolveConfig) -> None:
     if differences:
         raise DistillError(
             f"{out} is a run of another config ({'; '.join(differences)}); resume it with its own "
-            "options (only --steps, --test-size, --block-size and where blocks run may change), "
+            "options (only --steps, unless the learning rate decays, --test-size, --block-size and "
+            "where blocks run may change), "
             "or start a new run with another --out"
         )
 
@@ -190,6 +191,20 @@ class _Evaluator(NamedTuple):
         )
 
 
+def learning_rate(config: KipConfig) -> float | optax.Schedule:
+    """Adam's learning rate of a resolved config: ``lr`` constant (the paper), or decayed
+    from ``lr`` at step 0 to 0 at ``steps`` by a cosine (``lr_schedule="cosine"``).
+
+    Example:
+      >>> rate = learning_rate(KipConfig(lr=0.04, steps=100, lr_schedule="cosine"))
+      >>> [round(float(rate(step)), 6) for step in (0, 50, 100)]
+      [0.04, 0.02, 0.0]
+    """
+    if config.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(config.lr, config.steps)
+    return config.lr
+
+
 def _kip_algorithm(
     config: KipConfig,
     dataset: data.Dataset,
@@ -209,7 +224,7 @@ def _kip_algorithm(
     labels = data.centered_one_hot(dataset.y_train, dataset.num_classes)
     algo = kip(
         [compute.KernelSpec(name) for name in config.kernels],
-        optax.adam(config.lr),
+        optax.adam(learning_rate(config)),
         learn_labels=config.learn_labels,
         lambda0=config.lambda0,
         augment=augment,
