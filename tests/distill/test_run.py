@@ -43,10 +43,11 @@ def _config(dataset, **changes):
 
 
 def _records(run_dir, timed=True):
-    """The metrics.jsonl records of a run, without step times if not ``timed``."""
+    """The metrics.jsonl records of a run, without wall times if not ``timed``."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [
-        {k: v for k, v in json.loads(line).items() if timed or k != "seconds"} for line in lines
+        {k: v for k, v in json.loads(line).items() if timed or k not in ("seconds", "elapsed")}
+        for line in lines
     ]
 
 
@@ -133,7 +134,12 @@ def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, lr_
         distill.run_kip(config, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(_rundir, "save_checkpoint", real_save)
     assert max(_steps(tmp_path / "resumed")) == 4
-    distill.run_kip(config, tmp_path / "resumed", resume=True, progress=False)
+    first_leg = _rundir.elapsed_seconds(tmp_path / "resumed", 4)
+    summary = distill.run_kip(config, tmp_path / "resumed", resume=True, progress=False)
+    # The run's wall time carries the first leg (up to its checkpoint) into the second.
+    elapsed = [r["elapsed"] for r in _records(tmp_path / "resumed") if "elapsed" in r]
+    assert first_leg > 0 and elapsed == sorted(elapsed) and elapsed[4] > first_leg
+    assert summary["run_seconds"] >= summary["seconds"] + first_leg - 0.1
 
     whole, resumed = (
         _npz(tmp_path / "whole/distilled.npz"),

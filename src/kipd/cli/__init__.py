@@ -265,11 +265,19 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
         preset = f"preset {summary['preset']} (overridden: {given})\n"
     print(
         f"\n{summary['dataset']}: {summary['support_size']} support images, kernel {summary['kernel']}, "
-        f"{summary['seconds']:.0f} s\n{preset}"
+        f"{_duration(summary)}\n{preset}"
         f"KRR test accuracy on {summary['test_size']} test images:\n"
         + "\n".join(lines)
         + f"\nrun directory: {out}"
     )
+
+
+def _duration(summary: dict[str, Any]) -> str:
+    """This command's wall time, and the whole run's where earlier legs add to it."""
+    seconds, run_seconds = summary["seconds"], summary.get("run_seconds", summary["seconds"])
+    if run_seconds - seconds < 1:
+        return f"{seconds:.0f} s"
+    return f"{seconds:.0f} s ({run_seconds:.0f} s in all, earlier legs of the run included)"
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:

@@ -243,8 +243,12 @@ def _train(
     batch_key: jax.Array,
     read_accuracy: Any,
     progress: bool,
+    run_clock: Any,
 ) -> tuple[KipState, float]:
     """Stage: KIP steps from ``state.step`` to ``config.steps``, logging and checkpointing.
+
+    ``run_clock()`` is the run's wall time so far in seconds, earlier legs included; each
+    step's record keeps it as ``elapsed``, so a resumed run knows what came before.
 
     Returns:
       The final state and the last step's train loss.
@@ -288,6 +292,7 @@ def _train(
             if step % config.eval_every == 0 or step == config.steps:
                 record["test_accuracy"] = read_accuracy(state.support_images, state.support_labels)
                 bar.set_postfix_str(f"test acc {record['test_accuracy']:.3f}", refresh=False)
+            record["elapsed"] = round(run_clock(), 1)
             log.append(record)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 _rundir.save_checkpoint(out, state, last_loss, config.keep_best)
@@ -436,8 +441,17 @@ def run_kip(
         if previous is not None and int(state.step) == config.steps:
             return previous  # a finished run
         _say(log, "the first KIP step compiles the step function (a minute or so for convnet)")
+        earlier = _rundir.elapsed_seconds(out, int(state.step))
         state, last_loss = _train(
-            config, out, algo, state, targets, batch_key, read_accuracy, progress
+            config,
+            out,
+            algo,
+            state,
+            targets,
+            batch_key,
+            read_accuracy,
+            progress,
+            run_clock=lambda: earlier + time.perf_counter() - started,
         )
 
         desc = "test accuracy" if progress else None
@@ -464,6 +478,9 @@ def run_kip(
         init_accuracy,
         final_accuracy,
         started,
+        # The earlier legs of a resumed run too, each up to its last checkpoint (steps
+        # lost to a kill are counted when they are redone).
+        run_seconds=round(earlier + time.perf_counter() - started, 1),
         steps=config.steps,
         final_loss=last_loss,
         best_checkpoints=sorted(best),

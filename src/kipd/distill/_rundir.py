@@ -245,6 +245,14 @@ def read_metrics(run_dir: Path, up_to_step: int = sys.maxsize) -> list[dict[str,
     return records
 
 
+def elapsed_seconds(run_dir: Path, step: int) -> float:
+    """The run's wall time when it logged ``step``, earlier legs included (the last
+    ``elapsed`` of ``metrics.jsonl`` up to that step; 0 for a new run or one whose log
+    predates ``elapsed``)."""
+    times = [r["elapsed"] for r in read_metrics(run_dir, step) if "elapsed" in r]
+    return times[-1] if times else 0.0
+
+
 class MetricsLog:
     """``metrics.jsonl`` opened to append, after dropping the records past ``up_to_step``
     (a resumed run is about to redo those steps).
