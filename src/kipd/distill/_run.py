@@ -15,7 +15,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -243,7 +243,7 @@ def _train(
     batch_key: jax.Array,
     read_accuracy: Any,
     progress: bool,
-    run_clock: Any,
+    run_clock: Callable[[], float],
 ) -> tuple[KipState, float]:
     """Stage: KIP steps from ``state.step`` to ``config.steps``, logging and checkpointing.
 
