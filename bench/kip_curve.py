@@ -32,7 +32,8 @@ def _curve(run: distill.Run) -> list[tuple[int, int, float, float]]:
 
 def _label(run: distill.Run) -> str:
     c = run.config
-    return f"{run.path.name}: B = {c.target_batch_size}, lr {c.lr}"
+    schedule = "" if c.lr_schedule == "constant" else f" ({c.lr_schedule})"
+    return f"{run.path.name}: B = {c.target_batch_size}, lr {c.lr}{schedule}"
 
 
 def main() -> None:
