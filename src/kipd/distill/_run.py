@@ -442,6 +442,12 @@ def run_kip(
             return previous  # a finished run
         _say(log, "the first KIP step compiles the step function (a minute or so for convnet)")
         earlier = _rundir.elapsed_seconds(out, int(state.step))
+
+        def run_clock() -> float:
+            # The earlier legs of a resumed run too, each up to its last checkpoint (steps
+            # lost to a kill are counted when they are redone).
+            return earlier + time.perf_counter() - started
+
         state, last_loss = _train(
             config,
             out,
@@ -451,7 +457,7 @@ def run_kip(
             batch_key,
             read_accuracy,
             progress,
-            run_clock=lambda: earlier + time.perf_counter() - started,
+            run_clock,
         )
 
         desc = "test accuracy" if progress else None
@@ -478,9 +484,7 @@ def run_kip(
         init_accuracy,
         final_accuracy,
         started,
-        # The earlier legs of a resumed run too, each up to its last checkpoint (steps
-        # lost to a kill are counted when they are redone).
-        run_seconds=round(earlier + time.perf_counter() - started, 1),
+        run_seconds=round(run_clock(), 1),
         steps=config.steps,
         final_loss=last_loss,
         best_checkpoints=sorted(best),
