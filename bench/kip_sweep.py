@@ -10,7 +10,7 @@ CPU takes minutes there, so a handful of settings can be compared before one is 
 CPU. Each run is ``python -m kipd.cli distill COMMON FLAGS --out OUT/NAME`` in its own process
 (at most ``--parallel`` at a time, JAX told not to preallocate the device's memory so that
 they share it), its output in ``OUT/NAME.log``. At the deadline the runs still going are
-stopped; their run directories keep the test readings so far. The table (``OUT/sweep.md``,
+stopped with Ctrl-C (SIGINT); their run directories keep the test readings so far. The table (``OUT/sweep.md``,
 every number in ``OUT/sweep.json``) gives per run: its steps done, seconds per step (median),
 the readings on the run's fixed test subset at a quarter, half, three quarters and the end of
 the steps done, the best reading, and for a finished run the whole test set's accuracy at the
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,9 +45,19 @@ def _parse_run(text: str) -> tuple[str, list[str]]:
 
 def _launch(name: str, command: list[str], out: Path) -> subprocess.Popen:
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    log = open(out / f"{name}.log", "w")
     print(f"[{time.strftime('%H:%M:%S')}] start {name}: {shlex.join(command)}", flush=True)
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(out / f"{name}.log", "w") as log:  # the child keeps its own handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Ctrl-C, as a user would (kipd keeps the run directory consistent), then a kill."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _collect(name: str, flags: list[str], status: str, run_dir: Path) -> dict[str, Any]:
@@ -145,8 +156,7 @@ def main() -> None:
                 del running[name]
         if time.monotonic() >= deadline:
             for name, (process, _) in running.items():
-                process.terminate()
-                process.wait()
+                _stop(process)
                 statuses[name] = "stopped at the deadline"
             running.clear()
             statuses.update({name: "not started" for name, _ in waiting})
