@@ -20,23 +20,13 @@ kernel values), ``vjp`` (pulled back with a fixed cotangent, output unused), ``f
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import kipd.kernels
-
-
-def _seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+from kipd.compute._estimate import _timed as _seconds  # median after a warm-up
 
 
 def main() -> None:
