@@ -33,6 +33,8 @@ from typing import Any
 
 import _report
 
+from kipd import distill
+
 
 def _parse_run(text: str) -> tuple[str, list[str]]:
     name, sep, flags = text.partition(":")
@@ -63,19 +65,16 @@ def _stop(process: subprocess.Popen) -> None:
 def _collect(name: str, flags: list[str], status: str, run_dir: Path) -> dict[str, Any]:
     """What the run directory holds: readings, step times, and the summary if it finished."""
     row: dict[str, Any] = {"name": name, "flags": shlex.join(flags), "status": status}
-    metrics_file = run_dir / "metrics.jsonl"
-    if not metrics_file.is_file():
-        return row
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    step_seconds = [r["seconds"] for r in records if "seconds" in r]
-    readings = {r["step"]: r["test_accuracy"] for r in records if "test_accuracy" in r}
-    row["steps_done"] = max((r["step"] for r in records), default=0)
+    if not (run_dir / "config.json").is_file():
+        return row  # failed before it wrote anything
+    run = distill.load_run(run_dir)
+    step_seconds = [r["seconds"] for r in run.metrics if "seconds" in r]
+    row["steps_done"] = max((r["step"] for r in run.metrics), default=0)
     if step_seconds:
         row["seconds_per_step"] = statistics.median(step_seconds)
-    row["readings"] = readings
-    summary_file = run_dir / "summary.json"
-    if summary_file.is_file():
-        row["summary"] = json.loads(summary_file.read_text())
+    row["readings"] = {r["step"]: r["test_accuracy"] for r in run.metrics if "test_accuracy" in r}
+    if run.summary is not None:
+        row["summary"] = run.summary
     return row
 
 
@@ -141,23 +140,24 @@ def main() -> None:
     common = shlex.split(args.common)
     deadline = time.monotonic() + args.deadline_s
     waiting = list(args.run)
-    running: dict[str, tuple[subprocess.Popen, list[str]]] = {}
+    running: dict[str, subprocess.Popen] = {}
     statuses: dict[str, str] = {}
     while waiting or running:
         while waiting and len(running) < args.parallel and time.monotonic() < deadline:
             name, flags = waiting.pop(0)
             command = [sys.executable, "-m", "kipd.cli", "distill", *common, *flags,
                        "--out", str(out / name)]
-            running[name] = (_launch(name, command, out), flags)
-        for name, (process, _) in list(running.items()):
+            running[name] = _launch(name, command, out)
+        for name, process in list(running.items()):
             if process.poll() is not None:
                 statuses[name] = "done" if process.returncode == 0 else f"failed ({process.returncode})"
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: {statuses[name]}", flush=True)
                 del running[name]
         if time.monotonic() >= deadline:
-            for name, (process, _) in running.items():
+            for name, process in running.items():
+                finished = process.poll() is not None
                 _stop(process)
-                statuses[name] = "stopped at the deadline"
+                statuses[name] = "done" if finished else "stopped at the deadline"
             running.clear()
             statuses.update({name: "not started" for name, _ in waiting})
             waiting.clear()
