@@ -7,8 +7,9 @@ import pytest
 from kipd import compute
 
 
+@pytest.mark.parametrize("pullback_memory", [None, 0], ids=["kept", "recomputed"])
 @pytest.mark.parametrize("name, block_size", [("convnet", 2), ("fc1", 3)])
-def test_blocked_gradient_equals_jax_grad_in_float64(name, block_size, reference):
+def test_blocked_gradient_equals_jax_grad_in_float64(name, block_size, pullback_memory, reference):
     kip_loss, make_problem, whole_value_and_grad = reference
     # ConvNet with one pooling block on 4x4 images: the same layers and code path as the
     # default depth 3 at a fraction of the float64 compile time.
@@ -18,7 +19,8 @@ def test_blocked_gradient_equals_jax_grad_in_float64(name, block_size, reference
             np.float64, shape=(4, 4, 1)
         )
         (loss, predictions), (d_images, d_labels, _) = compute.value_and_grad(
-            kip_loss, spec, support, targets, support_labels, target_labels, block_size=block_size
+            kip_loss, spec, support, targets, support_labels, target_labels,
+            block_size=block_size, executor=compute.LocalExecutor(pullback_memory=pullback_memory),
         )
         (loss_ref, predictions_ref), (d_images_ref, d_labels_ref) = whole_value_and_grad(
             spec, support, targets, support_labels, target_labels
@@ -52,6 +54,34 @@ class _CountingExecutor:
 
     def map(self, spec, phase, shared, plan, on_block=None):
         return self.inner.map(spec, phase, shared, plan, lambda: self.calls.append(phase))
+
+
+class _PhaseRecorder(compute.LocalExecutor):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.phases = []
+
+    def map(self, spec, phase, shared, plan, on_block=None, pullbacks=None):
+        self.phases.append(phase)
+        return super().map(spec, phase, shared, plan, on_block, pullbacks)
+
+
+def test_the_local_executor_keeps_pullbacks_only_where_they_fit(reference):
+    kip_loss, make_problem, _ = reference
+    spec = compute.KernelSpec("convvec2")
+    problem = make_problem(np.float32, shape=(5, 5, 1))
+    outputs, phases = {}, {}
+    for memory in (None, 1):  # a quarter of the RAM; one byte, which nothing fits
+        executor = _PhaseRecorder(pullback_memory=memory)
+        outputs[memory] = compute.value_and_grad(
+            kip_loss, spec, *problem, block_size=2, executor=executor
+        )
+        phases[memory] = executor.phases
+    assert phases == {None: ["linearize", "vjp"], 1: ["forward", "vjp"]}
+    for a, b in zip(jax.tree_util.tree_leaves(outputs[None]), jax.tree_util.tree_leaves(outputs[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="pullback_memory must be >= 0"):
+        compute.LocalExecutor(pullback_memory=-1)
 
 
 def test_default_block_sizes_follow_kernel_cost():

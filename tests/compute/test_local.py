@@ -24,8 +24,8 @@ SCRIPT = textwrap.dedent(
     one = compute.LocalExecutor(jax.local_devices()[:1])
     used = set()
     original = compute.BlockWorker.run
-    def spy(self, phase, shared, sizes, block):
-        out = original(self, phase, shared, sizes, block)
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
         used.update(d.id for leaf in jax.tree_util.tree_leaves(out) for d in leaf.devices())
         return out
     compute.BlockWorker.run = spy

@@ -112,3 +112,19 @@ def test_symmetric_kernel_matrix_equals_the_full_one():
     full = kipd.compute.kernel_matrix(spec, x, x, block_size=3)
     np.testing.assert_array_equal(symmetric, symmetric.T)
     assert _relative(symmetric, full) <= 1e-6
+
+
+@pytest.mark.parametrize("pairs_per_block", [None, 4])
+def test_kept_intermediates_give_the_rematerialized_values_and_gradients(pairs_per_block):
+    # remat=False keeps every block's intermediates for the VJP (kipd.compute applies such
+    # pullbacks in a later pass); the numbers are those of the rematerializing kernel.
+    kept = kipd.kernels.make("convnet", depth=1, pairs_per_block=pairs_per_block, remat=False)
+    remat = kipd.kernels.make("convnet", depth=1, pairs_per_block=pairs_per_block)
+    x1, x2 = _images(6, 5), _images(7, 3)
+    for kernel_args in ((x1, x2), (x1,)):
+        values, pullback = jax.vjp(lambda *a: kept(*a), *kernel_args)
+        values_ref, pullback_ref = jax.vjp(lambda *a: remat(*a), *kernel_args)
+        assert _relative(values, values_ref) <= 1e-6
+        cotangent = jnp.cos(values_ref)
+        for a, b in zip(pullback(cotangent), pullback_ref(cotangent)):
+            assert _relative(a, b) <= 1e-5

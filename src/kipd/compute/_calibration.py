@@ -72,11 +72,14 @@ def entry_cost(
     image_shape: tuple[int, ...],
     support_size: int,
     log: Callable[[str], None] | None = None,
+    keep_pullbacks: bool = False,
 ) -> EntryCost:
     """Seconds per forward and VJP kernel entry of ``spec`` on images of ``image_shape``
     against a support set of ``support_size``: from the cache, else measured (one block of
     each kind, compiled and timed once) and cached; ``log(line)`` is told before a
-    measurement (to say why there is a pause).
+    measurement (to say why there is a pause). ``keep_pullbacks``: the VJP entry as an
+    executor that keeps each block's pullback costs it (the backward pass alone; see
+    :func:`estimate_step`).
 
     Example:
       >>> cost = entry_cost(KernelSpec("fc1"), (4, 4, 1), 10)
@@ -86,7 +89,7 @@ def entry_cost(
     image_shape = tuple(int(d) for d in image_shape)
     side = default_block_size(spec, image_shape)
     block = min(support_size, side)
-    key = json.dumps([machine_key(), spec._asdict(), image_shape, block])
+    key = json.dumps([machine_key(), spec._asdict(), image_shape, block, keep_pullbacks])
     path = files.cache_dir() / TIMINGS_FILE
     cached = _read(path).get(key)
     if cached is not None:
@@ -94,7 +97,7 @@ def entry_cost(
     if log is not None:
         log(f"timing the {spec.name} kernel on this machine (once; cached for next time) ...")
     # One support block against one whole target block: the shapes a run's blocks have.
-    estimate = estimate_step(spec, image_shape, block, side, repeats=1)
+    estimate = estimate_step(spec, image_shape, block, side, repeats=1, keep_pullbacks=keep_pullbacks)
     entries = estimate.plan.target_block * estimate.plan.support_block
     cost = EntryCost(
         estimate.forward_seconds[TARGET_BLOCK] / entries,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import collections
-
 import functools
+import os
 from typing import Any, Sequence
 
 import jax
@@ -28,8 +28,15 @@ class LocalExecutor:
     asynchronously, so the devices (several GPUs of one host, or forced CPU devices)
     compute at the same time, and results are gathered in plan order. No extra processes.
 
+    Between the two passes of ``value_and_grad`` it keeps each block's pullback (the
+    block's intermediates, on its device) when they fit ``pullback_memory``, so the VJP
+    pass runs only the backward pass instead of recomputing the block.
+
     Args:
       devices: the JAX devices to use (default: every local device of the default backend).
+      pullback_memory: bytes per device the kept pullbacks of one step may hold (0: always
+        recompute). Default: a quarter of the device's memory (of the machine's RAM on a
+        CPU).
 
     Example:
       >>> executor = LocalExecutor()
@@ -39,10 +46,17 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self, devices: Sequence[jax.Device] | None = None, pullback_memory: int | None = None
+    ):
         self.devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
         if not self.devices:
             raise ValueError("LocalExecutor needs at least one device")
+        if pullback_memory is not None and pullback_memory < 0:
+            raise ValueError(f"pullback_memory must be >= 0 bytes, got {pullback_memory}")
+        self.pullback_memory = (
+            _quarter_of_memory(self.devices[0]) if pullback_memory is None else pullback_memory
+        )
 
     @property
     def workers_alive(self) -> int:
@@ -55,7 +69,11 @@ class LocalExecutor:
         shared: Shared,
         plan: BlockPlan,
         on_block: OnBlock | None = None,
+        pullbacks: Sequence[Any] | None = None,
     ) -> list[Any]:
+        """Every block of ``plan`` through ``phase``, in plan order (see ``Executor.map``);
+        ``linearize`` gives ``(values, pullback)`` per block with the pullback left on its
+        device, and ``vjp`` given those ``pullbacks`` (in plan order) applies them."""
         worker = block_worker(spec)
         sizes = (plan.support_block, plan.target_block)
         placed = [{k: jax.device_put(v, device) for k, v in shared.items()} for device in self.devices]
@@ -67,17 +85,37 @@ class LocalExecutor:
         results = []
 
         def collect() -> None:
-            results.append(jax.tree_util.tree_map(np.asarray, pending.popleft()))
+            result = pending.popleft()
+            if phase == "linearize":
+                values, pullback = result
+                results.append((np.asarray(values), pullback))
+            else:
+                results.append(jax.tree_util.tree_map(np.asarray, result))
             if on_block is not None:
                 on_block()
 
         for k, block in enumerate(plan.blocks):
-            pending.append(worker.run(phase, placed[k % len(self.devices)], sizes, block))
+            pullback = None if pullbacks is None else pullbacks[k]
+            pending.append(
+                worker.run(phase, placed[k % len(self.devices)], sizes, block, pullback)
+            )
             if len(pending) > window:
                 collect()
         while pending:
             collect()
         return results
+
+    def keeps_pullbacks(self, spec: KernelSpec, shared: Shared, plan: BlockPlan) -> bool:
+        """Whether ``value_and_grad`` keeps each block's pullback between its passes: the
+        pullbacks of the blocks one device gets fit in :attr:`pullback_memory`."""
+        if self.pullback_memory <= 0:
+            return False
+        worker = block_worker(spec)
+        sizes = (plan.support_block, plan.target_block)
+        kinds = {(block.kind, block.row == block.col): block for block in plan.blocks}
+        largest = max(worker.pullback_bytes(shared, sizes, block) for block in kinds.values())
+        per_device = -(-len(plan.blocks) // len(self.devices))
+        return per_device * largest <= self.pullback_memory
 
     def close(self) -> None:
         """Nothing to release."""
@@ -87,3 +125,16 @@ class LocalExecutor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _quarter_of_memory(device: jax.Device) -> int:
+    """A quarter of a device's memory: what XLA reports for an accelerator, the machine's
+    RAM for a CPU (0 where neither is known: pullbacks are then never kept)."""
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - backends without memory stats
+        stats = {}
+    total = stats.get("bytes_limit")
+    if total is None and device.platform == "cpu" and hasattr(os, "sysconf"):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total or 0) // 4

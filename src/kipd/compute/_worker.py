@@ -39,12 +39,13 @@ class KernelSpec(NamedTuple):
     depth: int | None = None
     implementation: str = "auto"
 
-    def build(self) -> Any:
+    def build(self, remat: bool = True) -> Any:
         """``kernel(x1, x2) -> (n1, n2)``, the jitted kernel this spec names
-        (``x2=None``: the symmetric ``K(x1, x1)``)."""
+        (``x2=None``: the symmetric ``K(x1, x1)``); ``remat`` as in
+        :func:`kipd.kernels.make`."""
         kernel = kipd.kernels.make(
             self.name, W_std=self.W_std, b_std=self.b_std, depth=self.depth,
-            implementation=self.implementation,
+            implementation=self.implementation, remat=remat,
         )
         return functools.partial(kernel, get=self.get)
 
@@ -61,6 +62,50 @@ def _rows(array: jax.Array, index: jax.Array, size: int) -> jax.Array:
 
 def _block(matrix: jax.Array, row: jax.Array, col: jax.Array, rows: int, cols: int) -> jax.Array:
     return jax.lax.dynamic_slice(matrix, (row * rows, col * cols), (rows, cols))
+
+
+def _linearizations(kernel: Any) -> tuple[Any, Any, Any]:
+    """Per block kind (diagonal ``K_ss`` block, other ``K_ss`` block, ``K_ts`` block),
+    ``f(*arrays, row, col, **sizes) -> (values, pullback)``: ``jax.vjp`` of the block's
+    kernel values w.r.t. its support images. One definition serves both ways of pulling a
+    block back: at once (the ``vjp`` phase recomputes the block) and later (``linearize``
+    keeps the pullback from the forward pass)."""
+
+    def diagonal(support, row, col, size):
+        # A diagonal block of K_ss is symmetric: each unordered pair once.
+        return jax.vjp(lambda rows: kernel(rows, None), _rows(support, row, size))
+
+    def support_pair(support, row, col, size):
+        return jax.vjp(kernel, _rows(support, row, size), _rows(support, col, size))
+
+    def target(targets, support, row, col, target_size, support_size):
+        target_rows = _rows(targets, row, target_size)
+        return jax.vjp(lambda cols: kernel(target_rows, cols), _rows(support, col, support_size))
+
+    return diagonal, support_pair, target
+
+
+def _diagonal_cotangent(d_k_ss, row, col, size):
+    return _block(d_k_ss, row, row, size, size)
+
+
+def _pair_cotangent(d_k_ss, row, col, size):
+    # Block (i, j), i < j, stands for (j, i) too: its cotangent is the sum of both.
+    return _block(d_k_ss, row, col, size, size) + _block(d_k_ss, col, row, size, size).T
+
+
+def _target_cotangent(d_k_ts, row, col, target_size, support_size):
+    return _block(d_k_ts, row, col, target_size, support_size)
+
+
+_COTANGENTS = (_diagonal_cotangent, _pair_cotangent, _target_cotangent)
+_SIZE_NAMES = (("size",), ("size",), ("target_size", "support_size"))
+
+
+def _pulled(pullback: Any, cotangent: jax.Array, kind: int) -> tuple[jax.Array, ...]:
+    grads = pullback(cotangent)
+    # A diagonal block's whole gradient is its rows'; its "columns" get zeros.
+    return (grads[0], jnp.zeros_like(grads[0])) if kind == 0 else grads
 
 
 class BlockWorker:
@@ -85,32 +130,42 @@ class BlockWorker:
             return kernel(_rows(rows_array, row, row_size), _rows(support, col, col_size))
 
         def forward_diagonal(support, row, size):
-            # A diagonal block of K_ss is symmetric: each unordered pair once.
             return kernel(_rows(support, row, size), None)
-
-        def vjp_diagonal(support, d_k_ss, row, size):
-            _, pullback = jax.vjp(lambda rows: kernel(rows, None), _rows(support, row, size))
-            (d_rows,) = pullback(_block(d_k_ss, row, row, size, size))
-            return d_rows, jnp.zeros_like(d_rows)
-
-        def vjp_support(support, d_k_ss, row, col, size):
-            # Block (i, j), i < j, stands for (j, i) too: its cotangent is the sum of both.
-            cotangent = _block(d_k_ss, row, col, size, size) + _block(d_k_ss, col, row, size, size).T
-            _, pullback = jax.vjp(kernel, _rows(support, row, size), _rows(support, col, size))
-            return pullback(cotangent)
-
-        def vjp_target(targets, support, d_k_ts, row, col, target_size, support_size):
-            target_rows = _rows(targets, row, target_size)
-            _, pullback = jax.vjp(
-                lambda cols: kernel(target_rows, cols), _rows(support, col, support_size)
-            )
-            return pullback(_block(d_k_ts, row, col, target_size, support_size))
 
         self._forward = jax.jit(forward, static_argnames=("row_size", "col_size"))
         self._forward_diagonal = jax.jit(forward_diagonal, static_argnames="size")
-        self._vjp_diagonal = jax.jit(vjp_diagonal, static_argnames="size")
-        self._vjp_support = jax.jit(vjp_support, static_argnames="size")
-        self._vjp_target = jax.jit(vjp_target, static_argnames=("target_size", "support_size"))
+        self._vjp, self._linearize, self._pull = [], [], []
+        self._pullback_bytes: dict[tuple, int] = {}
+        kept = spec.build(remat=False)
+        for kind, (recomputed, keeping) in enumerate(
+            zip(_linearizations(kernel), _linearizations(kept))
+        ):
+            cotangent, static = _COTANGENTS[kind], _SIZE_NAMES[kind]
+
+            def vjp(d_k, *args, _kind=kind, _f=recomputed, _ct=cotangent, **sizes):
+                # Recomputing: the block rematerialized inside (bounded memory).
+                ct = _ct(d_k, *args[-2:], **sizes)
+                return _pulled(_f(*args, **sizes)[1], ct, _kind)
+
+            def pull(pullback, d_k, row, col, _kind=kind, _ct=cotangent, **sizes):
+                return _pulled(pullback, _ct(d_k, row, col, **sizes), _kind)
+
+            self._vjp.append(jax.jit(vjp, static_argnames=static))
+            # Keeping: the pullback of a kernel that keeps its intermediates, applied later.
+            self._linearize.append(jax.jit(keeping, static_argnames=static))
+            self._pull.append(jax.jit(pull, static_argnames=static))
+
+    def _kind_and_args(self, shared: Shared, sizes: tuple[int, int], block: Block):
+        """``(kind, arrays + (row, col), sizes, d_k)`` of a block: which linearization it
+        uses (0 diagonal, 1 other ``K_ss``, 2 ``K_ts``), its arguments, and the name of its
+        ``dL/dK`` in ``shared``."""
+        support_block, target_block = sizes
+        support, where = shared["support"], (block.row, block.col)
+        if block.kind == SUPPORT_BLOCK:
+            kind = 0 if block.row == block.col else 1
+            return kind, (support, *where), {"size": support_block}, "d_k_ss"
+        sizes = {"target_size": target_block, "support_size": support_block}
+        return 2, (shared["targets"], support, *where), sizes, "d_k_ts"
 
     def forward(self, shared: Shared, sizes: tuple[int, int], block: Block) -> jax.Array:
         """The kernel values of ``block``.
@@ -134,37 +189,65 @@ class BlockWorker:
             rows_array, shared["support"], block.row, block.col, row_size, support_block
         )
 
-    def vjp(self, shared: Shared, sizes: tuple[int, int], block: Block) -> tuple[jax.Array, ...]:
+    def linearize(self, shared: Shared, sizes: tuple[int, int], block: Block) -> tuple[jax.Array, Any]:
+        """The kernel values of ``block`` and its pullback, which holds the block's
+        intermediates on the device (see :meth:`pullback_bytes`) so that :meth:`vjp` given
+        it runs only the backward pass.
+
+        Returns:
+          ``(values, pullback)``: the values as :meth:`forward`'s; the pullback a pytree
+          for :meth:`vjp`.
+        """
+        kind, args, static, _ = self._kind_and_args(shared, sizes, block)
+        return self._linearize[kind](*args, **static)
+
+    def pullback_bytes(self, shared: Shared, sizes: tuple[int, int], block: Block) -> int:
+        """Bytes of device memory the pullback of :meth:`linearize` holds for ``block``
+        (from the shapes alone: nothing is computed)."""
+        kind, args, static, _ = self._kind_and_args(shared, sizes, block)
+        key = (kind, tuple(sorted(static.items())), *(getattr(a, "shape", ()) for a in args))
+        if key not in self._pullback_bytes:  # tracing the kernel's VJP takes a while
+            shapes = jax.eval_shape(functools.partial(self._linearize[kind], **static), *args)
+            self._pullback_bytes[key] = sum(
+                leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(shapes[1])
+            )
+        return self._pullback_bytes[key]
+
+    def vjp_memory(self, shared: Shared, sizes: tuple[int, int], block: Block) -> Any:
+        """XLA's compiled memory analysis of the recomputing VJP of ``block``."""
+        kind, args, static, d_k = self._kind_and_args(shared, sizes, block)
+        return self._vjp[kind].lower(shared[d_k], *args, **static).compile().memory_analysis()
+
+    def vjp(
+        self, shared: Shared, sizes: tuple[int, int], block: Block, pullback: Any = None
+    ) -> tuple[jax.Array, ...]:
         """The block's kernel values pulled back with its block of dL/dK.
+
+        Args:
+          shared: the step's arrays, with ``d_k_ss`` / ``d_k_ts``.
+          sizes: ``(support_block, target_block)`` of the plan.
+          block: the block.
+          pullback: the block's pullback from :meth:`linearize` in the forward pass, or
+            ``None``: recompute the block (its intermediates rematerialized).
 
         Returns:
           ``ss``: ``(d_rows, d_cols)``, the gradients of the block's row and column
           support images (a diagonal block gives its whole gradient as ``d_rows`` and
           zeros as ``d_cols``); ``ts``: ``(d_cols,)`` (targets are not learned).
         """
-        support_block, target_block = sizes
-        if block.kind == SUPPORT_BLOCK and block.row == block.col:
-            return self._vjp_diagonal(
-                shared["support"], shared["d_k_ss"], block.row, support_block
-            )
-        if block.kind == SUPPORT_BLOCK:
-            return self._vjp_support(
-                shared["support"], shared["d_k_ss"], block.row, block.col, support_block
-            )
-        return self._vjp_target(
-            shared["targets"],
-            shared["support"],
-            shared["d_k_ts"],
-            block.row,
-            block.col,
-            target_block,
-            support_block,
-        )
+        kind, args, static, d_k = self._kind_and_args(shared, sizes, block)
+        if pullback is None:
+            return self._vjp[kind](shared[d_k], *args, **static)
+        return self._pull[kind](pullback, shared[d_k], *args[-2:], **static)
 
-    def run(self, phase: str, shared: Shared, sizes: tuple[int, int], block: Block) -> Any:
-        """``forward`` or ``vjp`` by name (what executors send)."""
+    def run(
+        self, phase: str, shared: Shared, sizes: tuple[int, int], block: Block, pullback: Any = None
+    ) -> Any:
+        """``forward``, ``linearize`` or ``vjp`` by name (what executors send)."""
         if phase == "forward":
             return self.forward(shared, sizes, block)
+        if phase == "linearize":
+            return self.linearize(shared, sizes, block)
         if phase == "vjp":
-            return self.vjp(shared, sizes, block)
-        raise ValueError(f"unknown phase {phase!r}: 'forward' or 'vjp'")
+            return self.vjp(shared, sizes, block, pullback)
+        raise ValueError(f"unknown phase {phase!r}: 'forward', 'linearize' or 'vjp'")

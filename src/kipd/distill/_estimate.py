@@ -97,6 +97,7 @@ def plan_kip(
             loss_args=(labels, target_labels),
             overhead_seconds=overhead_seconds,
             repeats=repeats,
+            keep_pullbacks=executor.executor == "local",
         )
         kernels.append((name, estimate, estimate.forward_pair_seconds()))
     # Sampling KIP draws kernels uniformly: a step costs their mean.
@@ -197,6 +198,7 @@ def kip_estimate(
     *,
     from_step: int = 0,
     workers: int = 1,
+    keep_pullbacks: bool = False,
     log: Log | None = None,
 ) -> compute.Estimate:
     """What the rest of a KIP run costs on this machine, from timed (cached) kernel entries:
@@ -209,12 +211,14 @@ def kip_estimate(
         evaluation's test images).
       from_step: steps already done (a resumed run).
       workers: workers sharing the blocks.
+      keep_pullbacks: whether the executor keeps each block's pullback between the passes
+        (the local executor: see :func:`kipd.compute.estimate_step`).
       log: where to say that a kernel is being timed.
     """
     support = config.images_per_class * num_classes
     targets = config.target_batch_size
     costs = [
-        compute.entry_cost(compute.KernelSpec(name), image_shape, support, log)
+        compute.entry_cost(compute.KernelSpec(name), image_shape, support, log, keep_pullbacks)
         for name in config.kernels
     ]
     steps = max(0, config.steps - from_step)

@@ -406,6 +406,7 @@ def run_kip(
                 len(final),
                 from_step=_rundir.latest_step(out) if resume else 0,
                 workers=running.workers_alive,
+                keep_pullbacks=hasattr(running, "keeps_pullbacks"),
                 log=log,
             )
             estimate.announce(

@@ -3,8 +3,10 @@
 A ConvNet band holds ~10^5 entries per pair at the input resolution; computing a few
 pairs at a time keeps every intermediate array in the CPU's cache (several times faster
 per element than streaming large arrays through memory) and bounds peak memory for any
-``n1 x n2``. Blocks run under ``lax.map``; each block is rematerialized in the backward
-pass (``jax.checkpoint``), so a VJP also needs only one block's intermediates.
+``n1 x n2``. Blocks run under ``lax.map``; by default each block is rematerialized in the backward
+pass (``jax.checkpoint``), so a VJP also needs only one block's intermediates. With
+``remat=False`` a VJP keeps every block's intermediates instead (memory for time: a pullback
+computed once and applied later then runs only the backward pass, ``kipd.compute``).
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ def _split_rows(tree: Any, block: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a.reshape(-1, block, *a.shape[1:]), tree)
 
 
-def map_rows(fn: Callable[[Any], Any], rows: Any, block: int) -> Any:
-    """``fn`` applied to blocks of ``block`` rows of ``rows`` (leading axis n), joined.
+def _blockwise(fn: Callable[..., Any], remat: bool) -> Callable[..., Any]:
+    return jax.checkpoint(fn) if remat else fn
+
+
+def map_rows(fn: Callable[[Any], Any], rows: Any, block: int, remat: bool = True) -> Any:
+    """``fn`` applied to blocks of ``block`` rows of ``rows`` (leading axis n), joined;
+    ``remat``: whether a VJP recomputes each block (see the module docstring).
 
     Returns:
       ``fn``'s output pytree with leading axis n.
@@ -54,12 +61,15 @@ def map_rows(fn: Callable[[Any], Any], rows: Any, block: int) -> Any:
     if block == n:
         return fn(rows)
     blocks = _split_rows(_pad_rows(rows, block), block)
-    out = jax.lax.map(jax.checkpoint(fn), blocks)
+    out = jax.lax.map(_blockwise(fn, remat), blocks)
     return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:])[:n], out)
 
 
-def map_grid(fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_block: int) -> Any:
-    """``fn(rows1_block, rows2_block) -> (b1, b2, ...)`` over a grid of blocks, joined.
+def map_grid(
+    fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_block: int, remat: bool = True
+) -> Any:
+    """``fn(rows1_block, rows2_block) -> (b1, b2, ...)`` over a grid of blocks, joined;
+    ``remat`` as in :func:`map_rows`.
 
     Returns:
       ``fn``'s output pytree with leading axes ``(n1, n2)``.
@@ -72,7 +82,7 @@ def map_grid(fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_bl
         return fn(rows1, rows2)
     blocks1 = _split_rows(_pad_rows(rows1, block1), block1)
     blocks2 = _split_rows(_pad_rows(rows2, block2), block2)
-    block_fn = jax.checkpoint(fn)
+    block_fn = _blockwise(fn, remat)
 
     def row_of_blocks(block_of_rows1):
         return jax.lax.map(lambda block_of_rows2: block_fn(block_of_rows1, block_of_rows2), blocks2)
@@ -87,9 +97,10 @@ def map_grid(fn: Callable[[Any, Any], Any], rows1: Any, rows2: Any, pairs_per_bl
     return jax.tree_util.tree_map(join, out)
 
 
-def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int) -> Any:
+def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int, remat: bool = True) -> Any:
     """``fn(rows_i, rows_j) -> (b, b, ...)`` over the blocks ``i <= j`` of the grid of
-    ``rows`` with itself; the blocks ``i > j`` are the transposes of those computed.
+    ``rows`` with itself; the blocks ``i > j`` are the transposes of those computed
+    (``remat`` as in :func:`map_rows`).
 
     For a symmetric ``fn`` (a kernel: ``K(x, x')[p, q] = K(x', x)[q, p]``) this equals
     :func:`map_grid` ``(fn, rows, rows, ...)`` with about half the work: ``m (m + 1) / 2``
@@ -111,7 +122,7 @@ def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int) -> Any:
     blocks = _split_rows(_pad_rows(rows, block), block)
     count = -(-n // block)
     upper_rows, upper_cols = np.triu_indices(count)
-    block_fn = jax.checkpoint(fn)
+    block_fn = _blockwise(fn, remat)
 
     def upper_block(index):
         take = lambda i: jax.tree_util.tree_map(lambda a: a[i], blocks)  # noqa: E731
