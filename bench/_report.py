@@ -1,5 +1,5 @@
 """What every benchmark table says about itself: the command that re-runs it, the machine
-it ran on, and where it is written."""
+it ran on, and where it is written; and the options the kernel-block benchmarks share."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ def command_line(script: str, args: argparse.Namespace) -> str:
         if name != "out" and value is not None
     )
     return f"python bench/{script} {options}"
+
+
+def kernel_block_arguments(
+    parser: argparse.ArgumentParser, support_help: str, repeats: int
+) -> None:
+    """The options of the benchmarks that time a kernel's blocks on random images:
+    ``--kernel``, ``--support``, ``--image-shape`` (``args.image_shape`` is then a string
+    "H,W,C"; :func:`image_shape` reads it) and ``--repeats``."""
+    parser.add_argument("--kernel", default="convnet")
+    parser.add_argument("--support", type=int, default=10, help=support_help)
+    parser.add_argument("--image-shape", default="28,28,1", help="H,W,C")
+    parser.add_argument("--repeats", type=int, default=repeats)
+
+
+def image_shape(args: argparse.Namespace) -> tuple[int, ...]:
+    """``(H, W, C)`` of ``--image-shape``."""
+    return tuple(int(s) for s in args.image_shape.split(","))
 
 
 def machine() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 
+import _report
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,14 +34,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--kernel", default="convnet")
+    _report.kernel_block_arguments(parser, "support images (columns)", repeats=5)
     parser.add_argument("--targets", type=int, default=25, help="rows of the block")
-    parser.add_argument("--support", type=int, default=10, help="support images (columns)")
-    parser.add_argument("--image-shape", default="28,28,1", help="H,W,C")
     parser.add_argument("--implementations", default="cpu,xla", help="comma list")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    shape = tuple(int(s) for s in args.image_shape.split(","))
+    shape = _report.image_shape(args)
     rng = np.random.default_rng(0)
     targets = jnp.asarray(rng.standard_normal((args.targets, *shape)), jnp.float32)
     support = jnp.asarray(rng.standard_normal((args.support, *shape)), jnp.float32)

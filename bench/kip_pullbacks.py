@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 
+import _report
 import jax
 import numpy as np
 
@@ -30,13 +31,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--kernel", default="convnet")
-    parser.add_argument("--support", type=int, default=10, help="support images")
+    _report.kernel_block_arguments(parser, "support images", repeats=3)
     parser.add_argument("--targets", default="100", help="comma list of target batch sizes")
-    parser.add_argument("--image-shape", default="28,28,1", help="H,W,C")
-    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    shape = tuple(int(s) for s in args.image_shape.split(","))
+    shape = _report.image_shape(args)
     spec = compute.KernelSpec(args.kernel)
     rng = np.random.default_rng(0)
     loss = lambda k_ss, k_ts, y_s, y_t: krr_loss(k_ts, k_ss, y_s, y_t)  # noqa: E731
