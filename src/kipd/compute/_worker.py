@@ -108,6 +108,26 @@ def _pulled(pullback: Any, cotangent: jax.Array, kind: int) -> tuple[jax.Array, 
     return (grads[0], jnp.zeros_like(grads[0])) if kind == 0 else grads
 
 
+def _recomputing_vjp(linearization: Any, cotangent: Any, kind: int) -> Any:
+    """The ``vjp`` phase without a kept pullback: the block linearized and pulled back at
+    once (its kernel rematerializes inside: bounded memory)."""
+
+    def vjp(d_k, *args, **sizes):
+        pullback = linearization(*args, **sizes)[1]
+        return _pulled(pullback, cotangent(d_k, *args[-2:], **sizes), kind)
+
+    return vjp
+
+
+def _kept_pull(cotangent: Any, kind: int) -> Any:
+    """The ``vjp`` phase given the pullback that ``linearize`` kept: the backward pass only."""
+
+    def pull(pullback, d_k, row, col, **sizes):
+        return _pulled(pullback, cotangent(d_k, row, col, **sizes), kind)
+
+    return pull
+
+
 class BlockWorker:
     """Computes blocks of one kernel; holds its compiled block functions.
 
@@ -137,23 +157,15 @@ class BlockWorker:
         self._vjp, self._linearize, self._pull = [], [], []
         self._pullback_bytes: dict[tuple, int] = {}
         kept = spec.build(remat=False)
-        for kind, (recomputed, keeping) in enumerate(
+        for kind, (recomputing, keeping) in enumerate(
             zip(_linearizations(kernel), _linearizations(kept))
         ):
-            cotangent, static = _COTANGENTS[kind], _SIZE_NAMES[kind]
-
-            def vjp(d_k, *args, _kind=kind, _f=recomputed, _ct=cotangent, **sizes):
-                # Recomputing: the block rematerialized inside (bounded memory).
-                ct = _ct(d_k, *args[-2:], **sizes)
-                return _pulled(_f(*args, **sizes)[1], ct, _kind)
-
-            def pull(pullback, d_k, row, col, _kind=kind, _ct=cotangent, **sizes):
-                return _pulled(pullback, _ct(d_k, row, col, **sizes), _kind)
-
-            self._vjp.append(jax.jit(vjp, static_argnames=static))
-            # Keeping: the pullback of a kernel that keeps its intermediates, applied later.
+            static, cotangent = _SIZE_NAMES[kind], _COTANGENTS[kind]
+            self._vjp.append(
+                jax.jit(_recomputing_vjp(recomputing, cotangent, kind), static_argnames=static)
+            )
             self._linearize.append(jax.jit(keeping, static_argnames=static))
-            self._pull.append(jax.jit(pull, static_argnames=static))
+            self._pull.append(jax.jit(_kept_pull(cotangent, kind), static_argnames=static))
 
     def _kind_and_args(self, shared: Shared, sizes: tuple[int, int], block: Block):
         """``(kind, arrays + (row, col), sizes, d_k)`` of a block: which linearization it
@@ -164,8 +176,8 @@ class BlockWorker:
         if block.kind == SUPPORT_BLOCK:
             kind = 0 if block.row == block.col else 1
             return kind, (support, *where), {"size": support_block}, "d_k_ss"
-        sizes = {"target_size": target_block, "support_size": support_block}
-        return 2, (shared["targets"], support, *where), sizes, "d_k_ts"
+        static = {"target_size": target_block, "support_size": support_block}
+        return 2, (shared["targets"], support, *where), static, "d_k_ts"
 
     def forward(self, shared: Shared, sizes: tuple[int, int], block: Block) -> jax.Array:
         """The kernel values of ``block``.
