@@ -19,7 +19,12 @@ class ComputeError(RuntimeError):
 
 class Executor(Protocol):
     """Runs the blocks of a :class:`BlockPlan` somewhere; see ``LocalExecutor`` and
-    ``RayExecutor``. Both return the same numbers for the same plan."""
+    ``RayExecutor``. Both return the same numbers for the same plan.
+
+    Optional: an executor that can keep each block's pullback between the two passes of
+    ``value_and_grad`` offers ``keeps_pullbacks(spec, shared, plan) -> bool``, runs the
+    phase ``"linearize"`` (``(values, pullback)`` per block) and takes ``pullbacks=`` (in
+    plan order) in its ``"vjp"`` map (the local executor does; Ray's workers recompute)."""
 
     name: str
     """``"local"`` or ``"ray"``."""
