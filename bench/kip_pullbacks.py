@@ -16,7 +16,6 @@ rounding: the kept path's XLA program differs from the rematerialized one).
 from __future__ import annotations
 
 import argparse
-import functools
 
 import _report
 import jax
@@ -24,7 +23,6 @@ import numpy as np
 
 from kipd import compute
 from kipd.compute._estimate import _timed  # median after a warm-up
-from kipd.distill import krr_loss
 
 
 def main() -> None:
@@ -36,8 +34,6 @@ def main() -> None:
     args = parser.parse_args()
     shape = _report.image_shape(args)
     spec = compute.KernelSpec(args.kernel)
-    rng = np.random.default_rng(0)
-    loss = lambda k_ss, k_ts, y_s, y_t: krr_loss(k_ts, k_ss, y_s, y_t)  # noqa: E731
     keeping, recomputing = compute.LocalExecutor(), compute.LocalExecutor(pullback_memory=0)
     print(
         f"KIP step through kipd.compute.value_and_grad: {args.kernel}, "
@@ -49,14 +45,7 @@ def main() -> None:
         "| max abs grad difference |"
     )
     print("|---|---|---|---|---|---|")
-    for targets in (int(t) for t in args.targets.split(",")):
-        support = rng.standard_normal((args.support, *shape)).astype(np.float32)
-        target_images = rng.standard_normal((targets, *shape)).astype(np.float32)
-        y_s = rng.standard_normal((args.support, 10)).astype(np.float32)
-        y_t = rng.standard_normal((targets, 10)).astype(np.float32)
-        step = functools.partial(
-            compute.value_and_grad, loss, spec, support, target_images, y_s, y_t
-        )
+    for targets, support, target_images, step in _report.random_kip_steps(args, spec):
         seconds, grads = {}, {}
         for name, executor in (("recompute", recomputing), ("keep", keeping)):
             seconds[name] = _timed(lambda: step(executor=executor), args.repeats)

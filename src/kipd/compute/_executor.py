@@ -23,8 +23,9 @@ class Executor(Protocol):
 
     Optional: an executor that can keep each block's pullback between the two passes of
     ``value_and_grad`` offers ``keeps_pullbacks(spec, shared, plan) -> bool``, runs the
-    phase ``"linearize"`` (``(values, pullback)`` per block) and takes ``pullbacks=`` (in
-    plan order) in its ``"vjp"`` map (the local executor does; Ray's workers recompute)."""
+    phase ``"linearize"`` (``(values, pullback)`` per block; ``pullback`` ``None`` where
+    it keeps none) and takes ``pullbacks=`` (in plan order) in its ``"vjp"`` map, which
+    recomputes the blocks without one (the local executor does; Ray's workers recompute)."""
 
     name: str
     """``"local"`` or ``"ray"``."""

@@ -28,9 +28,10 @@ class LocalExecutor:
     asynchronously, so the devices (several GPUs of one host, or forced CPU devices)
     compute at the same time, and results are gathered in plan order. No extra processes.
 
-    Between the two passes of ``value_and_grad`` it keeps each block's pullback (the
-    block's intermediates, on its device) when they fit ``pullback_memory``, so the VJP
-    pass runs only the backward pass instead of recomputing the block.
+    Between the two passes of ``value_and_grad`` it keeps the blocks' pullbacks (their
+    intermediates, on their devices) that fit ``pullback_memory``: each device keeps its
+    blocks' pullbacks in plan order while the next one fits, and the VJP pass runs only the
+    backward pass of those blocks and recomputes the others.
 
     Args:
       devices: the JAX devices to use (default: every local device of the default backend).
@@ -73,7 +74,9 @@ class LocalExecutor:
     ) -> list[Any]:
         """Every block of ``plan`` through ``phase``, in plan order (see ``Executor.map``);
         ``linearize`` gives ``(values, pullback)`` per block with the pullback left on its
-        device, and ``vjp`` given those ``pullbacks`` (in plan order) applies them."""
+        device (``None`` for a block whose pullback did not fit: it is only computed
+        forward), and ``vjp`` given those ``pullbacks`` (in plan order) applies them and
+        recomputes the blocks without one."""
         worker = block_worker(spec)
         sizes = (plan.support_block, plan.target_block)
         placed = [{k: jax.device_put(v, device) for k, v in shared.items()} for device in self.devices]
@@ -85,19 +88,24 @@ class LocalExecutor:
         results = []
 
         def collect() -> None:
-            result = pending.popleft()
-            if phase == "linearize":
+            block_phase, result = pending.popleft()
+            if block_phase == "linearize":
                 values, pullback = result
                 results.append((np.asarray(values), pullback))
+            elif phase == "linearize":  # its pullback did not fit: recomputed in the VJP pass
+                results.append((np.asarray(result), None))
             else:
                 results.append(jax.tree_util.tree_map(np.asarray, result))
             if on_block is not None:
                 on_block()
 
+        keeps = self._keeps(spec, shared, plan) if phase == "linearize" else None
         for k, block in enumerate(plan.blocks):
+            device = k % len(self.devices)
             pullback = None if pullbacks is None else pullbacks[k]
+            block_phase = "forward" if keeps is not None and not keeps[k] else phase
             pending.append(
-                worker.run(phase, placed[k % len(self.devices)], sizes, block, pullback)
+                (block_phase, worker.run(block_phase, placed[device], sizes, block, pullback))
             )
             if len(pending) > window:
                 collect()
@@ -106,16 +114,24 @@ class LocalExecutor:
         return results
 
     def keeps_pullbacks(self, spec: KernelSpec, shared: Shared, plan: BlockPlan) -> bool:
-        """Whether ``value_and_grad`` keeps each block's pullback between its passes: the
-        pullbacks of the blocks one device gets fit in :attr:`pullback_memory`."""
-        if self.pullback_memory <= 0:
-            return False
+        """Whether ``value_and_grad`` should linearize the blocks in its forward pass: some
+        block's pullback fits :attr:`pullback_memory` (``map`` keeps those that fit)."""
+        return self.pullback_memory > 0 and any(self._keeps(spec, shared, plan))
+
+    def _keeps(self, spec: KernelSpec, shared: Shared, plan: BlockPlan) -> list[bool]:
+        """Per block of ``plan``, whether its pullback is kept: each device keeps its
+        blocks' pullbacks, in plan order, while they fit :attr:`pullback_memory`."""
         worker = block_worker(spec)
         sizes = (plan.support_block, plan.target_block)
-        kinds = {(block.kind, block.row == block.col): block for block in plan.blocks}
-        largest = max(worker.pullback_bytes(shared, sizes, block) for block in kinds.values())
-        per_device = -(-len(plan.blocks) // len(self.devices))
-        return per_device * largest <= self.pullback_memory
+        held = [0] * len(self.devices)  # bytes kept on each device
+        keeps = []
+        for k, block in enumerate(plan.blocks):
+            size = worker.pullback_bytes(shared, sizes, block)
+            fits = held[k % len(self.devices)] + size <= self.pullback_memory
+            if fits:
+                held[k % len(self.devices)] += size
+            keeps.append(fits)
+        return keeps
 
     def close(self) -> None:
         """Nothing to release."""

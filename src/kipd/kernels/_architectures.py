@@ -21,7 +21,7 @@ from kipd.kernels._grid import (
     diagonal_variances,
     grid_state,
     pool_follows_stage,
-    split_full_resolution,
+    stage_blocks,
 )
 from kipd.kernels._implementations import auto_implementation, fused_stage
 from kipd.kernels._layers import (
@@ -235,7 +235,8 @@ def make(
         the C++ stage, one with the XLA stage on a CPU, hundreds on a GPU).
       implementation: the full-resolution stage (the conv and ReLU layers before the
         first pooling, ~90% of a ConvNet kernel's work): ``"xla"`` (layer maps),
-        ``"cpu"`` (a fused C++ kernel, compiled on first use with the system's g++),
+        ``"cpu"`` (a fused C++ kernel, compiled on first use with the system's g++; it
+        also runs the later [conv, ReLU] blocks and poolings, on their bands),
         ``"pallas"`` (a fused Pallas kernel; interpreted on a CPU, which is slow: for
         testing), or ``"auto"``: ``"cpu"`` on a CPU when it compiles, the faster of
         ``"xla"`` and ``"pallas"`` on a GPU (a short calibration, once per shape).
@@ -273,7 +274,7 @@ def make(
         )
     layers = _layers(name, W_std=W_std, b_std=b_std, depth=depth)
     in_band = serial(*layers).band(None)
-    stage_blocks = len(split_full_resolution(layers)[0]) // 2
+    blocks = stage_blocks(layers)
 
     def stage_for(images: jax.Array) -> FusedStage | None:
         chosen = implementation
@@ -281,10 +282,10 @@ def make(
             chosen = auto_implementation(
                 (name, W_std, b_std, depth), tuple(images.shape[1:]), jax.default_backend()
             )
-        if chosen == "xla" or stage_blocks == 0 or images.dtype != jnp.float32:
+        if chosen == "xla" or blocks == 0 or images.dtype != jnp.float32:
             return None
         return fused_stage(
-            chosen, radius=in_band, num_blocks=stage_blocks, W_std=W_std, b_std=b_std,
+            chosen, radius=in_band, num_blocks=blocks, W_std=W_std, b_std=b_std,
             pool=pool_follows_stage(layers),
         )
 

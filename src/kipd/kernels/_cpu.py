@@ -29,6 +29,15 @@ which keeps the NTK diagonal exact and its gradient finite. Here
 Threads: ``$KIPD_CPU_THREADS`` if set, else the CPUs in the process's affinity mask (so a
 worker pinned to one core runs one thread); read at every call.
 
+The stages after a pooling. The ConvNet's later [conv, ReLU] blocks (each followed by the
+next pooling) run the same per-plane code on a band input instead of images
+(:func:`conv_relu_on_band`, :func:`conv_relu_on_band_diagonal`,
+:func:`conv_relu_on_band_variances`): as XLA fusions they cost ~17 ns per band entry
+(over a quarter of a KIP block's time at 28x28, docs/kernels.md), against ~1.3 ns per
+entry and layer here.
+Their variance pass reads the offset-0 plane of each image's own band, which equals the
+grid's plane of the pair (x, x) bit for bit, so c == 1 stays exact through every stage.
+
 Limits: float32 only (float64 raises ``ValueError``; the XLA path handles it); any
 ``H, W, C``, radius (0 is ConvVec's stage) and number of blocks.
 """
@@ -70,6 +79,8 @@ _TARGETS = {
     "kipd_cpu_band_backward": "KipdCpuBandBackward",
     "kipd_cpu_diagonal_backward": "KipdCpuDiagonalBackward",
     "kipd_cpu_variances": "KipdCpuVariances",
+    "kipd_cpu_band_on_band_forward": "KipdCpuBandOnBandForward",
+    "kipd_cpu_band_on_band_backward": "KipdCpuBandOnBandBackward",
 }
 
 _lock = threading.Lock()
@@ -168,15 +179,24 @@ class _Spec:
     w2: float
     b2: float
     pool: bool = False
+    # The input is a band (the stages after a pooling), of each image with itself with
+    # diagonal; channels is then 1 and unused.
+    band_input: bool = False
+    diagonal: bool = False
 
     @property
     def offsets(self) -> int:
         return 2 * self.radius + 1
 
-    def attributes(self) -> dict:
+    def constants(self) -> dict:
         # float32 like the XLA path's weakly typed W_std**2 * band: the same constants.
-        return dict(radius=np.int64(self.radius), w2=np.float32(self.w2), b2=np.float32(self.b2),
-                    pool=np.int64(self.pool))
+        return dict(w2=np.float32(self.w2), b2=np.float32(self.b2))
+
+    def attributes(self) -> dict:
+        if self.band_input:  # the radius is the input band's
+            return dict(**self.constants(), diagonal=np.int64(self.diagonal),
+                        pool=np.int64(self.pool))
+        return dict(radius=np.int64(self.radius), **self.constants(), pool=np.int64(self.pool))
 
 
 def _f32(shape) -> jax.ShapeDtypeStruct:
@@ -279,13 +299,14 @@ def _box_mean(cov: jax.Array) -> jax.Array:
 
 
 def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
-    """The variance chain in jnp, (n, H, W, C) -> (n, L, H, W); only differentiated.
+    """The variance chain in jnp, (n, H, W, C) (band input: the offset-0 plane, (n, H, W))
+    -> (n, L, H, W); only differentiated.
 
     At offset 0 of an image with itself every entry has c == 1, so the chain is linear
     between the ReLUs; this is the function whose VJP :func:`conv_relu_variances` uses
     (the C++ forward is what must be exact, not its derivative).
     """
-    nngp = jnp.sum(x * x, axis=-1) / spec.channels
+    nngp = x if spec.band_input else jnp.sum(x * x, axis=-1) / spec.channels
     variances = []
     for _ in range(spec.num_blocks):
         nngp = spec.w2 * _box_mean(nngp) + spec.b2
@@ -296,10 +317,9 @@ def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _variances(spec: _Spec, x):
-    attributes = spec.attributes()
-    del attributes["radius"], attributes["pool"]
     shape = (x.shape[0], spec.num_blocks, spec.height, spec.width)
-    return _call("kipd_cpu_variances", _f32(shape), x, **attributes)
+    return _call("kipd_cpu_variances", _f32(shape), x, **spec.constants(),
+                 band_input=np.int64(spec.band_input))
 
 
 def _variances_fwd(spec, x):
@@ -311,6 +331,43 @@ def _variances_bwd(spec, x, g_var):
 
 
 _variances.defvjp(_variances_fwd, _variances_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _on_band(spec: _Spec, nngp, ntk, v1, v2):
+    shape = _band_shape(spec, *nngp.shape[: 1 if spec.diagonal else 2])
+    return tuple(_call("kipd_cpu_band_on_band_forward", (_f32(shape), _f32(shape)), nngp, ntk,
+                       v1, v2, **spec.attributes()))
+
+
+def _on_band_fwd(spec, nngp, ntk, v1, v2):
+    perturbed = tuple(bool(a.perturbed) for a in (nngp, ntk, v1, v2))
+    values = tuple(a.value for a in (nngp, ntk, v1, v2))
+    return _on_band(spec, *values), (values, perturbed)
+
+
+def _on_band_bwd(spec, residuals, cotangents):
+    (nngp, ntk, v1, v2), perturbed = residuals
+    g_nngp, g_ntk = (_cotangent(c) for c in cotangents)
+    need_band = perturbed[0] or perturbed[1]
+    # A diagonal call gets one variance set twice (v1 is v2): the C++ adds both sides'
+    # contributions into d v1.
+    need_v1 = perturbed[2] or (spec.diagonal and perturbed[3])
+    need_v2 = perturbed[3] and not spec.diagonal
+    if not (need_band or need_v1 or need_v2) or (g_nngp.size == 0 and g_ntk.size == 0):
+        return (None,) * 4
+    needs = (need_band, need_band, need_v1, need_v2)
+    results = tuple(_f32(a.shape if need else (0,)) for a, need in zip((nngp, ntk, v1, v2), needs))
+    d_nngp, d_ntk, d_v1, d_v2 = _call(
+        "kipd_cpu_band_on_band_backward", results, nngp, ntk, v1, v2, g_nngp, g_ntk,
+        **spec.attributes(), need_band=np.int64(need_band), need_v1=np.int64(need_v1),
+        need_v2=np.int64(need_v2),
+    )
+    return (d_nngp if perturbed[0] else None, d_ntk if perturbed[1] else None,
+            d_v1 if need_v1 else None, d_v2 if need_v2 else None)
+
+
+_on_band.defvjp(_on_band_fwd, _on_band_bwd, symbolic_zeros=True)
 
 
 def _check_float32(name: str, array) -> jax.Array:
@@ -337,6 +394,35 @@ def _spec(images, *, radius, num_blocks, W_std, b_std, pool=False) -> _Spec:
     _require()
     return _Spec(int(radius), int(num_blocks), height, width, channels,
                  float(W_std) ** 2, float(b_std) ** 2, bool(pool))
+
+
+def _band_spec(nngp, ntk, *, diagonal, num_blocks, W_std, b_std, pool) -> _Spec:
+    """The spec of a call on an input band ``(*batch, A, A, H, W)`` (batch: 1 axis with
+    ``diagonal``, else 2)."""
+    nngp, ntk = _check_float32("nngp", nngp), _check_float32("ntk", ntk)
+    rank = 5 if diagonal else 6
+    layout = "(n, A, A, H, W)" if diagonal else "(n1, n2, A, A, H, W)"
+    if nngp.ndim != rank or ntk.shape != nngp.shape:
+        raise ValueError(
+            f"the input bands must both be {layout}, got nngp {nngp.shape} and ntk {ntk.shape}"
+        )
+    offsets, offsets_w, height, width = nngp.shape[-4:]
+    if offsets != offsets_w or offsets % 2 != 1:
+        raise ValueError(f"the input band needs a square, odd offset window, got {nngp.shape}")
+    radius = (offsets - 1) // 2
+    if num_blocks < 1:
+        raise ValueError(f"need num_blocks >= 1, got {num_blocks}")
+    if pool and min(height, width) < 2:
+        raise ValueError(
+            f"pooling needs at least 2x2 positions but the band has {height}x{width}: the "
+            "images are too small for this many pooling layers (use a smaller depth= or "
+            "larger images)"
+        )
+    if pool and radius < 1:
+        raise ValueError(f"pool=True needs an input band of radius >= 1, got {nngp.shape}")
+    _require()
+    return _Spec(radius, int(num_blocks), height, width, 1, float(W_std) ** 2,
+                 float(b_std) ** 2, bool(pool), band_input=True, diagonal=diagonal)
 
 
 def _stack_variances(variances: Sequence[jax.Array], n: int, spec: _Spec, name: str):
@@ -461,4 +547,99 @@ def conv_relu_variances(
     x = _check_float32("x", x)
     spec = _spec(x, radius=0, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
     variances = _variances(spec, x)
+    return tuple(variances[:, block] for block in range(num_blocks))
+
+
+def conv_relu_on_band(
+    nngp: jax.Array,
+    ntk: jax.Array,
+    var1: Sequence[jax.Array],
+    var2: Sequence[jax.Array],
+    *,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    pool: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """``num_blocks`` x (3x3 conv, ReLU) on the band of every pair, in C++: a stage after a
+    pooling.
+
+    The same as ``serial(*[conv(W_std=W_std, b_std=b_std), relu()] * num_blocks)`` (then
+    ``avg_pool()`` with ``pool``) applied to a grid :class:`~kipd.kernels._state.KernelState`
+    holding these bands, to float32 rounding. Differentiable in all four arguments.
+
+    Args:
+      nngp, ntk: ``(n1, n2, 2R+1, 2R+1, H, W)`` float32 input bands (entries whose second
+        position lies outside the image are ignored: they are zero in a band).
+      var1, var2: ``num_blocks`` arrays ``(n1, H, W)`` / ``(n2, H, W)`` each: the variances
+        at each ReLU's input (:func:`conv_relu_on_band_variances`).
+      num_blocks, W_std, b_std, pool: as for :func:`conv_relu_band`.
+
+    Returns:
+      ``(nngp, ntk)``, each ``(n1, n2, 2R+1, 2R+1, H, W)``; with ``pool``,
+      ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``, ``R' = (R - 1) // 2``.
+    """
+    spec = _band_spec(nngp, ntk, diagonal=False, num_blocks=num_blocks, W_std=W_std,
+                      b_std=b_std, pool=pool)
+    v1 = _stack_variances(var1, nngp.shape[0], spec, "var1")
+    v2 = _stack_variances(var2, nngp.shape[1], spec, "var2")
+    return _on_band(spec, nngp, ntk, v1, v2)
+
+
+def conv_relu_on_band_diagonal(
+    nngp: jax.Array,
+    ntk: jax.Array,
+    var: Sequence[jax.Array],
+    *,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    pool: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`conv_relu_on_band` on each image's own band: equal, bit for bit, to the
+    pairs ``(i, i)`` of the grid call when its input's pairs ``(i, i)`` are these bands.
+
+    Args:
+      nngp, ntk: ``(n, 2R+1, 2R+1, H, W)`` float32.
+      var: ``num_blocks`` arrays ``(n, H, W)``.
+      num_blocks, W_std, b_std, pool: as for :func:`conv_relu_band`.
+
+    Returns:
+      ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` (pooled: as for
+      :func:`conv_relu_on_band`).
+    """
+    spec = _band_spec(nngp, ntk, diagonal=True, num_blocks=num_blocks, W_std=W_std,
+                      b_std=b_std, pool=pool)
+    v = _stack_variances(var, nngp.shape[0], spec, "var")
+    return _on_band(spec, nngp, ntk, v, v)
+
+
+def conv_relu_on_band_variances(
+    nngp: jax.Array,
+    *,
+    num_blocks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> tuple[jax.Array, ...]:
+    """Per-image variances at the input of each ReLU of a stage on a band (diagonal pass).
+
+    Runs the offset-0 plane of each image's own band through the same C++ operations as
+    plane 0 of :func:`conv_relu_on_band`, so the grid's pairs ``(i, i)`` have correlation
+    exactly 1 at offset 0. Differentiable.
+
+    Args:
+      nngp: ``(n, 2R+1, 2R+1, H, W)`` float32, each image's own NNGP band.
+      num_blocks, W_std, b_std: as for :func:`conv_relu_band`.
+
+    Returns:
+      ``num_blocks`` arrays ``(n, H, W)``, in ReLU order.
+    """
+    nngp = _check_float32("nngp", nngp)
+    if nngp.ndim != 5 or nngp.shape[1] != nngp.shape[2] or nngp.shape[1] % 2 != 1:
+        raise ValueError(f"nngp must be a diagonal band (n, A, A, H, W), A odd; got {nngp.shape}")
+    radius = (nngp.shape[1] - 1) // 2
+    plane = nngp[:, radius, radius]
+    spec = _band_spec(nngp, nngp, diagonal=True, num_blocks=num_blocks, W_std=W_std,
+                      b_std=b_std, pool=False)
+    variances = _variances(dataclasses.replace(spec, radius=0), plane)
     return tuple(variances[:, block] for block in range(num_blocks))

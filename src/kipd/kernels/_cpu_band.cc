@@ -23,6 +23,16 @@
 // operations on the same values, so sqrt(v * v) == v and v / v == 1 make the
 // correlation of a pixel with itself exactly 1.
 //
+// Band input. The layers after a pooling ([conv, ReLU] x k, then the next pooling) are
+// the same per-plane computation on a smaller band: the input tile of a plane is then read
+// from the pair's input band (the previous stage's pooled output, NNGP and NTK) instead
+// of being formed from the images (Geometry::band_input). The backward writes each input
+// plane's cotangent (a plane's input feeds that plane only) instead of adding image
+// gradients. The variance pass reads the offset-0 plane of an image's own band, and the
+// grid's plane D = 0 of the pair (x, x) reads the same plane bit for bit (the previous
+// stage's pooled band of a diagonal pair equals the grid's), so c == 1 stays exact at
+// every stage.
+//
 // Work saved. Only the rows of a plane whose second position p + D lies inside the
 // image are computed (the others are zero); columns are computed in whole vectors of
 // kLanes and masked, which keeps every inner loop a plain vectorizable loop.
@@ -33,6 +43,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <utility>
@@ -179,10 +190,14 @@ struct Geometry {
   bool pool;
   int64_t Hc, Wc, Rc, Ac;
   float w2, b2;
+  // The input is a band (NNGP and NTK, A x A planes of H x W per pair), not images (C
+  // unused): the stages after a pooling.
+  bool band_input;
 
   Geometry(int64_t height, int64_t width, int64_t channels, int64_t blocks, int64_t radius,
-           float w2_, float b2_, bool pool_ = false)
-      : H(height), W(width), C(channels), L(blocks), R(radius), pool(pool_), w2(w2_), b2(b2_) {
+           float w2_, float b2_, bool pool_ = false, bool band_input_ = false)
+      : H(height), W(width), C(channels), L(blocks), R(radius), pool(pool_), w2(w2_), b2(b2_),
+        band_input(band_input_) {
     A = 2 * R + 1;
     Hc = H / 2;
     Wc = W / 2;
@@ -198,6 +213,9 @@ struct Geometry {
   }
 
   int64_t image_floats() const { return C * H * Wpad; }
+  int64_t plane_floats() const { return H * W; }
+  // Floats of one input of one pair (band input): the band planes.
+  int64_t input_floats() const { return planes * H * W; }
   // Floats of one output of one pair: the band planes, or the pooled band.
   int64_t output_floats() const { return pool ? Ac * Ac * Hc * Wc : planes * H * W; }
   int64_t variance_floats() const { return L * H * Wpad; }
@@ -389,7 +407,21 @@ struct Sides {
   const float* x2;
   const float* v1;  // its variances, block 0, row 0, column 0 (unused in kSelf)
   const float* v2;
+  // Band input instead of images: the pair's input band, planes of H x W (kSelf: the
+  // image's offset-0 plane itself).
+  const float* band_nngp = nullptr;
+  const float* band_ntk = nullptr;
 };
+
+// A plane of the input band into a tile: rows [h0, h1), masked, zero past W. Masking here
+// makes the stage a function of the valid entries only (their cotangents are the only
+// nonzero ones), as the XLA layers read them: the invalid entries are zero there.
+inline void load_plane(float* tile, const float* plane_in, const Plane& plane, const float* cm,
+                       const Geometry& g) {
+  for (int64_t h = plane.h0; h < plane.h1; ++h)
+    for (int64_t c = 0; c < g.Wp; ++c)
+      tile[h * g.S + c] = (c < g.W && cm[c] != 0.0f) ? plane_in[h * g.W + c] : 0.0f;
+}
 
 // Where forward_plane puts its results.
 struct PlaneOutputs {
@@ -423,10 +455,19 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
   float* ntk_in = ws.tile(Workspace::kNtkIn);
   float* nngp_out = ws.tile(Workspace::kNngpOut);
   float* ntk_out = ws.tile(Workspace::kNtkOut);
-  for (int64_t h = plane.h0; h < plane.h1; ++h)
-    input_row(nngp_in + h * S, in.x1 + h * Wpad, in.x2 + (h + dh) * Wpad + dw, cm, g);
+  if (g.band_input) {
+    const int64_t at = ((dh + g.R) * g.A + dw + g.R) * g.plane_floats();
+    load_plane(nngp_in, in.band_nngp + at, plane, cm, g);
+    // The variance pass needs no NTK: its first block runs as the image stage's does.
+    if (mode != Mode::kSelf) load_plane(ntk_in, in.band_ntk + at, plane, cm, g);
+  } else {
+    for (int64_t h = plane.h0; h < plane.h1; ++h)
+      input_row(nngp_in + h * S, in.x1 + h * Wpad, in.x2 + (h + dh) * Wpad + dw, cm, g);
+  }
   for (int64_t l = 0; l < g.L; ++l) {
-    const bool first = l == 0;
+    // The first conv of the image stage has a zero input NTK (ntk = nngp after it); a band
+    // input carries one.
+    const bool first = l == 0 && (!g.band_input || mode == Mode::kSelf);
     // The last block of the band writes its rows straight into the output planes when
     // they are whole vectors wide (W == Wp), else into a tile copied out below.
     const bool direct = mode == Mode::kBand && !pooled && l == g.L - 1 && W == Wp;
@@ -492,6 +533,10 @@ struct Accumulators {
   float* x2;
   float* v1;
   float* v2;
+  // Band input: this plane's input cotangents (H x W each; written, not added: a plane's
+  // input feeds that plane only). Null: not needed.
+  float* band_nngp = nullptr;
+  float* band_ntk = nullptr;
 };
 
 // Which gradients a backward call computes.
@@ -623,10 +668,24 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     }
     // The box filter is self-adjoint: the cotangents of the conv's inputs are the box
     // filter of the (masked) cotangents of its outputs.
+    // The image stage's first conv has no input NTK to pass a cotangent to.
+    const bool to_ntk = l > 0 || g.band_input;
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
       box_row(grad_nngp + h * S, plane.around(err_nngp, h, S, ws.zero_row), Wp);
-      if (l > 0) box_row(grad_ntk + h * S, plane.around(err_ntk, h, S, ws.zero_row), Wp);
+      if (to_ntk) box_row(grad_ntk + h * S, plane.around(err_ntk, h, S, ws.zero_row), Wp);
     }
+  }
+  if (g.band_input) {
+    // The input was masked on loading (load_plane): so is its cotangent. Rows outside
+    // [h0, h1) were zeroed by the caller.
+    if (!acc.band_nngp) return;
+    for (int64_t h = plane.h0; h < plane.h1; ++h)
+      for (int64_t w = 0; w < g.W; ++w) {
+        const bool valid = cm[w] != 0.0f;
+        acc.band_nngp[h * g.W + w] = valid ? grad_nngp[h * S + w] : 0.0f;
+        acc.band_ntk[h * g.W + w] = valid ? grad_ntk[h * S + w] : 0.0f;
+      }
+    return;
   }
   if (!acc.x1 && !acc.x2) return;
   // The input band is bilinear: d/dx1[p] = g x2[p + D], d/dx2[p + D] = g x1[p] (the
@@ -709,69 +768,132 @@ int64_t chunk_size(int64_t total, int threads, int64_t planes) {
   return std::max<int64_t>(1, std::min<int64_t>(planes, total / (8 * threads)));
 }
 
-// Check the shapes common to all handlers; fill the geometry.
+// Shape checks of the handlers' inputs.
 ffi::Error check_images(const ffi::Buffer<ffi::F32>& x, const char* name) {
   if (x.dimensions().size() != 4)
     return ffi::Error::InvalidArgument(std::string(name) + " must be (n, H, W, C)");
   return ffi::Error::Success();
 }
 
-ffi::Error check_variances(const ffi::Buffer<ffi::F32>& v, const ffi::Buffer<ffi::F32>& x,
-                           const char* name) {
+ffi::Error check_variances(const ffi::Buffer<ffi::F32>& v, int64_t n, int64_t height,
+                           int64_t width, const char* name) {
   auto vd = v.dimensions();
-  auto xd = x.dimensions();
-  if (vd.size() != 4 || vd[0] != xd[0] || vd[2] != xd[1] || vd[3] != xd[2] || vd[1] < 1)
+  if (vd.size() != 4 || vd[0] != n || vd[2] != height || vd[3] != width || vd[1] < 1)
     return ffi::Error::InvalidArgument(std::string(name) + " must be (n, num_blocks, H, W)");
+  return ffi::Error::Success();
+}
+
+ffi::Error check_stage(int64_t radius, int64_t pool, int64_t height, int64_t width,
+                       const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2) {
+  if (v1.dimensions()[1] != v2.dimensions()[1])
+    return ffi::Error::InvalidArgument("var1 and var2 must have the same num_blocks");
+  if (radius < 0) return ffi::Error::InvalidArgument("radius must be >= 0");
+  if (pool && (radius < 1 || height < 2 || width < 2))
+    return ffi::Error::InvalidArgument("pooling needs radius >= 1 and at least 2 x 2 pixels");
   return ffi::Error::Success();
 }
 
 ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F32>& x2,
                       const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
                       int64_t radius, int64_t pool) {
-  for (auto error : {check_images(x1, "x1"), check_images(x2, "x2"),
-                     check_variances(v1, x1, "var1"), check_variances(v2, x2, "var2")})
+  for (auto error : {check_images(x1, "x1"), check_images(x2, "x2")})
     if (error.failure()) return error;
   auto d1 = x1.dimensions(), d2 = x2.dimensions();
   if (d1[1] != d2[1] || d1[2] != d2[2] || d1[3] != d2[3])
     return ffi::Error::InvalidArgument("x1 and x2 must have the same H, W, C");
-  if (v1.dimensions()[1] != v2.dimensions()[1])
-    return ffi::Error::InvalidArgument("var1 and var2 must have the same num_blocks");
-  if (radius < 0) return ffi::Error::InvalidArgument("radius must be >= 0");
-  if (pool && (radius < 1 || d1[1] < 2 || d1[2] < 2))
-    return ffi::Error::InvalidArgument("pooling needs radius >= 1 and at least 2 x 2 pixels");
-  return ffi::Error::Success();
+  for (auto error : {check_variances(v1, d1[0], d1[1], d1[2], "var1"),
+                     check_variances(v2, d2[0], d2[1], d2[2], "var2")})
+    if (error.failure()) return error;
+  return check_stage(radius, pool, d1[1], d1[2], v1, v2);
 }
 
-// The band of pairs (i, j) of x1 x x2 (diagonal == 0) or (i, i) (diagonal != 0).
-ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
-                           ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
-                           ffi::ResultBuffer<ffi::F32> nngp, ffi::ResultBuffer<ffi::F32> ntk,
-                           int64_t radius, float w2, float b2, int64_t diagonal,
-                           int64_t pool) {
-  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
-  auto d1 = x1.dimensions();
-  const int64_t n1 = d1[0], n2 = x2.dimensions()[0];
-  if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
-  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
-  const int64_t pairs = diagonal ? n1 : n1 * n2;
-  const int64_t total = pairs * g.planes;
+// A band input: (n1, n2, A, A, H, W) for a grid, (n, A, A, H, W) with diagonal; the
+// NTK's shape is the NNGP's; A is odd. Sets n1, n2 and the radius.
+ffi::Error check_band_input(const ffi::Buffer<ffi::F32>& nngp, const ffi::Buffer<ffi::F32>& ntk,
+                            const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
+                            bool diagonal, int64_t pool, int64_t& n1, int64_t& n2,
+                            int64_t& radius) {
+  auto d = nngp.dimensions();
+  const size_t rank = diagonal ? 5 : 6;
+  if (d.size() != rank)
+    return ffi::Error::InvalidArgument(
+        diagonal ? "the input band must be (n, A, A, H, W)"
+                 : "the input band must be (n1, n2, A, A, H, W)");
+  auto dk = ntk.dimensions();
+  if (dk.size() != rank || !std::equal(d.begin(), d.end(), dk.begin()))
+    return ffi::Error::InvalidArgument("the input NTK band must have the NNGP band's shape");
+  const int64_t offsets = d[rank - 4];
+  if (offsets != d[rank - 3] || offsets % 2 != 1)
+    return ffi::Error::InvalidArgument("the input band must have an odd, square offset window");
+  n1 = d[0];
+  n2 = diagonal ? d[0] : d[1];
+  radius = (offsets - 1) / 2;
+  const int64_t height = d[rank - 2], width = d[rank - 1];
+  for (auto error : {check_variances(v1, n1, height, width, "var1"),
+                     check_variances(v2, n2, height, width, "var2")})
+    if (error.failure()) return error;
+  return check_stage(radius, pool, height, width, v1, v2);
+}
+
+// A call's inputs laid out for the planes: the padded images (or the input band) and the
+// padded variances of both sides. sides(pair) addresses one pair's.
+struct Operands {
+  const Geometry& g;
+  int64_t n1, n2;
+  bool diagonal;
+  std::vector<float> x1p, x2p, v1p, v2p;
+  const float* band_nngp = nullptr;
+  const float* band_ntk = nullptr;
+
+  int64_t pairs() const { return diagonal ? n1 : n1 * n2; }
+  int64_t first(int64_t pair) const { return diagonal ? pair : pair / n2; }
+  int64_t second(int64_t pair) const { return diagonal ? pair : pair % n2; }
+
+  Sides sides(int64_t pair) const {
+    const int64_t i = first(pair), j = second(pair);
+    Sides in{nullptr, nullptr, v1p.data() + i * g.variance_floats() + g.margin,
+             v2p.data() + j * g.variance_floats() + g.margin};
+    if (g.band_input) {
+      in.band_nngp = band_nngp + pair * g.input_floats();
+      in.band_ntk = band_ntk + pair * g.input_floats();
+    } else {
+      in.x1 = x1p.data() + i * g.image_floats() + g.margin;
+      in.x2 = x2p.data() + j * g.image_floats() + g.margin;
+    }
+    return in;
+  }
+};
+
+Operands image_operands(const Geometry& g, const ffi::Buffer<ffi::F32>& x1,
+                        const ffi::Buffer<ffi::F32>& x2, const ffi::Buffer<ffi::F32>& v1,
+                        const ffi::Buffer<ffi::F32>& v2, bool diagonal) {
+  const int64_t n1 = x1.dimensions()[0], n2 = x2.dimensions()[0];
+  return Operands{g, n1, n2, diagonal, pad_images(x1.typed_data(), n1, g),
+                  pad_images(x2.typed_data(), n2, g), pad_variances(v1.typed_data(), n1, g),
+                  pad_variances(v2.typed_data(), n2, g)};
+}
+
+Operands band_operands(const Geometry& g, const ffi::Buffer<ffi::F32>& nngp,
+                       const ffi::Buffer<ffi::F32>& ntk, const ffi::Buffer<ffi::F32>& v1,
+                       const ffi::Buffer<ffi::F32>& v2, int64_t n1, int64_t n2, bool diagonal) {
+  return Operands{g, n1, n2, diagonal, {}, {}, pad_variances(v1.typed_data(), n1, g),
+                  pad_variances(v2.typed_data(), n2, g), nngp.typed_data(), ntk.typed_data()};
+}
+
+ffi::Error check_outputs(const Geometry& g, int64_t pairs, ffi::ResultBuffer<ffi::F32>& nngp,
+                         ffi::ResultBuffer<ffi::F32>& ntk) {
   for (auto* out : {&nngp, &ntk})
     if (static_cast<int64_t>((*out)->element_count()) != pairs * g.output_floats())
       return ffi::Error::InvalidArgument("the outputs must have the (pooled) band's shape");
-  if (total == 0) return ffi::Error::Success();
-  const std::vector<float> x1p = pad_images(x1.typed_data(), n1, g);
-  const std::vector<float> x2p = pad_images(x2.typed_data(), n2, g);
-  const std::vector<float> v1p = pad_variances(v1.typed_data(), n1, g);
-  const std::vector<float> v2p = pad_variances(v2.typed_data(), n2, g);
-  float* out_nngp = nngp->typed_data();
-  float* out_ntk = ntk->typed_data();
-  auto sides = [&](int64_t pair) {
-    const int64_t i = diagonal ? pair : pair / n2, j = diagonal ? pair : pair % n2;
-    return Sides{x1p.data() + i * g.image_floats() + g.margin,
-                 x2p.data() + j * g.image_floats() + g.margin,
-                 v1p.data() + i * g.variance_floats() + g.margin,
-                 v2p.data() + j * g.variance_floats() + g.margin};
-  };
+  return ffi::Error::Success();
+}
+
+// The output band of every pair of the operands.
+void band_forward(const Operands& ops, float* out_nngp, float* out_ntk) {
+  const Geometry& g = ops.g;
+  const int64_t pairs = ops.pairs();
+  const int64_t total = pairs * g.planes;
+  if (total == 0) return;
   if (g.pool) {
     // A pair is one work item: its planes add into its pooled band in plane order.
     const int threads = thread_count(pairs);
@@ -785,7 +907,7 @@ ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
         out.pooled_ntk = out_ntk + pair * g.output_floats();
         std::fill(out.pooled_nngp, out.pooled_nngp + g.output_floats(), 0.0f);
         std::fill(out.pooled_ntk, out.pooled_ntk + g.output_floats(), 0.0f);
-        const Sides in = sides(pair);
+        const Sides in = ops.sides(pair);
         for (int64_t plane = 0; plane < g.planes; ++plane)
           forward_plane<Mode::kBand>(g, workspaces[thread], in, plane / g.A - g.R,
                                      plane % g.A - g.R, out);
@@ -796,7 +918,7 @@ ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
         }
       }
     });
-    return ffi::Error::Success();
+    return;
   }
   advise_huge_pages(out_nngp, total * g.H * g.W * sizeof(float));
   advise_huge_pages(out_ntk, total * g.H * g.W * sizeof(float));
@@ -812,28 +934,74 @@ ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
       PlaneOutputs out;
       out.nngp = out_nngp + offset;
       out.ntk = out_ntk + offset;
-      forward_plane<Mode::kBand>(g, workspaces[thread], sides(pair), plane / g.A - g.R,
+      forward_plane<Mode::kBand>(g, workspaces[thread], ops.sides(pair), plane / g.A - g.R,
                                  plane % g.A - g.R, out);
     }
   });
+}
+
+// The band of pairs (i, j) of x1 x x2 (diagonal == 0) or (i, i) (diagonal != 0).
+ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
+                           ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
+                           ffi::ResultBuffer<ffi::F32> nngp, ffi::ResultBuffer<ffi::F32> ntk,
+                           int64_t radius, float w2, float b2, int64_t diagonal,
+                           int64_t pool) {
+  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
+  auto d1 = x1.dimensions();
+  if (diagonal && d1[0] != x2.dimensions()[0])
+    return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
+  const int64_t pairs = diagonal ? d1[0] : d1[0] * x2.dimensions()[0];
+  if (auto error = check_outputs(g, pairs, nngp, ntk); error.failure()) return error;
+  band_forward(image_operands(g, x1, x2, v1, v2, diagonal != 0), nngp->typed_data(),
+               ntk->typed_data());
   return ffi::Error::Success();
 }
 
-// Gradients of the band w.r.t. both images and both variance sets. With diagonal, the
-// second side's accumulators are the first's, and dx2 / dv2 are not written. Only the
-// gradients in `needs` are computed and written (the others' outputs may be empty). An
-// empty cotangent (no elements) stands for a zero one.
-ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
-                         ffi::Buffer<ffi::F32>& v1, ffi::Buffer<ffi::F32>& v2,
-                         ffi::Buffer<ffi::F32>& cot_nngp, ffi::Buffer<ffi::F32>& cot_ntk,
-                         float* dx1, float* dx2, float* dv1, float* dv2, int64_t radius,
-                         float w2, float b2, bool diagonal, bool pool, Needs needs) {
-  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
-  auto d1 = x1.dimensions();
-  const int64_t n1 = d1[0], n2 = x2.dimensions()[0];
-  if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
-  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool);
+// The output band of every pair of an input band (the stages after a pooling): grid
+// (n1, n2, A, A, H, W) or, with diagonal, each image's own band (n, A, A, H, W).
+ffi::Error BandOnBandForwardImpl(ffi::Buffer<ffi::F32> in_nngp, ffi::Buffer<ffi::F32> in_ntk,
+                                 ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
+                                 ffi::ResultBuffer<ffi::F32> nngp,
+                                 ffi::ResultBuffer<ffi::F32> ntk, float w2, float b2,
+                                 int64_t diagonal, int64_t pool) {
+  int64_t n1 = 0, n2 = 0, radius = 0;
+  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, n1, n2, radius);
+      error.failure())
+    return error;
+  auto d = in_nngp.dimensions();
+  const Geometry g(d[d.size() - 2], d[d.size() - 1], 1, v1.dimensions()[1], radius, w2, b2,
+                   pool != 0, true);
   const int64_t pairs = diagonal ? n1 : n1 * n2;
+  if (auto error = check_outputs(g, pairs, nngp, ntk); error.failure()) return error;
+  band_forward(band_operands(g, in_nngp, in_ntk, v1, v2, n1, n2, diagonal != 0),
+               nngp->typed_data(), ntk->typed_data());
+  return ffi::Error::Success();
+}
+
+// Where a backward call writes: the image gradients (image input) or the input band's
+// cotangents (band input), and the variance gradients. Null where not needed.
+struct Gradients {
+  float* x1 = nullptr;
+  float* x2 = nullptr;
+  float* band_nngp = nullptr;
+  float* band_ntk = nullptr;
+  float* v1 = nullptr;
+  float* v2 = nullptr;
+};
+
+// Gradients of the band w.r.t. the inputs (both images, or the input band) and both
+// variance sets. With diagonal, the second side's accumulators are the first's, and
+// only the first side's gradients are written. Only the gradients in `needs` are
+// computed and written (the others' outputs may be empty; for a band input, needs.x1
+// stands for the input band). An empty cotangent (no elements) stands for a zero one.
+ffi::Error band_backward(const Operands& ops, ffi::Buffer<ffi::F32>& cot_nngp,
+                         ffi::Buffer<ffi::F32>& cot_ntk, const float* v1, const float* v2,
+                         const Gradients& out, Needs needs) {
+  const Geometry& g = ops.g;
+  const int64_t n1 = ops.n1, n2 = ops.n2;
+  const bool diagonal = ops.diagonal;
+  const int64_t pairs = ops.pairs();
   const int64_t total = pairs * g.planes;
   for (const auto* cot : {&cot_nngp, &cot_ntk}) {
     const int64_t count = static_cast<int64_t>(cot->element_count());
@@ -843,34 +1011,41 @@ ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
   }
   const float* cn = cot_nngp.element_count() ? cot_nngp.typed_data() : nullptr;
   const float* ck = cot_ntk.element_count() ? cot_ntk.typed_data() : nullptr;
+  if (g.band_input) needs.x2 = false;
   if (diagonal) {
     needs.x1 = needs.x2 = needs.x1 || needs.x2;
     needs.v1 = needs.v2 = needs.v1 || needs.v2;
   }
+  const bool band_grads = g.band_input && needs.x1;
+  // Planes that the loop below skips (empty, or rows outside the valid range) have zero
+  // input cotangents.
+  if (band_grads) {
+    std::fill(out.band_nngp, out.band_nngp + pairs * g.input_floats(), 0.0f);
+    std::fill(out.band_ntk, out.band_ntk + pairs * g.input_floats(), 0.0f);
+  }
   const bool nothing = (!cn && !ck) || !(needs.x1 || needs.x2 || needs.v1 || needs.v2);
-  const std::vector<float> x1p = pad_images(x1.typed_data(), n1, g);
-  const std::vector<float> x2p = pad_images(x2.typed_data(), n2, g);
-  const std::vector<float> v1p = pad_variances(v1.typed_data(), n1, g);
-  const std::vector<float> v2p = pad_variances(v2.typed_data(), n2, g);
   // The items are cut into a fixed number of slices that depends on the problem only,
   // each with private accumulators, summed in slice order below: no atomics, and the
   // same bits whichever thread ran a slice and however many threads there are (a block
   // recomputed on another worker after a failure gives the identical gradient).
   const int64_t slices = nothing ? 0 : std::min<int64_t>(total, kBackwardSlices);
   const int threads = thread_count(slices);
-  const int64_t side1 = n1 * (g.image_floats() + g.variance_floats());
-  const int64_t side2 = diagonal ? 0 : n2 * (g.image_floats() + g.variance_floats());
+  // A band input's cotangents are written per plane, not accumulated.
+  const int64_t image_part = g.band_input ? 0 : g.image_floats();
+  const int64_t side1 = n1 * (image_part + g.variance_floats());
+  const int64_t side2 = diagonal ? 0 : n2 * (image_part + g.variance_floats());
   const int64_t per_slice = side1 + side2 + 2 * g.margin + kLanes;
   std::vector<float> accumulators(std::max<int64_t>(slices, 1) * per_slice, 0.0f);
   auto accumulators_of = [&](int64_t slice) {
     float* base = accumulators.data() + slice * per_slice + g.margin;
     Accumulators acc;
     acc.x1 = base;
-    acc.v1 = base + n1 * g.image_floats();
+    acc.v1 = base + n1 * image_part;
     acc.x2 = diagonal ? acc.x1 : acc.v1 + n1 * g.variance_floats();
-    acc.v2 = diagonal ? acc.v1 : acc.x2 + n2 * g.image_floats();
+    acc.v2 = diagonal ? acc.v1 : acc.x2 + n2 * image_part;
     return acc;
   };
+  const bool image_grads = !g.band_input;
   std::vector<Workspace> workspaces;
   workspaces.reserve(threads);
   for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, true);
@@ -880,15 +1055,15 @@ ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
     const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / g.planes, plane = item % g.planes;
-      const int64_t i = diagonal ? pair : pair / n2, j = diagonal ? pair : pair % n2;
-      const Sides in{x1p.data() + i * g.image_floats() + g.margin,
-                     x2p.data() + j * g.image_floats() + g.margin,
-                     v1p.data() + i * g.variance_floats() + g.margin,
-                     v2p.data() + j * g.variance_floats() + g.margin};
-      const Accumulators acc{needs.x1 ? mine.x1 + i * g.image_floats() : nullptr,
-                             needs.x2 ? mine.x2 + j * g.image_floats() : nullptr,
-                             needs.v1 ? mine.v1 + i * g.variance_floats() : nullptr,
-                             needs.v2 ? mine.v2 + j * g.variance_floats() : nullptr};
+      const int64_t i = ops.first(pair), j = ops.second(pair);
+      Accumulators acc{image_grads && needs.x1 ? mine.x1 + i * g.image_floats() : nullptr,
+                       image_grads && needs.x2 ? mine.x2 + j * g.image_floats() : nullptr,
+                       needs.v1 ? mine.v1 + i * g.variance_floats() : nullptr,
+                       needs.v2 ? mine.v2 + j * g.variance_floats() : nullptr};
+      if (band_grads) {
+        acc.band_nngp = out.band_nngp + item * g.plane_floats();
+        acc.band_ntk = out.band_ntk + item * g.plane_floats();
+      }
       // A pooled cotangent is the pair's; a band cotangent the plane's.
       const int64_t offset = g.pool ? pair * g.output_floats() : item * g.H * g.W;
       // The cotangents stream from memory, a plane (2 x H x W floats) per item: ask for
@@ -900,8 +1075,9 @@ ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
           if (ck) __builtin_prefetch(ck + next + k, 0, 2);
         }
       }
-      backward_plane(g, workspaces[thread], in, plane / g.A - g.R, plane % g.A - g.R,
-                     cn ? cn + offset : nullptr, ck ? ck + offset : nullptr, acc);
+      backward_plane(g, workspaces[thread], ops.sides(pair), plane / g.A - g.R,
+                     plane % g.A - g.R, cn ? cn + offset : nullptr, ck ? ck + offset : nullptr,
+                     acc);
     }
    }
   });
@@ -930,9 +1106,23 @@ ffi::Error band_backward(ffi::Buffer<ffi::F32>& x1, ffi::Buffer<ffi::F32>& x2,
             }
         }
   };
-  write_side(n1, total_acc.x1, total_acc.v1, v1.typed_data(), dx1, dv1, needs.x1, needs.v1);
+  write_side(n1, total_acc.x1, total_acc.v1, v1, out.x1, out.v1, image_grads && needs.x1,
+             needs.v1);
   if (!diagonal)
-    write_side(n2, total_acc.x2, total_acc.v2, v2.typed_data(), dx2, dv2, needs.x2, needs.v2);
+    write_side(n2, total_acc.x2, total_acc.v2, v2, out.x2, out.v2, image_grads && needs.x2,
+               needs.v2);
+  return ffi::Error::Success();
+}
+
+// An unneeded gradient's result may be empty: check the needed ones' sizes.
+ffi::Error check_gradients(
+    std::initializer_list<std::pair<ffi::ResultBuffer<ffi::F32>*, const ffi::Buffer<ffi::F32>*>>
+        outs,
+    std::initializer_list<bool> need) {
+  auto needed = need.begin();
+  for (const auto& [result, input] : outs)
+    if (*needed++ && (*result)->element_count() != input->element_count())
+      return ffi::Error::InvalidArgument("a needed gradient must have its input's shape");
   return ffi::Error::Success();
 }
 
@@ -944,32 +1134,80 @@ ffi::Error BandBackwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
                             int64_t radius, float w2, float b2, int64_t pool,
                             int64_t need_x1, int64_t need_x2, int64_t need_v1,
                             int64_t need_v2) {
-  // An unneeded gradient's result may be empty: check the needed ones' sizes.
-  const std::pair<ffi::ResultBuffer<ffi::F32>*, ffi::Buffer<ffi::F32>*> outs[] = {
-      {&dx1, &x1}, {&dx2, &x2}, {&dv1, &v1}, {&dv2, &v2}};
-  const bool need[] = {need_x1 != 0, need_x2 != 0, need_v1 != 0, need_v2 != 0};
-  for (int k = 0; k < 4; ++k)
-    if (need[k] && (*outs[k].first)->element_count() != outs[k].second->element_count())
-      return ffi::Error::InvalidArgument("a needed gradient must have its input's shape");
-  return band_backward(x1, x2, v1, v2, cot_nngp, cot_ntk, dx1->typed_data(),
-                       dx2->typed_data(), dv1->typed_data(), dv2->typed_data(), radius, w2,
-                       b2, false, pool != 0, Needs{need[0], need[1], need[2], need[3]});
+  const Needs needs{need_x1 != 0, need_x2 != 0, need_v1 != 0, need_v2 != 0};
+  if (auto error = check_gradients({{&dx1, &x1}, {&dx2, &x2}, {&dv1, &v1}, {&dv2, &v2}},
+                                   {needs.x1, needs.x2, needs.v1, needs.v2});
+      error.failure())
+    return error;
+  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
+  auto d1 = x1.dimensions();
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
+  Gradients out;
+  out.x1 = dx1->typed_data();
+  out.x2 = dx2->typed_data();
+  out.v1 = dv1->typed_data();
+  out.v2 = dv2->typed_data();
+  return band_backward(image_operands(g, x1, x2, v1, v2, false), cot_nngp, cot_ntk,
+                       v1.typed_data(), v2.typed_data(), out, needs);
 }
 
 ffi::Error DiagonalBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> v,
                                 ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
                                 ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dv,
                                 int64_t radius, float w2, float b2, int64_t pool) {
-  return band_backward(x, x, v, v, cot_nngp, cot_ntk, dx->typed_data(), nullptr,
-                       dv->typed_data(), nullptr, radius, w2, b2, true, pool != 0,
-                       Needs{true, true, true, true});
+  if (auto error = check_pair(x, x, v, v, radius, pool); error.failure()) return error;
+  auto d = x.dimensions();
+  const Geometry g(d[1], d[2], d[3], v.dimensions()[1], radius, w2, b2, pool != 0);
+  Gradients out;
+  out.x1 = dx->typed_data();
+  out.v1 = dv->typed_data();
+  return band_backward(image_operands(g, x, x, v, v, true), cot_nngp, cot_ntk, v.typed_data(),
+                       v.typed_data(), out, Needs{true, true, true, true});
 }
 
-// Per image, the variances at each ReLU's input: offset 0 of the image with itself.
+// Cotangents of an input band and gradients of the variances (diagonal: the variances of
+// each image's own band, dv2 not written and may be empty).
+ffi::Error BandOnBandBackwardImpl(ffi::Buffer<ffi::F32> in_nngp, ffi::Buffer<ffi::F32> in_ntk,
+                                  ffi::Buffer<ffi::F32> v1, ffi::Buffer<ffi::F32> v2,
+                                  ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
+                                  ffi::ResultBuffer<ffi::F32> d_nngp,
+                                  ffi::ResultBuffer<ffi::F32> d_ntk,
+                                  ffi::ResultBuffer<ffi::F32> dv1,
+                                  ffi::ResultBuffer<ffi::F32> dv2, float w2, float b2,
+                                  int64_t diagonal, int64_t pool, int64_t need_band,
+                                  int64_t need_v1, int64_t need_v2) {
+  const bool band = need_band != 0, first = need_v1 != 0;
+  const bool second = need_v2 != 0 && diagonal == 0;
+  if (auto error = check_gradients(
+          {{&d_nngp, &in_nngp}, {&d_ntk, &in_ntk}, {&dv1, &v1}, {&dv2, &v2}},
+          {band, band, first, second});
+      error.failure())
+    return error;
+  int64_t n1 = 0, n2 = 0, radius = 0;
+  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, n1, n2, radius);
+      error.failure())
+    return error;
+  auto d = in_nngp.dimensions();
+  const Geometry g(d[d.size() - 2], d[d.size() - 1], 1, v1.dimensions()[1], radius, w2, b2,
+                   pool != 0, true);
+  Gradients out;
+  out.band_nngp = d_nngp->typed_data();
+  out.band_ntk = d_ntk->typed_data();
+  out.v1 = dv1->typed_data();
+  out.v2 = dv2->typed_data();
+  return band_backward(band_operands(g, in_nngp, in_ntk, v1, v2, n1, n2, diagonal != 0),
+                       cot_nngp, cot_ntk, v1.typed_data(), v2.typed_data(), out,
+                       Needs{band, false, first, second});
+}
+
+// Per image, the variances at each ReLU's input: offset 0 of the image with itself. With
+// band_input, x is the offset-0 plane of each image's own input band, (n, H, W).
 ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> var,
-                         float w2, float b2) {
-  if (auto error = check_images(x, "x"); error.failure()) return error;
+                         float w2, float b2, int64_t band_input) {
   auto d = x.dimensions();
+  if (band_input ? d.size() != 3 : d.size() != 4)
+    return ffi::Error::InvalidArgument(band_input ? "the input plane must be (n, H, W)"
+                                                  : "x must be (n, H, W, C)");
   auto vd = var->dimensions();
   if (vd.size() != 4 || vd[0] != d[0] || vd[2] != d[1] || vd[3] != d[2] || vd[1] < 1)
     return ffi::Error::InvalidArgument("the variances must be (n, num_blocks, H, W)");
@@ -977,8 +1215,9 @@ ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> va
   if (n == 0) return ffi::Error::Success();
   // Radius 0: the geometry (margins, padded rows) differs from the band's, but the
   // arithmetic of an entry does not depend on it.
-  const Geometry g(d[1], d[2], d[3], vd[1], 0, w2, b2);
-  const std::vector<float> xp = pad_images(x.typed_data(), n, g);
+  const Geometry g(d[1], d[2], band_input ? 1 : d[3], vd[1], 0, w2, b2, false, band_input != 0);
+  const std::vector<float> xp =
+      band_input ? std::vector<float>{} : pad_images(x.typed_data(), n, g);
   float* out = var->typed_data();
   const int threads = thread_count(n);
   std::vector<Workspace> workspaces;
@@ -986,8 +1225,12 @@ ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> va
   for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
   parallel_chunks(threads, n, 1, [&](int thread, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float* image = xp.data() + i * g.image_floats() + g.margin;
-      const Sides in{image, image, nullptr, nullptr};
+      Sides in{nullptr, nullptr, nullptr, nullptr};
+      if (band_input) {
+        in.band_nngp = x.typed_data() + i * g.plane_floats();
+      } else {
+        in.x1 = in.x2 = xp.data() + i * g.image_floats() + g.margin;
+      }
       PlaneOutputs outputs;
       outputs.record = out + i * g.L * g.H * g.W;
       forward_plane<Mode::kSelf>(g, workspaces[thread], in, 0, 0, outputs);
@@ -1046,9 +1289,43 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuDiagonalBackward, DiagonalBackwardImpl,
                                   .Attr<float>("b2")
                                   .Attr<int64_t>("pool"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandOnBandForward, BandOnBandForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // input nngp band
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // input ntk band
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var1 (n1, L, H, W)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var2 (n2, L, H, W)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // nngp
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ntk
+                                  .Attr<float>("w2")
+                                  .Attr<float>("b2")
+                                  .Attr<int64_t>("diagonal")  // 1: (n, A, A, H, W) input
+                                  .Attr<int64_t>("pool"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuBandOnBandBackward, BandOnBandBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // input nngp band
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // input ntk band
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // var2
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of nngp
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of ntk
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d input nngp
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d input ntk
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d var1
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d var2
+                                  .Attr<float>("w2")
+                                  .Attr<float>("b2")
+                                  .Attr<int64_t>("diagonal")
+                                  .Attr<int64_t>("pool")
+                                  .Attr<int64_t>("need_band")  // 0: d input not computed
+                                  .Attr<int64_t>("need_v1")
+                                  .Attr<int64_t>("need_v2"));
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KipdCpuVariances, VariancesImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, H, W, C)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, H, W, C) / (n, H, W)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // var (n, L, H, W)
                                   .Attr<float>("w2")
-                                  .Attr<float>("b2"));
+                                  .Attr<float>("b2")
+                                  .Attr<int64_t>("band_input"));

@@ -4,8 +4,10 @@ A ConvNet kernel spends ~90% of its work in its full-resolution stage: the input
 every conv and ReLU before the first pooling, on ``(2R_h+1)(2R_w+1)HW`` entries per pair
 (230k at 32x32). That stage is either the layer maps themselves (XLA) or a fused kernel
 (:class:`FusedStage`: C++ on a CPU, Pallas on a GPU) that computes the same numbers with
-each offset plane kept on chip through all its layers. The layers after it (pooling,
-Flatten, the readout) always run as layer maps.
+each offset plane kept on chip through all its layers. A fused stage that also computes
+the pooling after it may offer the same for the later [conv, ReLU] blocks, each with its
+pooling (:class:`BandStage`, on the band the previous stage left: the C++ kernel); the
+other layers (Flatten, the readout) run as layer maps.
 
 Exactness of the diagonal: the ReLU correlation of a pixel with itself is exactly 1 only
 if the grid pass's offset-0 covariance of an image with itself equals, bit for bit, the
@@ -24,6 +26,25 @@ from kipd.kernels._state import KernelState, materialize
 Variances = tuple[jax.Array, ...]
 
 
+class BandStage(NamedTuple):
+    """A fused stage on a band: ``num_blocks`` x [conv, ReLU] after a pooling, with the
+    pooling after them when ``pool`` (hyperparameters bound).
+
+    Attributes:
+      band: ``band(nngp, ntk, var1, var2) -> (nngp, ntk)``: input bands
+        ``(n1, n2, 2R+1, 2R+1, H, W)``, the variances at each of its ReLUs ``(n, H, W)``;
+        outputs as the layers give them (pooled: ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``).
+      diagonal: ``diagonal(nngp, ntk, var) -> (nngp, ntk)``, each image's own band
+        ``(n, 2R+1, 2R+1, H, W)``.
+      variances: ``variances(nngp) -> var`` from each image's own NNGP band, with the same
+        operations as ``band``'s offset 0.
+    """
+
+    band: Callable[..., tuple[jax.Array, jax.Array]]
+    diagonal: Callable[..., tuple[jax.Array, jax.Array]]
+    variances: Callable[[jax.Array], Variances]
+
+
 class FusedStage(NamedTuple):
     """A fused implementation of the full-resolution stage: the input band, then
     ``num_blocks`` x [conv, ReLU], with hyperparameters (radius, ``W_std``, ``b_std``) bound;
@@ -39,25 +60,21 @@ class FusedStage(NamedTuple):
       variances: ``variances(x) -> var``, the per-image variances at the stage's ReLUs,
         computed with the same operations as ``band``'s offset 0; differentiable.
       pools: whether ``band`` and ``diagonal`` include the pooling layer after the stage.
+      on_band: with ``pools``, ``on_band(num_blocks, pool) -> BandStage`` for the
+        [conv, ReLU] blocks after the pooling (None: those run as layer maps).
     """
 
     band: Callable[..., tuple[jax.Array, jax.Array]]
     diagonal: Callable[..., tuple[jax.Array, jax.Array]]
     variances: Callable[[jax.Array], Variances]
     pools: bool = False
+    on_band: Callable[[int, bool], BandStage] | None = None
 
 
-def split_full_resolution(
-    layers: Sequence[Layer], *, with_pool: bool = False
-) -> tuple[list[Layer], Layer]:
-    """``(stage, rest)``: the leading offsetwise layers (conv, ReLU) and the others.
-
-    With ``with_pool``, the pooling right after them (:func:`pool_follows_stage`) belongs
-    to neither: ``rest`` starts after it (a fused stage that pools computes it).
-    """
-    count = _stage_length(layers)
-    skip = 1 if with_pool and pool_follows_stage(layers) else 0
-    return list(layers[:count]), serial(*layers[count + skip :])
+def stage_blocks(layers: Sequence[Layer]) -> int:
+    """How many [conv, ReLU] blocks the full-resolution stage (the leading offsetwise
+    layers) has."""
+    return _stage_length(layers) // 2
 
 
 def pool_follows_stage(layers: Sequence[Layer]) -> bool:
@@ -75,6 +92,26 @@ def _stage_length(layers: Sequence[Layer]) -> int:
     return count
 
 
+def _fused_stages(
+    layers: Sequence[Layer], stage: FusedStage
+) -> tuple[int, list[tuple[BandStage, int]], Layer]:
+    """How a pass runs ``layers`` with a fused ``stage``: the ReLUs of the full-resolution
+    stage, the band stages after its pooling (each with its number of ReLUs), and the
+    layer maps left after them."""
+    count = _stage_length(layers)
+    position = count + (1 if stage.pools and pool_follows_stage(layers) else 0)
+    later = []
+    while stage.pools and stage.on_band is not None:
+        tail = layers[position:]
+        blocks = _stage_length(tail)
+        if blocks == 0 or blocks % 2:  # not whole [conv, ReLU] blocks: layer maps
+            break
+        pools = pool_follows_stage(tail)
+        later.append((stage.on_band(blocks // 2, pools), blocks // 2))
+        position += blocks + (1 if pools else 0)
+    return count // 2, later, serial(*layers[position:])
+
+
 def diagonal_variances(
     layers: Sequence[Layer],
     in_band: tuple[int, int],
@@ -83,12 +120,15 @@ def diagonal_variances(
 ) -> Variances:
     """The variances of ``images`` ``(n, H, W, C)`` at the input of every ReLU, in order
     (the diagonal pass)."""
-    pools = stage is not None and stage.pools
-    full_resolution, rest = split_full_resolution(layers, with_pool=pools)
-    if stage is None or not full_resolution:
+    if stage is None or not _stage_length(layers):
         return serial(*layers).kernel(input_state(images, None, in_band, with_ntk=False)).var1
-    variances = stage.variances(images)
-    nngp, _ = stage.diagonal(images, variances)
+    _, later, rest = _fused_stages(layers, stage)
+    variances = tuple(stage.variances(images))
+    nngp, ntk = stage.diagonal(images, variances)
+    for band_stage, _ in later:
+        more = tuple(band_stage.variances(nngp))
+        nngp, ntk = band_stage.diagonal(nngp, ntk, more)
+        variances += more
     state = KernelState(nngp=nngp, ntk=None, var1=variances, var2=(), diagonal=True)
     return rest.kernel(materialize(state)).var1
 
@@ -115,16 +155,17 @@ def grid_state(
       with_ntk: whether to carry the NTK.
       stage: a fused full-resolution stage, or ``None`` for the layer maps.
     """
-    pools = stage is not None and stage.pools
-    full_resolution, rest = split_full_resolution(layers, with_pool=pools)
-    if stage is None or not full_resolution:
+    if stage is None or not _stage_length(layers):
         state = input_state(images1, images2, in_band, with_ntk=with_ntk, var1=var1, var2=var2)
         return serial(*layers).kernel(state)
-    relus = len(full_resolution) // 2  # [conv, ReLU] pairs
+    relus, later, rest = _fused_stages(layers, stage)
     nngp, ntk = stage.band(images1, images2, var1[:relus], var2[:relus])
+    var1, var2 = var1[relus:], var2[relus:]
+    for band_stage, stage_relus in later:
+        nngp, ntk = band_stage.band(nngp, ntk, var1[:stage_relus], var2[:stage_relus])
+        var1, var2 = var1[stage_relus:], var2[stage_relus:]
     state = KernelState(
-        nngp=nngp, ntk=ntk if with_ntk else None, var1=var1[relus:], var2=var2[relus:],
-        diagonal=False,
+        nngp=nngp, ntk=ntk if with_ntk else None, var1=var1, var2=var2, diagonal=False
     )
     return rest.kernel(materialize(state))
 

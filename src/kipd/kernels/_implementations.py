@@ -1,10 +1,12 @@
 """Which full-resolution stage runs: the XLA layer maps or a fused kernel, per backend.
 
 A fused kernel is a module with ``conv_relu_band``, ``conv_relu_variances`` and
-(optionally) ``conv_relu_band_diagonal``: ``_cpu`` (C++ through XLA's FFI) and ``_pallas``
-(Pallas, Triton backend). ``auto`` takes the C++ kernel on a CPU (measured faster than the
-layer maps, see docs/kernels.md) and, on a GPU, whichever of the XLA layer maps and the
-Pallas kernel a short calibration measures faster for the architecture and image shape.
+(optionally) ``conv_relu_band_diagonal``, and (optionally, with the pooling fused) the
+stages after a pooling, ``conv_relu_on_band`` / ``_diagonal`` / ``_variances``: ``_cpu``
+(C++ through XLA's FFI) and ``_pallas`` (Pallas, Triton backend). ``auto`` takes the C++
+kernel on a CPU (measured faster than the layer maps, see docs/kernels.md) and, on a GPU,
+whichever of the XLA layer maps and the Pallas kernel a short calibration measures faster
+for the architecture and image shape.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kipd.kernels._grid import FusedStage
+from kipd.kernels._grid import BandStage, FusedStage
 
 _MODULES = {"cpu": "kipd.kernels._cpu", "pallas": "kipd.kernels._pallas"}
 
@@ -36,7 +38,9 @@ def fused_stage(
     stage of ``num_blocks`` x [conv, ReLU] on a band of ``radius``.
 
     With ``pool`` (a 2x2 average pooling follows the stage), an implementation that can
-    fuse it (``FUSES_POOL``: the C++ kernel) computes it too, and the stage ``pools``.
+    fuse it (``FUSES_POOL``: the C++ kernel) computes it too, and the stage ``pools``; if
+    it also runs stages on a band (the C++ kernel), the later [conv, ReLU] blocks and their
+    poolings run fused too (``on_band``).
 
     Raises:
       RuntimeError: the C++ kernel could not be compiled here (the message says why).
@@ -69,7 +73,20 @@ def fused_stage(
             return jax.lax.map(one, (images, tuple(variances)))
 
     variances = functools.partial(module.conv_relu_variances, **hyper)
-    return FusedStage(band=band, diagonal=diagonal, variances=variances, pools=pools)
+    on_band = None
+    if pools and hasattr(module, "conv_relu_on_band"):
+
+        def on_band(num_blocks: int, pool: bool) -> BandStage:
+            later = dict(num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+            return BandStage(
+                band=functools.partial(module.conv_relu_on_band, **later, pool=pool),
+                diagonal=functools.partial(module.conv_relu_on_band_diagonal, **later, pool=pool),
+                variances=functools.partial(module.conv_relu_on_band_variances, **later),
+            )
+
+    return FusedStage(
+        band=band, diagonal=diagonal, variances=variances, pools=pools, on_band=on_band
+    )
 
 
 def cpu_kernel_available() -> bool:
