@@ -44,6 +44,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -808,11 +809,11 @@ ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F3
 }
 
 // A band input: (n1, n2, A, A, H, W) for a grid, (n, A, A, H, W) with diagonal; the
-// NTK's shape is the NNGP's; A is odd. Sets n1, n2 and the radius.
+// NTK's shape is the NNGP's; A is odd. Sets n1, n2 and the geometry of the call.
 ffi::Error check_band_input(const ffi::Buffer<ffi::F32>& nngp, const ffi::Buffer<ffi::F32>& ntk,
                             const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
-                            bool diagonal, int64_t pool, int64_t& n1, int64_t& n2,
-                            int64_t& radius) {
+                            bool diagonal, int64_t pool, float w2, float b2, int64_t& n1,
+                            int64_t& n2, std::optional<Geometry>& geometry) {
   auto d = nngp.dimensions();
   const size_t rank = diagonal ? 5 : 6;
   if (d.size() != rank)
@@ -827,12 +828,15 @@ ffi::Error check_band_input(const ffi::Buffer<ffi::F32>& nngp, const ffi::Buffer
     return ffi::Error::InvalidArgument("the input band must have an odd, square offset window");
   n1 = d[0];
   n2 = diagonal ? d[0] : d[1];
-  radius = (offsets - 1) / 2;
+  const int64_t radius = (offsets - 1) / 2;
   const int64_t height = d[rank - 2], width = d[rank - 1];
   for (auto error : {check_variances(v1, n1, height, width, "var1"),
                      check_variances(v2, n2, height, width, "var2")})
     if (error.failure()) return error;
-  return check_stage(radius, pool, height, width, v1, v2);
+  if (auto error = check_stage(radius, pool, height, width, v1, v2); error.failure())
+    return error;
+  geometry.emplace(height, width, 1, v1.dimensions()[1], radius, w2, b2, pool != 0, true);
+  return ffi::Error::Success();
 }
 
 // A call's inputs laid out for the planes: the padded images (or the input band) and the
@@ -965,15 +969,15 @@ ffi::Error BandOnBandForwardImpl(ffi::Buffer<ffi::F32> in_nngp, ffi::Buffer<ffi:
                                  ffi::ResultBuffer<ffi::F32> nngp,
                                  ffi::ResultBuffer<ffi::F32> ntk, float w2, float b2,
                                  int64_t diagonal, int64_t pool) {
-  int64_t n1 = 0, n2 = 0, radius = 0;
-  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, n1, n2, radius);
+  int64_t n1 = 0, n2 = 0;
+  std::optional<Geometry> geometry;
+  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, w2, b2, n1,
+                                    n2, geometry);
       error.failure())
     return error;
-  auto d = in_nngp.dimensions();
-  const Geometry g(d[d.size() - 2], d[d.size() - 1], 1, v1.dimensions()[1], radius, w2, b2,
-                   pool != 0, true);
-  const int64_t pairs = diagonal ? n1 : n1 * n2;
-  if (auto error = check_outputs(g, pairs, nngp, ntk); error.failure()) return error;
+  const Geometry& g = *geometry;
+  if (auto error = check_outputs(g, diagonal ? n1 : n1 * n2, nngp, ntk); error.failure())
+    return error;
   band_forward(band_operands(g, in_nngp, in_ntk, v1, v2, n1, n2, diagonal != 0),
                nngp->typed_data(), ntk->typed_data());
   return ffi::Error::Success();
@@ -1183,13 +1187,13 @@ ffi::Error BandOnBandBackwardImpl(ffi::Buffer<ffi::F32> in_nngp, ffi::Buffer<ffi
           {band, band, first, second});
       error.failure())
     return error;
-  int64_t n1 = 0, n2 = 0, radius = 0;
-  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, n1, n2, radius);
+  int64_t n1 = 0, n2 = 0;
+  std::optional<Geometry> geometry;
+  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, w2, b2, n1,
+                                    n2, geometry);
       error.failure())
     return error;
-  auto d = in_nngp.dimensions();
-  const Geometry g(d[d.size() - 2], d[d.size() - 1], 1, v1.dimensions()[1], radius, w2, b2,
-                   pool != 0, true);
+  const Geometry& g = *geometry;
   Gradients out;
   out.band_nngp = d_nngp->typed_data();
   out.band_ntk = d_ntk->typed_data();
