@@ -236,10 +236,19 @@ def _cotangent(cotangent):
     return cotangent
 
 
-def _band_fwd(spec, x1, x2, v1, v2):
-    perturbed = tuple(bool(a.perturbed) for a in (x1, x2, v1, v2))
-    values = tuple(a.value for a in (x1, x2, v1, v2))
-    return _band(spec, *values), (values, perturbed)
+def _forward_keeping_inputs(function):
+    """A ``custom_vjp`` forward rule (symbolic zeros) of ``function(spec, *inputs)`` whose
+    residuals are the inputs and which of them are perturbed."""
+
+    def forward(spec, *primals):
+        perturbed = tuple(bool(a.perturbed) for a in primals)
+        values = tuple(a.value for a in primals)
+        return function(spec, *values), (values, perturbed)
+
+    return forward
+
+
+_band_fwd = _forward_keeping_inputs(_band)
 
 
 def _band_bwd(spec, residuals, cotangents):
@@ -340,10 +349,7 @@ def _on_band(spec: _Spec, nngp, ntk, v1, v2):
                        v1, v2, **spec.attributes()))
 
 
-def _on_band_fwd(spec, nngp, ntk, v1, v2):
-    perturbed = tuple(bool(a.perturbed) for a in (nngp, ntk, v1, v2))
-    values = tuple(a.value for a in (nngp, ntk, v1, v2))
-    return _on_band(spec, *values), (values, perturbed)
+_on_band_fwd = _forward_keeping_inputs(_on_band)
 
 
 def _on_band_bwd(spec, residuals, cotangents):
