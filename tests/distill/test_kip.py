@@ -128,6 +128,33 @@ def test_sample_target_batch_is_a_function_of_key_and_step():
     np.testing.assert_array_equal(first[:, 0, 0, 0], first_labels[:, 0])
 
 
+@pytest.mark.parametrize("batch_size", [12, 14, 2])
+def test_balanced_target_batch_draws_each_class_alike(batch_size):
+    """``batch_size // 4`` rows of each of 4 classes (sizes 5, 6, 7, 30) and one more of
+    ``batch_size % 4`` distinct classes, no row twice, as a function of ``(key, step)``."""
+    classes = np.repeat(np.arange(4), [5, 6, 7, 30])
+    images = jnp.arange(len(classes), dtype=jnp.float32).reshape(-1, 1, 1, 1)
+    labels = jax.nn.one_hot(classes, 4)
+    key = jax.random.PRNGKey(1)
+    sample = jax.jit(
+        functools.partial(distill.sample_target_batch, batch_size=batch_size, balanced=True)
+    )
+    seen = set()
+    for step in range(20):
+        batch, batch_labels = sample(key, step, images, labels)
+        rows = np.asarray(batch[:, 0, 0, 0]).astype(int)
+        assert len(np.unique(rows)) == batch_size
+        np.testing.assert_array_equal(np.asarray(batch_labels), np.asarray(labels)[rows])
+        counts = np.bincount(classes[rows], minlength=4)
+        assert counts.min() == batch_size // 4
+        assert np.sum(counts > batch_size // 4) == batch_size % 4
+        assert counts.max() <= batch_size // 4 + 1
+        seen.update(rows.tolist())
+    np.testing.assert_array_equal(sample(key, 3, images, labels)[0], sample(key, 3, images, labels)[0])
+    # Over 20 steps the draws reach most of the 30-row class, not a fixed few of it.
+    assert len(seen & set(range(18, 48))) > 3 * (batch_size // 4 + 1)
+
+
 def test_kip_needs_a_kernel():
     with pytest.raises(ValueError, match="at least one kernel"):
         distill.kip([], optax.adam(0.01))

@@ -116,10 +116,18 @@ def _steps(run_dir):
     return [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.npz")]
 
 
-@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
-def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, lr_schedule):
-    # cosine: the schedule's step count is part of the checkpointed optimizer state.
-    config = _config(dataset, steps=7, checkpoint_every=2, lr_schedule=lr_schedule)
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        # cosine: the schedule's step count is part of the checkpointed optimizer state.
+        {"lr_schedule": "cosine"},
+        # balanced batches (10 of each class, 29 from the 3 classes' 30): drawn by step too.
+        {"target_sampling": "balanced", "target_batch_size": 29},
+    ],
+)
+def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, changes):
+    config = _config(dataset, steps=7, checkpoint_every=2, **changes)
     distill.run_kip(config, tmp_path / "whole", progress=False)
 
     real_save = _rundir.save_checkpoint
@@ -175,6 +183,18 @@ def test_run_directory_guards(dataset, tmp_path):
             distill.resume_config(decayed, steps=4), decayed, resume=True, progress=False
         )
     assert not list(tmp_path.glob(".run*"))  # no temporary run folder left behind
+
+
+def test_balanced_targets_need_enough_images_of_every_class(dataset, tmp_path):
+    """Class 2 has 10 of 70 train images: a balanced batch of 60 needs 20 of each class."""
+    with np.load(dataset) as tiny:
+        keep = np.flatnonzero((tiny["y_train"] != 2) | (np.arange(90) < 30))
+        path = tmp_path / "uneven.npz"
+        np.savez(path, **{**tiny, "x_train": tiny["x_train"][keep], "y_train": tiny["y_train"][keep]})
+    config = _config(str(path), target_sampling="balanced", target_batch_size=60)
+    with pytest.raises(distill.DistillError, match="class 2 has 10.*--target-batch-size 30"):
+        distill.run_kip(config, tmp_path / "balanced", progress=False)
+    assert not (tmp_path / "balanced").exists()
 
 
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
@@ -310,6 +330,7 @@ def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_p
         ({"kernels": ()}, "--kernel"),
         ({"init": "zeros"}, "--init"),
         ({"lr_schedule": "linear"}, "--lr-schedule cosine"),
+        ({"target_sampling": "stratified"}, "--target-sampling balanced"),
         ({"lambda0": 0.0}, "1e-6"),
         ({"block_size": 0}, "--block-size"),
         ({"test_size": 0}, "--test-size"),

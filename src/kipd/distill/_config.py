@@ -26,6 +26,9 @@ PRESETS = ("paper",)
 LR_SCHEDULES = ("constant", "cosine")
 """KIP's learning rate over the steps: the paper's constant, or a cosine decay to 0."""
 
+TARGET_SAMPLINGS = ("uniform", "balanced")
+"""How a KIP step draws its targets: any train images (the paper), or as many per class."""
+
 # Options a resumed run may change: they do not alter the trajectory (``steps`` does
 # under a decaying learning rate: see ``config_differences``).
 RESUMABLE_CHANGES = frozenset({"steps", "data_dir", "test_size", "block_size"})
@@ -145,6 +148,9 @@ class KipConfig(_Common):
       kernels: architecture names for ``kipd.kernels.make``; several means sampling KIP.
       steps: KIP updates.
       target_batch_size: targets per step (5000 in the paper), capped by the train set.
+      target_sampling: ``"uniform"`` (the paper: any train images) or ``"balanced"``: the
+        same number of each class per step (one more for ``target_batch_size % classes``
+        classes drawn at random), which removes the class counts' share of the batch noise.
       learn_labels: optimize the support labels too (all of the paper's Table 1 runs).
       augment: fraction of each target batch augmented (0 = none).
       lr: Adam learning rate; ``None`` means 0.01 for grayscale and 0.04 for RGB.
@@ -166,6 +172,7 @@ class KipConfig(_Common):
     kernels: tuple[str, ...] = _cli(("convnet",), flag="--kernel", metavar="NAMES")
     steps: int = 1000
     target_batch_size: int = _cli(5000, metavar="N")
+    target_sampling: str = _cli("uniform", choices=TARGET_SAMPLINGS)
     learn_labels: bool = True
     augment: float = _cli(0.0, metavar="FRACTION")
     lr: float | None = None
@@ -211,6 +218,11 @@ class KipConfig(_Common):
             self.lr_schedule in LR_SCHEDULES,
             f"unknown learning rate schedule {self.lr_schedule!r}: pass --lr-schedule constant "
             "or --lr-schedule cosine",
+        )
+        _check(
+            self.target_sampling in TARGET_SAMPLINGS,
+            f"unknown target sampling {self.target_sampling!r}: pass --target-sampling uniform "
+            "or --target-sampling balanced",
         )
         _check(
             self.init in ("natural", "noise"),

@@ -207,6 +207,7 @@ def sample_target_batch(
     images: jax.Array,
     labels: jax.Array,
     batch_size: int,
+    balanced: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """The target batch of a step: ``batch_size`` rows drawn without replacement.
 
@@ -217,13 +218,36 @@ def sample_target_batch(
       key: PRNG key of the run's target sampling (fixed over the run).
       step: the step number the batch is for.
       images: ``(N, H, W, C)`` target set.
-      labels: ``(N, C)`` target labels.
+      labels: ``(N, C)`` target labels; with ``balanced`` each row's class is its argmax.
       batch_size: rows to draw, at most ``N``.
+      balanced: draw ``batch_size // C`` rows of every class and one more row of each of
+        ``batch_size % C`` classes chosen at random, instead of any ``batch_size`` rows.
+        Every class needs ``ceil(batch_size / C)`` rows (the caller checks).
 
     Returns:
       ``(images[idx], labels[idx])`` of ``batch_size`` rows.
     """
-    idx = jax.random.choice(
-        jax.random.fold_in(key, step), images.shape[0], (batch_size,), replace=False
-    )
+    key = jax.random.fold_in(key, step)
+    if balanced:
+        idx = _class_balanced_rows(key, jnp.argmax(labels, axis=-1), labels.shape[-1], batch_size)
+    else:
+        idx = jax.random.choice(key, images.shape[0], (batch_size,), replace=False)
     return images[idx], labels[idx]
+
+
+def _class_balanced_rows(
+    key: jax.Array, classes: jax.Array, num_classes: int, batch_size: int
+) -> jax.Array:
+    """Row indices of a class-balanced draw without replacement (``sample_target_batch``)."""
+    per_class, extra = divmod(batch_size, num_classes)
+    score_key, extra_key = jax.random.split(key)
+    # The highest uniform scores among a class's rows are a uniform draw without
+    # replacement from that class; other rows score -1 and are never among them.
+    scores = jax.random.uniform(score_key, classes.shape)
+    members = classes[None, :] == jnp.arange(num_classes)[:, None]
+    _, chosen = jax.lax.top_k(jnp.where(members, scores, -1.0), per_class + (extra > 0))
+    rows = chosen[:, :per_class].reshape(-1)
+    if extra:
+        lucky = jax.random.permutation(extra_key, num_classes)[:extra]
+        rows = jnp.concatenate([rows, chosen[lucky, per_class]])
+    return rows

@@ -205,6 +205,21 @@ def learning_rate(config: KipConfig) -> float | optax.Schedule:
     return config.lr
 
 
+def _check_target_sampling(config: KipConfig, dataset: data.Dataset) -> None:
+    """Balanced target batches need ``ceil(B / classes)`` train images of every class."""
+    if config.target_sampling != "balanced":
+        return
+    per_class = -(-config.target_batch_size // dataset.num_classes)
+    counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
+    if counts.min() < per_class:
+        raise DistillError(
+            f"balanced target sampling draws up to {per_class} train images of each class per "
+            f"step, but class {int(counts.argmin())} has {int(counts.min())}: pass "
+            f"--target-batch-size {int(counts.min()) * dataset.num_classes} or less, or "
+            "--target-sampling uniform"
+        )
+
+
 def _kip_algorithm(
     config: KipConfig,
     dataset: data.Dataset,
@@ -255,7 +270,12 @@ def _train(
     """
 
     sample = jax.jit(
-        functools.partial(sample_target_batch, batch_key, batch_size=config.target_batch_size)
+        functools.partial(
+            sample_target_batch,
+            batch_key,
+            batch_size=config.target_batch_size,
+            balanced=config.target_sampling == "balanced",
+        )
     )
 
     def step_fn(state: KipState, images: jax.Array, labels: jax.Array):
@@ -393,6 +413,7 @@ def run_kip(
     _check_out(out, resume)
     dataset = _load(config, log)
     config = config.resolve(dataset)
+    _check_target_sampling(config, dataset)
     init_key, kip_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     start = _start(config, out, dataset, resume, init_key)
     init, readings, final = start.init, start.test_subsets["readings"], start.test_subsets["final"]
