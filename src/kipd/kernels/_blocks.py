@@ -111,13 +111,15 @@ def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int, remat: b
     """
     n = jax.tree_util.tree_leaves(rows)[0].shape[0]
     block = _balanced(block, n)
-    if block == n:  # one block: computed whole, its upper triangle mirrored
-        upper = np.triu(np.ones((n, n), bool))
+    # Entries below the diagonal are the transposes of those above, inside the blocks on
+    # the diagonal too: exactly symmetric, however a block rounds its two triangles.
+    upper = np.triu(np.ones((n, n), bool))
 
-        def mirror(a):
-            flags = upper.reshape(n, n, *[1] * (a.ndim - 2))
-            return jnp.where(flags, a, jnp.swapaxes(a, 0, 1))
+    def mirror(a):
+        flags = upper.reshape(n, n, *[1] * (a.ndim - 2))
+        return jnp.where(flags, a, jnp.swapaxes(a, 0, 1))
 
+    if block == n:  # one block, computed whole
         return jax.tree_util.tree_map(mirror, fn(rows, rows))
     blocks = _split_rows(_pad_rows(rows, block), block)
     count = -(-n // block)
@@ -129,16 +131,14 @@ def map_symmetric(fn: Callable[[Any, Any], Any], rows: Any, block: int, remat: b
         return block_fn(take(index[0]), take(index[1]))
 
     out = jax.lax.map(upper_block, (jnp.asarray(upper_rows), jnp.asarray(upper_cols)))
-    # Block (i, j) of the whole grid is computed block t(i, j), transposed when i > j.
+    # Block (i, j), i <= j, of the whole grid is computed block t(i, j); the mirror fills
+    # the blocks below the diagonal.
     position = np.zeros((count, count), np.int32)
-    position[upper_rows, upper_cols] = position[upper_cols, upper_rows] = np.arange(len(upper_rows))
-    mirrored = np.tril(np.ones((count, count), bool), -1)
+    position[upper_rows, upper_cols] = np.arange(len(upper_rows))
 
     def join(a):
-        grid = a[position]  # (m, m, b, b, ...)
-        flags = mirrored.reshape(count, count, *[1] * (grid.ndim - 2))
-        grid = jnp.where(flags, jnp.swapaxes(grid, 2, 3), grid)
-        grid = jnp.swapaxes(grid, 1, 2).reshape(count * block, count * block, *grid.shape[4:])
-        return grid[:n, :n]
+        grid = jnp.swapaxes(a[position], 1, 2)  # (m, b, m, b, ...)
+        grid = grid.reshape(count * block, count * block, *grid.shape[4:])
+        return mirror(grid[:n, :n])
 
     return jax.tree_util.tree_map(join, out)

@@ -11,8 +11,8 @@ evaluated once per entry for both outputs, the rows whose second position lies o
 the image are skipped, and the work is split over threads inside each call.
 
 Build. On first use the C++ source is compiled with ``g++`` (flags :data:`_FLAGS`; no
-fast-math, no FMA contraction: every operation is the IEEE float32 operation the XLA
-path's expression does, in the same order) into ``$KIPD_CACHE_DIR`` (default
+fast-math, no FMA contraction: every operation is one IEEE float32 operation, in the
+order written, so the diagonal pass and the grid's offset-0 plane agree bit for bit) into ``$KIPD_CACHE_DIR`` (default
 ``~/.cache/kipd``), under a name keyed by a hash of the source, the flags, the JAX
 version and the CPU (``-march=native``); the file is written to a temporary name and
 renamed, so concurrent processes never load a half-written library. It is loaded with
@@ -23,8 +23,11 @@ Exactness. The XLA path's grid pass gets ``c == 1`` exactly for a pixel with its
 which keeps the NTK diagonal exact and its gradient finite. Here
 :func:`conv_relu_variances` runs the very same C++ operations as the ``D = 0`` plane of
 :func:`conv_relu_band` (the variance is read off the plane's own covariance), so with
-``v = conv_relu_variances(x)``, ``conv_relu_band(x, x, v, v)`` has ``c == 1`` exactly at
-``D = 0``: ``sqrt(v * v) == v`` and ``v / v == 1`` in IEEE arithmetic.
+``v = conv_relu_variances(x)``, ``conv_relu_band(x, x, v, v)`` has a covariance equal to
+both variances at ``D = 0``, bit for bit, where the ReLU takes ``s = v`` and ``c == 1``
+exactly. Elsewhere it takes ``s = sqrt(v1) sqrt(v2)`` and ``c = nngp (1 / sqrt(v1)
+1 / sqrt(v2))`` from roots computed once per call: two products per entry instead of XLA's
+square root and division, so the two paths agree to float32 rounding, not bit for bit.
 
 Threads: ``$KIPD_CPU_THREADS`` if set, else the CPUs in the process's affinity mask (so a
 worker pinned to one core runs one thread); read at every call.
@@ -295,8 +298,8 @@ _diagonal.defvjp(_diagonal_fwd, _diagonal_bwd, symbolic_zeros=True)
 
 
 # k1(1) = k0(1) = fl(fl(pi) * fl(1 / (2 pi))) in float32: at c == 1 the ReLU maps the
-# variance v to k1(1) * sqrt(v * v) = k1(1) * v, and its derivative in v is k0(1) (the
-# path through sqrt(v * v) has factor k1 - k0 c = 0).
+# variance v to k1(1) * s = k1(1) * v, and its derivative in v is k0(1) (the path
+# through s has factor k1 - k0 c = 0).
 _K_AT_ONE = float(np.float32(np.float32(math.pi) * np.float32(1.0 / (2.0 * math.pi))))
 
 

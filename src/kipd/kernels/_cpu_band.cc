@@ -16,12 +16,16 @@
 // diagonal pair equals the grid's, bit for bit (the next ReLU's exact c == 1 needs it).
 //
 // Floating point. Built with -ffp-contract=off and without fast-math, so every + - * /
-// and sqrt below is one IEEE float32 operation in the order written: the results follow
-// the XLA path's expressions (same association, the same Cephes polynomial for
-// pi - arccos) to float32 rounding, and -- what exactness needs -- the variance pass
-// (Mode::kSelf) and the D = 0 plane of the band (Mode::kBand) execute the very same
-// operations on the same values, so sqrt(v * v) == v and v / v == 1 make the
-// correlation of a pixel with itself exactly 1.
+// and sqrt below is one IEEE float32 operation in the order written. The results agree
+// with the XLA path's expressions (the same Cephes polynomial for pi - arccos) to float32
+// rounding, not bit for bit: the conv's 1/9 is folded into w2 / 9, and the ReLU takes
+// s = sqrt(v1) sqrt(v2) and c = nngp (1 / sqrt(v1) 1 / sqrt(v2)) from roots of the
+// variances computed once per call (PaddedVariances), two products per entry where XLA's
+// sqrt(v1 v2) and nngp / s are a square root and a division (with the division by 9,
+// the costliest operations of an entry). Exactness: where the covariance equals both
+// variances, s = v and c = 1 exactly. The variance pass (Mode::kSelf) and the D = 0 plane of the band (Mode::kBand)
+// execute the very same operations on the same values, so the grid's entry of a pixel
+// with itself is the recorded variance, bit for bit, and its correlation exactly 1.
 //
 // Band input. The layers after a pooling ([conv, ReLU] x k, then the next pooling) are
 // the same per-plane computation on a smaller band: the input tile of a plane is then read
@@ -190,15 +194,15 @@ struct Geometry {
   // image is Hc x Wc, its band radius Rc, Ac = 2 Rc + 1 offsets per axis.
   bool pool;
   int64_t Hc, Wc, Rc, Ac;
-  float w2, b2;
+  float w2_ninth, b2;  // the conv's weight variance over its 3 x 3 taps, w2 / 9; b2
   // The input is a band (NNGP and NTK, A x A planes of H x W per pair), not images (C
   // unused): the stages after a pooling.
   bool band_input;
 
   Geometry(int64_t height, int64_t width, int64_t channels, int64_t blocks, int64_t radius,
            float w2_, float b2_, bool pool_ = false, bool band_input_ = false)
-      : H(height), W(width), C(channels), L(blocks), R(radius), pool(pool_), w2(w2_), b2(b2_),
-        band_input(band_input_) {
+      : H(height), W(width), C(channels), L(blocks), R(radius), pool(pool_),
+        w2_ninth(w2_ / 9.0f), b2(b2_), band_input(band_input_) {
     A = 2 * R + 1;
     Hc = H / 2;
     Wc = W / 2;
@@ -235,15 +239,30 @@ std::vector<float> pad_images(const float* x, int64_t n, const Geometry& g) {
   return out;
 }
 
+// One side's variances in the padded layout, with their square roots and the
+// reciprocals of those: the ReLU's s = sqrt(v1) sqrt(v2) and
+// c = nngp (1 / sqrt(v1) 1 / sqrt(v2)) are then two products per entry instead of a square
+// root and a division (conv_relu_row).
+struct PaddedVariances {
+  std::vector<float> var, root, inverse_root;
+};
+
 // Variances (n, L, H, W) -> per image L planes of H rows of Wpad floats. The fill 1
-// keeps sqrt(v1 v2) and c = nngp / s finite where the mask then zeroes the entry.
-std::vector<float> pad_variances(const float* v, int64_t n, const Geometry& g) {
-  std::vector<float> out(n * g.variance_floats() + 2 * g.margin, 1.0f);
+// keeps s and c finite where the mask then zeroes the entry.
+PaddedVariances pad_variances(const float* v, int64_t n, const Geometry& g) {
+  PaddedVariances out;
+  out.var.assign(n * g.variance_floats() + 2 * g.margin, 1.0f);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t l = 0; l < g.L; ++l)
       for (int64_t h = 0; h < g.H; ++h)
-        std::memcpy(&out[i * g.variance_floats() + (l * g.H + h) * g.Wpad + g.margin],
+        std::memcpy(&out.var[i * g.variance_floats() + (l * g.H + h) * g.Wpad + g.margin],
                     v + ((i * g.L + l) * g.H + h) * g.W, g.W * sizeof(float));
+  out.root.resize(out.var.size());
+  out.inverse_root.resize(out.var.size());
+  for (size_t k = 0; k < out.var.size(); ++k) {
+    out.root[k] = std::sqrt(out.var[k]);
+    out.inverse_root[k] = 1.0f / out.root[k];
+  }
   return out;
 }
 
@@ -260,7 +279,6 @@ struct Workspace {
   float* colmask;   // Wp: 1 where p and p + D lie in the image (column-wise), else 0
   float* zero_row;  // a zero row read in place of rows outside the plane's valid rows
   float* record_row;  // kSelf: one row of a block's variances
-  std::vector<int64_t> coarse_columns;  // pool: per column, see set_coarse_columns
 
   explicit Workspace(const Geometry& geometry, bool with_saved) : g(geometry) {
     const int64_t tiles = kFixedTiles + (with_saved ? kSavedPerBlock * g.L : 0);
@@ -270,7 +288,6 @@ struct Workspace {
     colmask = rows + kGuard;
     zero_row = rows + row + kGuard;
     record_row = rows + 2 * row + kGuard;
-    coarse_columns.assign(g.W, -1);
   }
 
   // Row 0, column 0 of tile k.
@@ -323,15 +340,25 @@ inline int64_t coarse_row(const Geometry& g, int64_t dh, int64_t h) {
   return feeds ? (e + g.Rc) * g.Ac * g.Hc * g.Wc + ph * g.Wc : -1;
 }
 
-// The same per column of a plane with column offset dw ((E_w + Rc) Hc Wc + P_w, or -1),
-// into ws.coarse_columns.
-void set_coarse_columns(const Geometry& g, int64_t dw, std::vector<int64_t>& columns) {
-  for (int64_t w = 0; w < g.W; ++w) {
-    const int64_t e = floor_half(dw + (w & 1)), pw = w / 2;
-    const bool feeds = w < 2 * g.Wc && std::abs(e) <= g.Rc && pw + e >= 0 && pw + e < g.Wc;
-    columns[w] = feeds ? (e + g.Rc) * g.Hc * g.Wc + pw : -1;
+// The same per column of a plane with column offset dw: column w = 2 P_w + q feeds coarse
+// offset E_w = floor((dw + q) / 2), one per parity q, so the columns of one parity feed a
+// run of P_w in [begin[q], end[q]) of one coarse offset plane, at (E_w + Rc) Hc Wc + P_w
+// (base[q] + P_w), or nothing (empty run). For an even dw both parities feed the same
+// plane (a pair of columns adds into one coarse entry).
+struct CoarseColumns {
+  int64_t base[2], begin[2], end[2];
+
+  CoarseColumns(const Geometry& g, int64_t dw) {
+    for (int64_t q = 0; q < 2; ++q) {
+      const int64_t e = floor_half(dw + q);
+      const bool feeds = std::abs(e) <= g.Rc;
+      base[q] = (e + g.Rc) * g.Hc * g.Wc;
+      begin[q] = std::max<int64_t>(0, -e);
+      end[q] = feeds ? std::max(begin[q], std::min(g.Wc, g.Wc - e)) : begin[q];
+    }
   }
-}
+  bool paired() const { return base[0] == base[1]; }
+};
 
 // The input band row: (x1 x2)_0 + (x1 x2)_1 + ..., then / C, as input_state adds it.
 inline void input_row(float* out, const float* x1, const float* x2, const float* cm,
@@ -361,30 +388,43 @@ struct RowSaves {
   float* sine;
 };
 
+// A row of one side's variances at a ReLU: v, sqrt(v), 1 / sqrt(v) (PaddedVariances).
+struct VarianceRow {
+  const float* var;
+  const float* root;
+  const float* inverse_root;
+};
+
+inline VarianceRow shifted(const VarianceRow& row, int64_t offset) {
+  return VarianceRow{row.var + offset, row.root + offset, row.inverse_root + offset};
+}
+
 // One conv + ReLU on a row of a plane. The conv output is
-//   nngp = w2 * (box(nngp) / 9) + b2,  ntk = nngp + w2 * (box(ntk) / 9)   (first: ntk = nngp)
-// and the ReLU uses s = sqrt(v1[p] v2[p + D]), c = nngp / s (kSelf: v1 = v2 = nngp).
+//   nngp = (w2 / 9) box(nngp) + b2,  ntk = nngp + (w2 / 9) box(ntk)   (first: ntk = nngp)
+// and the ReLU uses s = sqrt(v1[p]) sqrt(v2[p + D]),
+// c = nngp (1 / sqrt(v1[p]) 1 / sqrt(v2[p + D])), except where nngp == v1 == v2 (a pixel with itself; always in kSelf, where v1 = v2 =
+// nngp): there s = nngp and c = 1, exactly (see the file comment).
 template <Mode mode, bool first>
-inline void conv_relu_row(const Rows3& rows_nngp, const Rows3& rows_ntk, const float* v1,
-                          const float* v2, const float* cm, float* nngp_out, float* ntk_out,
-                          const RowSaves& saves, float w2, float b2, int64_t n) {
+inline void conv_relu_row(const Rows3& rows_nngp, const Rows3& rows_ntk, const VarianceRow& v1,
+                          const VarianceRow& v2, const float* cm, float* nngp_out,
+                          float* ntk_out, const RowSaves& saves, float w2_ninth, float b2,
+                          int64_t n) {
   RollingBox box_nngp(rows_nngp), box_ntk(first ? rows_nngp : rows_ntk);
   for (int64_t c = 0; c < n; c += kVec) {
-    const Vec nngp = w2 * (box_nngp.next(c) / 9.0f) + b2;
+    const Vec nngp = w2_ninth * box_nngp.next(c) + b2;
     Vec ntk = nngp;
-    if constexpr (!first) ntk = nngp + w2 * (box_ntk.next(c) / 9.0f);
-    Vec var1, var2;
+    if constexpr (!first) ntk = nngp + w2_ninth * box_ntk.next(c);
+    Vec std_product, corr;
     if constexpr (mode == Mode::kSelf) {
-      var1 = var2 = nngp;
       store(saves.record + c, nngp);
+      std_product = nngp;
+      corr = splat(1.0f);
     } else {
-      var1 = load(v1 + c);
-      var2 = load(v2 + c);
+      const auto self = (nngp == load(v1.var + c)) & (nngp == load(v2.var + c));
+      std_product = self ? nngp : load(v1.root + c) * load(v2.root + c);
+      // The roots' product first, so the bands of (x1, x2) and (x2, x1) mirror each other.
+      corr = self ? splat(1.0f) : nngp * (load(v1.inverse_root + c) * load(v2.inverse_root + c));
     }
-    // sqrt(v1 v2) and a true division: for a pixel with itself sqrt(v * v) == v and
-    // v / v == 1 exactly (see the file comment).
-    const Vec std_product = vsqrt(var1 * var2);
-    const Vec corr = nngp / std_product;
     const Vec clipped = clip_unit(corr);
     const Vec k0 = pi_minus_arccos(clipped) * kInv2Pi;
     const Vec sine = vsqrt(max_zero(1.0f - clipped * clipped)) * kInv2Pi;
@@ -406,8 +446,9 @@ inline void conv_relu_row(const Rows3& rows_nngp, const Rows3& rows_ntk, const f
 struct Sides {
   const float* x1;  // image of the first side, channel 0, row 0, column 0
   const float* x2;
-  const float* v1;  // its variances, block 0, row 0, column 0 (unused in kSelf)
-  const float* v2;
+  // Its variances, roots and inverse roots, block 0, row 0, column 0 (unused in kSelf).
+  VarianceRow v1;
+  VarianceRow v2;
   // Band input instead of images: the pair's input band, planes of H x W (kSelf: the
   // image's offset-0 plane itself).
   const float* band_nngp = nullptr;
@@ -484,16 +525,19 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
                          ws.saved(l, Workspace::kSavedCorr) + at,
                          ws.saved(l, Workspace::kSavedK0) + at,
                          ws.saved(l, Workspace::kSavedSine) + at};
-      const float* v1 = mode == Mode::kSelf ? nullptr : in.v1 + (l * g.H + h) * Wpad;
-      const float* v2 = mode == Mode::kSelf ? nullptr : in.v2 + (l * g.H + h + dh) * Wpad + dw;
+      VarianceRow v1{}, v2{};
+      if constexpr (mode != Mode::kSelf) {
+        v1 = shifted(in.v1, (l * g.H + h) * Wpad);
+        v2 = shifted(in.v2, (l * g.H + h + dh) * Wpad + dw);
+      }
       float* to_nngp = direct ? out.nngp + h * W : nngp_out + at;
       float* to_ntk = direct ? out.ntk + h * W : ntk_out + at;
       if (first)
         conv_relu_row<mode, true>(rows_nngp, rows_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
-                                  g.w2, g.b2, Wp);
+                                  g.w2_ninth, g.b2, Wp);
       else
         conv_relu_row<mode, false>(rows_nngp, rows_ntk, v1, v2, cm, to_nngp, to_ntk, saves,
-                                   g.w2, g.b2, Wp);
+                                   g.w2_ninth, g.b2, Wp);
       if constexpr (mode == Mode::kSelf)
         std::memcpy(out.record + (l * g.H + h) * W, ws.record_row, W * sizeof(float));
     }
@@ -505,15 +549,28 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     if (pooled) {
       // Rows and planes are added in a fixed order, so a pair's pooled band does not
       // depend on the threads (and the diagonal pass adds what the grid adds).
-      set_coarse_columns(g, dw, ws.coarse_columns);
-      const int64_t* columns = ws.coarse_columns.data();
+      const CoarseColumns columns(g, dw);
       for (int64_t h = plane.h0; h < plane.h1; ++h) {
         const int64_t row = coarse_row(g, dh, h);
         if (row < 0) continue;
-        for (int64_t w = 0; w < W; ++w) {
-          if (columns[w] < 0) continue;
-          out.pooled_nngp[row + columns[w]] += nngp_in[h * S + w];
-          out.pooled_ntk[row + columns[w]] += ntk_in[h * S + w];
+        const float* fine_nngp = nngp_in + h * S;
+        const float* fine_ntk = ntk_in + h * S;
+        if (columns.paired()) {
+          float* to_nngp = out.pooled_nngp + row + columns.base[0];
+          float* to_ntk = out.pooled_ntk + row + columns.base[0];
+          for (int64_t p = columns.begin[0]; p < columns.end[0]; ++p) {
+            to_nngp[p] += fine_nngp[2 * p] + fine_nngp[2 * p + 1];
+            to_ntk[p] += fine_ntk[2 * p] + fine_ntk[2 * p + 1];
+          }
+          continue;
+        }
+        for (int64_t q = 0; q < 2; ++q) {
+          float* to_nngp = out.pooled_nngp + row + columns.base[q];
+          float* to_ntk = out.pooled_ntk + row + columns.base[q];
+          for (int64_t p = columns.begin[q]; p < columns.end[q]; ++p) {
+            to_nngp[p] += fine_nngp[2 * p + q];
+            to_ntk[p] += fine_ntk[2 * p + q];
+          }
         }
       }
       return plane;
@@ -616,15 +673,19 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
   // (W == Wp), else from tiles padded to Wp.
   const bool direct = !g.pool && g.W == Wp;
   if (g.pool) {
-    set_coarse_columns(g, dw, ws.coarse_columns);
-    const int64_t* columns = ws.coarse_columns.data();
+    // Each fine entry gets its coarse entry's cotangent / 16; those that feed none, zero.
+    const CoarseColumns columns(g, dw);
+    auto spread = [&](float* fine, const float* coarse, int64_t row) {
+      std::fill(fine, fine + Wp, 0.0f);
+      if (!coarse || row < 0) return;
+      for (int64_t q = 0; q < 2; ++q)
+        for (int64_t p = columns.begin[q]; p < columns.end[q]; ++p)
+          fine[2 * p + q] = coarse[row + columns.base[q] + p] * 0.0625f;
+    };
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
       const int64_t row = coarse_row(g, dh, h);
-      for (int64_t w = 0; w < Wp; ++w) {
-        const bool feeds = w < g.W && row >= 0 && columns[w] >= 0;
-        grad_nngp[h * S + w] = feeds && cot_nngp ? cot_nngp[row + columns[w]] * 0.0625f : 0.0f;
-        grad_ntk[h * S + w] = feeds && cot_ntk ? cot_ntk[row + columns[w]] * 0.0625f : 0.0f;
-      }
+      spread(grad_nngp + h * S, cot_nngp, row);
+      spread(grad_ntk + h * S, cot_ntk, row);
     }
   } else if (!direct) {
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
@@ -641,7 +702,6 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     }
   }
   const bool with_std = acc.v1 || acc.v2;
-  const float w2_ninth = g.w2 / 9.0f;
   for (int64_t l = g.L - 1; l >= 0; --l) {
     const bool from_output = direct && l == g.L - 1;
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
@@ -659,12 +719,12 @@ void backward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
                                      : ws.zero_row;
       if (with_std) {
         relu_backward_row<true>(gn, gt, saved, cm, err_nngp + at, err_ntk + at, gss + at,
-                                w2_ninth, Wp);
+                                g.w2_ninth, Wp);
         if (acc.v1) add_row(acc.v1 + (l * H + h) * Wpad, gss + at, Wp);
         if (acc.v2) add_row(acc.v2 + (l * H + h + dh) * Wpad + dw, gss + at, Wp);
       } else {
         relu_backward_row<false>(gn, gt, saved, cm, err_nngp + at, err_ntk + at, gss + at,
-                                 w2_ninth, Wp);
+                                 g.w2_ninth, Wp);
       }
     }
     // The box filter is self-adjoint: the cotangents of the conv's inputs are the box
@@ -845,18 +905,24 @@ struct Operands {
   const Geometry& g;
   int64_t n1, n2;
   bool diagonal;
-  std::vector<float> x1p, x2p, v1p, v2p;
+  std::vector<float> x1p, x2p;
+  PaddedVariances v1p, v2p;
   const float* band_nngp = nullptr;
   const float* band_ntk = nullptr;
 
   int64_t pairs() const { return diagonal ? n1 : n1 * n2; }
+  // Image i's rows of a side's padded variances, block 0, row 0, column 0.
+  VarianceRow side_variances(const PaddedVariances& side, int64_t i) const {
+    const int64_t at = i * g.variance_floats() + g.margin;
+    return VarianceRow{side.var.data() + at, side.root.data() + at,
+                       side.inverse_root.data() + at};
+  }
   int64_t first(int64_t pair) const { return diagonal ? pair : pair / n2; }
   int64_t second(int64_t pair) const { return diagonal ? pair : pair % n2; }
 
   Sides sides(int64_t pair) const {
     const int64_t i = first(pair), j = second(pair);
-    Sides in{nullptr, nullptr, v1p.data() + i * g.variance_floats() + g.margin,
-             v2p.data() + j * g.variance_floats() + g.margin};
+    Sides in{nullptr, nullptr, side_variances(v1p, i), side_variances(v2p, j)};
     if (g.band_input) {
       in.band_nngp = band_nngp + pair * g.input_floats();
       in.band_ntk = band_ntk + pair * g.input_floats();
@@ -1229,7 +1295,7 @@ ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> va
   for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
   parallel_chunks(threads, n, 1, [&](int thread, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      Sides in{nullptr, nullptr, nullptr, nullptr};
+      Sides in{nullptr, nullptr, {}, {}};
       if (band_input) {
         in.band_nngp = x.typed_data() + i * g.plane_floats();
       } else {
