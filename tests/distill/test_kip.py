@@ -150,7 +150,8 @@ def test_balanced_target_batch_draws_each_class_alike(batch_size):
         assert np.sum(counts > batch_size // 4) == batch_size % 4
         assert counts.max() <= batch_size // 4 + 1
         seen.update(rows.tolist())
-    np.testing.assert_array_equal(sample(key, 3, images, labels)[0], sample(key, 3, images, labels)[0])
+    again = sample(key, 3, images, labels)[0]
+    np.testing.assert_array_equal(sample(key, 3, images, labels)[0], again)
     # Over 20 steps the draws reach most of the 30-row class, not a fixed few of it.
     assert len(seen & set(range(18, 48))) > 3 * (batch_size // 4 + 1)
 

@@ -190,7 +190,8 @@ def test_balanced_targets_need_enough_images_of_every_class(dataset, tmp_path):
     with np.load(dataset) as tiny:
         keep = np.flatnonzero((tiny["y_train"] != 2) | (np.arange(90) < 30))
         path = tmp_path / "uneven.npz"
-        np.savez(path, **{**tiny, "x_train": tiny["x_train"][keep], "y_train": tiny["y_train"][keep]})
+        uneven = {**tiny, "x_train": tiny["x_train"][keep], "y_train": tiny["y_train"][keep]}
+        np.savez(path, **uneven)
     config = _config(str(path), target_sampling="balanced", target_batch_size=60)
     with pytest.raises(distill.DistillError, match="class 2 has 10.*--target-batch-size 30"):
         distill.run_kip(config, tmp_path / "balanced", progress=False)

@@ -23,9 +23,10 @@
 // variances computed once per call (PaddedVariances), two products per entry where XLA's
 // sqrt(v1 v2) and nngp / s are a square root and a division (with the division by 9,
 // the costliest operations of an entry). Exactness: where the covariance equals both
-// variances, s = v and c = 1 exactly. The variance pass (Mode::kSelf) and the D = 0 plane of the band (Mode::kBand)
-// execute the very same operations on the same values, so the grid's entry of a pixel
-// with itself is the recorded variance, bit for bit, and its correlation exactly 1.
+// variances, s = v and c = 1 exactly. The variance pass (Mode::kSelf) and the D = 0 plane
+// of the band (Mode::kBand) execute the very same operations on the same values, so the
+// grid's entry of a pixel with itself is the recorded variance, bit for bit, and its
+// correlation exactly 1.
 //
 // Band input. The layers after a pooling ([conv, ReLU] x k, then the next pooling) are
 // the same per-plane computation on a smaller band: the input tile of a plane is then read
@@ -402,8 +403,9 @@ inline VarianceRow shifted(const VarianceRow& row, int64_t offset) {
 // One conv + ReLU on a row of a plane. The conv output is
 //   nngp = (w2 / 9) box(nngp) + b2,  ntk = nngp + (w2 / 9) box(ntk)   (first: ntk = nngp)
 // and the ReLU uses s = sqrt(v1[p]) sqrt(v2[p + D]),
-// c = nngp (1 / sqrt(v1[p]) 1 / sqrt(v2[p + D])), except where nngp == v1 == v2 (a pixel with itself; always in kSelf, where v1 = v2 =
-// nngp): there s = nngp and c = 1, exactly (see the file comment).
+// c = nngp (1 / sqrt(v1[p]) 1 / sqrt(v2[p + D])), except where nngp == v1 == v2 (a pixel
+// with itself; always in kSelf, where v1 = v2 = nngp): there s = nngp and c = 1, exactly
+// (see the file comment).
 template <Mode mode, bool first>
 inline void conv_relu_row(const Rows3& rows_nngp, const Rows3& rows_ntk, const VarianceRow& v1,
                           const VarianceRow& v2, const float* cm, float* nngp_out,
