@@ -15,8 +15,9 @@ fast-math, no FMA contraction: every operation is one IEEE float32 operation, in
 order written, so the diagonal pass and the grid's offset-0 plane agree bit for bit) into
 ``$KIPD_CACHE_DIR`` (default ``~/.cache/kipd``), under a name keyed by a hash of the
 source, the flags, the JAX version and the CPU (``-march=native``); the file is written to
-a temporary name and renamed, so concurrent processes never load a half-written library. It is loaded with
-``ctypes`` and its handlers registered with ``jax.ffi.register_ffi_target``.
+a temporary name and renamed, so concurrent processes never load a half-written library.
+It is loaded with ``ctypes`` and its handlers registered with
+``jax.ffi.register_ffi_target``.
 :func:`available` says whether that worked; nothing happens at import time.
 
 Exactness. The XLA path's grid pass gets ``c == 1`` exactly for a pixel with itself,
