@@ -51,7 +51,7 @@ def test_ray_equals_local_equals_jax_grad(executor, problem, kip_loss, local_res
     whole_value_and_grad = reference[2]
     got = compute.value_and_grad(kip_loss, SPEC, *problem, block_size=BLOCK, executor=executor)
     for a, b in zip(_flat(got), _flat(local_result)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(a, b)  # the same bits, not a tolerance
     (loss, _), (d_images, d_labels) = whole_value_and_grad(SPEC, *problem)
     np.testing.assert_allclose(_flat(got)[0], loss, rtol=1e-5)
     np.testing.assert_allclose(_flat(got)[2], d_images, rtol=2e-3, atol=1e-5)  # float32

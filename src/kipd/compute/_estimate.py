@@ -116,9 +116,10 @@ def estimate_step(
       repeats: timed runs per block (the median is kept), after one warm-up.
       dtype: image dtype.
       keep_pullbacks: time the step as an executor that keeps each block's pullback
-        between the passes does (the local one): ``linearize`` as the forward block, the
-        kept pullback's backward pass as the VJP block, and count the pullbacks of a
-        worker's blocks in its memory.
+        between the passes does (the local one): the kept pullback's backward pass as the
+        VJP block (else the linearization again and the backward pass), and count the
+        pullbacks of a worker's blocks in its memory. The forward block is the
+        linearization either way.
 
     Returns:
       The :class:`StepEstimate`.
@@ -141,14 +142,12 @@ def estimate_step(
     forward, vjp = {}, {}
     for kind in (SUPPORT_BLOCK, TARGET_BLOCK):
         block = Block(kind, 0, 0)
-        if keep_pullbacks:
-            forward[kind] = _timed(lambda: worker.linearize(shared, sizes, block), repeats)
-            pullback = worker.linearize(shared, sizes, block)[1]
-            vjp[kind] = _timed(lambda: worker.vjp(shared, sizes, block, pullback), repeats)
-            del pullback
-        else:
-            forward[kind] = _timed(lambda: worker.forward(shared, sizes, block), repeats)
-            vjp[kind] = _timed(lambda: worker.vjp(shared, sizes, block), repeats)
+        # Every executor's forward block is the linearization; an executor that keeps no
+        # pullback recomputes it in the VJP block.
+        forward[kind] = _timed(lambda: worker.linearize(shared, sizes, block), repeats)
+        pullback = worker.linearize(shared, sizes, block)[1] if keep_pullbacks else None
+        vjp[kind] = _timed(lambda: worker.vjp(shared, sizes, block, pullback), repeats)
+        del pullback
     timing = (1 + repeats) * (sum(forward.values()) + sum(vjp.values()))
     compile_seconds = max(0.0, time.perf_counter() - started - timing)
     server = 0.0
@@ -156,9 +155,8 @@ def estimate_step(
         k_ss = np.ones((support_size, support_size), dtype)
         k_ts = np.ones((target_size, support_size), dtype)
         server = _timed(lambda: _server_vjp(loss_fn)(k_ss, k_ts, loss_args), repeats)
-    memory = worker.vjp_memory(shared, sizes, Block(TARGET_BLOCK, 0, 0))
     array_bytes = sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in shared.values())
-    peak = array_bytes + int(memory.temp_size_in_bytes) + int(memory.output_size_in_bytes)
+    peak = array_bytes + worker.vjp_peak_bytes(shared, sizes, Block(TARGET_BLOCK, 0, 0))
     if keep_pullbacks:  # every block's pullback is held until the VJP pass
         peak += sum(worker.pullback_bytes(shared, sizes, block) for block in plan.blocks)
     return StepEstimate(plan, forward, vjp, server, overhead_seconds, compile_seconds, peak)

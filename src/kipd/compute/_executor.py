@@ -19,13 +19,14 @@ class ComputeError(RuntimeError):
 
 class Executor(Protocol):
     """Runs the blocks of a :class:`BlockPlan` somewhere; see ``LocalExecutor`` and
-    ``RayExecutor``. Both return the same numbers for the same plan.
+    ``RayExecutor``. Both return the same bits for the same plan.
 
-    Optional: an executor that can keep each block's pullback between the two passes of
-    ``value_and_grad`` offers ``keeps_pullbacks(spec, shared, plan) -> bool``, runs the
-    phase ``"linearize"`` (``(values, pullback)`` per block; ``pullback`` ``None`` where
-    it keeps none) and takes ``pullbacks=`` (in plan order) in its ``"vjp"`` map, which
-    recomputes the blocks without one (the local executor does; Ray's workers recompute)."""
+    Phases: ``"forward"`` (a block's kernel values), ``"linearize"`` (``(values,
+    pullback)``: the values of the gradient path, with the pullback kept where the
+    executor keeps it, ``None`` elsewhere) and ``"vjp"``. An executor that keeps pullbacks
+    takes them back as ``pullbacks=`` (in plan order) in its ``"vjp"`` map and recomputes
+    the blocks without one by the same linearization (the local executor does, where
+    they fit its memory; Ray's actors keep none)."""
 
     name: str
     """``"local"`` or ``"ray"``."""

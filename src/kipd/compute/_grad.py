@@ -106,14 +106,11 @@ def value_and_grad(
         "support": pad_rows(support_images, plan.padded_support_size),
         "targets": pad_rows(target_images, plan.padded_target_size),
     }
-    # An executor that can keep each block's pullback between the passes (the local one,
-    # where it fits its memory) saves recomputing the blocks in the VJP pass.
-    keeps_pullbacks = getattr(executor, "keeps_pullbacks", None)
-    if keeps_pullbacks is not None and keeps_pullbacks(spec, shared, plan):
-        values, pullbacks = zip(*executor.map(spec, "linearize", shared, plan, on_block))
-        kept = {"pullbacks": list(pullbacks)}
-    else:
-        values, kept = executor.map(spec, "forward", shared, plan, on_block), {}
+    # Each block's values come from its linearization, the one forward its gradient also
+    # comes from: an executor that keeps a block's pullback (the local one, where it fits
+    # its memory) hands it back here, and the others recompute it to the same bits.
+    values, pullbacks = zip(*executor.map(spec, "linearize", shared, plan, on_block))
+    kept = {"pullbacks": list(pullbacks)} if any(p is not None for p in pullbacks) else {}
     k_ss, k_ts = assemble(plan, list(values))
     loss, aux, (d_k_ss, d_k_ts, d_args) = _server_vjp(loss_fn)(k_ss, k_ts, loss_args)
     shared["d_k_ss"] = pad_matrix(d_k_ss, plan.padded_support_size, plan.padded_support_size)

@@ -31,7 +31,8 @@ class LocalExecutor:
     Between the two passes of ``value_and_grad`` it keeps the blocks' pullbacks (their
     intermediates, on their devices) that fit ``pullback_memory``: each device keeps its
     blocks' pullbacks in plan order while the next one fits, and the VJP pass runs only the
-    backward pass of those blocks and recomputes the others.
+    backward pass of those blocks and recomputes the others (the same forward again, so
+    the gradient has the same bits as keeping every pullback or none).
 
     Args:
       devices: the JAX devices to use (default: every local device of the default backend).
@@ -74,9 +75,9 @@ class LocalExecutor:
     ) -> list[Any]:
         """Every block of ``plan`` through ``phase``, in plan order (see ``Executor.map``);
         ``linearize`` gives ``(values, pullback)`` per block with the pullback left on its
-        device (``None`` for a block whose pullback did not fit: it is only computed
-        forward), and ``vjp`` given those ``pullbacks`` (in plan order) applies them and
-        recomputes the blocks without one."""
+        device (``None`` for a block whose pullback did not fit: it is recomputed in the
+        VJP pass), and ``vjp`` given those ``pullbacks`` (in plan order) applies them and
+        recomputes the others, to the same bits."""
         worker = block_worker(spec)
         sizes = (plan.support_block, plan.target_block)
         placed = [{k: jax.device_put(v, device) for k, v in shared.items()} for device in self.devices]
@@ -86,27 +87,22 @@ class LocalExecutor:
         window = 2 * len(self.devices)
         pending: collections.deque = collections.deque()
         results = []
+        keeps = self._keeps(spec, shared, plan) if phase == "linearize" else None
 
         def collect() -> None:
-            block_phase, result = pending.popleft()
-            if block_phase == "linearize":
+            k, result = pending.popleft()
+            if keeps is not None:
                 values, pullback = result
-                results.append((np.asarray(values), pullback))
-            elif phase == "linearize":  # its pullback did not fit: recomputed in the VJP pass
-                results.append((np.asarray(result), None))
+                results.append((np.asarray(values), pullback if keeps[k] else None))
             else:
                 results.append(jax.tree_util.tree_map(np.asarray, result))
             if on_block is not None:
                 on_block()
 
-        keeps = self._keeps(spec, shared, plan) if phase == "linearize" else None
         for k, block in enumerate(plan.blocks):
-            device = k % len(self.devices)
             pullback = None if pullbacks is None else pullbacks[k]
-            block_phase = "forward" if keeps is not None and not keeps[k] else phase
-            pending.append(
-                (block_phase, worker.run(block_phase, placed[device], sizes, block, pullback))
-            )
+            device = placed[k % len(self.devices)]
+            pending.append((k, worker.run(phase, device, sizes, block, pullback)))
             if len(pending) > window:
                 collect()
         while pending:
@@ -114,8 +110,8 @@ class LocalExecutor:
         return results
 
     def keeps_pullbacks(self, spec: KernelSpec, shared: Shared, plan: BlockPlan) -> bool:
-        """Whether ``value_and_grad`` should linearize the blocks in its forward pass: some
-        block's pullback fits :attr:`pullback_memory` (``map`` keeps those that fit)."""
+        """Whether some block's pullback fits :attr:`pullback_memory` (``map`` keeps
+        those that fit between the passes)."""
         return self.pullback_memory > 0 and any(self._keeps(spec, shared, plan))
 
     def _keeps(self, spec: KernelSpec, shared: Shared, plan: BlockPlan) -> list[bool]:

@@ -65,6 +65,10 @@ class _Actor:
             self._workers[spec] = BlockWorker(spec)
         with jax.enable_x64(self._x64):
             value = self._workers[spec].run(phase, self._shared, sizes, block)
+            if phase == "linearize":
+                # An actor holds nothing between the passes (a lost one costs nothing): the
+                # block's VJP recomputes the same linearization, wherever it runs.
+                value = (value[0], None)
             return jax.tree_util.tree_map(np.asarray, value)
 
 

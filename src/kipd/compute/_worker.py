@@ -64,12 +64,19 @@ def _block(matrix: jax.Array, row: jax.Array, col: jax.Array, rows: int, cols: i
     return jax.lax.dynamic_slice(matrix, (row * rows, col * cols), (rows, cols))
 
 
+KEPT_PULLBACK_LIMIT = 2**30
+"""Bytes a block's pullback may hold with every intermediate kept (the C++ stages keep only
+their inputs: ~85 KB per ConvNet pair at 28x28, 0.1 GB for a 32 x 32 block); over it (the
+XLA stage: ~18 MB per ConvNet pair at 32x32x3) the block's linearization rematerializes its
+pairs instead, so that recomputing one block stays within memory. A function of the shapes
+alone, never of a device: every executor picks the same linearization, hence the same bits."""
+
+
 def _linearizations(kernel: Any) -> tuple[Any, Any, Any]:
     """Per block kind (diagonal ``K_ss`` block, other ``K_ss`` block, ``K_ts`` block),
     ``f(*arrays, row, col, **sizes) -> (values, pullback)``: ``jax.vjp`` of the block's
-    kernel values w.r.t. its support images. One definition serves both ways of pulling a
-    block back: at once (the ``vjp`` phase recomputes the block) and later (``linearize``
-    keeps the pullback from the forward pass)."""
+    kernel values w.r.t. its support images. A block's one forward: its values in the
+    forward pass of ``value_and_grad`` and its pullback, kept or recomputed, come from it."""
 
     def diagonal(support, row, col, size):
         # A diagonal block of K_ss is symmetric: each unordered pair once.
@@ -102,34 +109,25 @@ _COTANGENTS = (_diagonal_cotangent, _pair_cotangent, _target_cotangent)
 _SIZE_NAMES = (("size",), ("size",), ("target_size", "support_size"))
 
 
-def _pulled(pullback: Any, cotangent: jax.Array, kind: int) -> tuple[jax.Array, ...]:
-    grads = pullback(cotangent)
-    # A diagonal block's whole gradient is its rows'; its "columns" get zeros.
-    return (grads[0], jnp.zeros_like(grads[0])) if kind == 0 else grads
-
-
-def _recomputing_vjp(linearization: Any, cotangent: Any, kind: int) -> Any:
-    """The ``vjp`` phase without a kept pullback: the block linearized and pulled back at
-    once (its kernel rematerializes inside: bounded memory)."""
-
-    def vjp(d_k, *args, **sizes):
-        pullback = linearization(*args, **sizes)[1]
-        return _pulled(pullback, cotangent(d_k, *args[-2:], **sizes), kind)
-
-    return vjp
-
-
-def _kept_pull(cotangent: Any, kind: int) -> Any:
-    """The ``vjp`` phase given the pullback that ``linearize`` kept: the backward pass only."""
+def _pull(cotangent: Any, kind: int) -> Any:
+    """A block's one backward: its pullback (kept from the forward pass or recomputed by
+    the same linearization) applied to its block of dL/dK."""
 
     def pull(pullback, d_k, row, col, **sizes):
-        return _pulled(pullback, cotangent(d_k, row, col, **sizes), kind)
+        grads = pullback(cotangent(d_k, row, col, **sizes))
+        # A diagonal block's whole gradient is its rows'; its "columns" get zeros.
+        return (grads[0], jnp.zeros_like(grads[0])) if kind == 0 else grads
 
     return pull
 
 
 class BlockWorker:
     """Computes blocks of one kernel; holds its compiled block functions.
+
+    A block's gradient path is one forward (:meth:`linearize`: values and pullback) and one
+    backward (the pullback applied to the block's dL/dK), each compiled once: a VJP given
+    the pullback kept from the forward pass and a VJP that recomputes it run the same two
+    programs on the same inputs, so they give the same bits on any executor.
 
     Args:
       spec: the kernel.
@@ -154,18 +152,18 @@ class BlockWorker:
 
         self._forward = jax.jit(forward, static_argnames=("row_size", "col_size"))
         self._forward_diagonal = jax.jit(forward_diagonal, static_argnames="size")
-        self._vjp, self._linearize, self._pull = [], [], []
-        self._pullback_bytes: dict[tuple, int] = {}
-        kept = spec.build(remat=False)
-        for kind, (recomputing, keeping) in enumerate(
-            zip(_linearizations(kernel), _linearizations(kept))
+        # Per kind, two linearizations: every intermediate kept (the backward pass only
+        # applies transposes), or each internal block of pairs rematerialized (bounded
+        # memory); :meth:`_linearization` picks one from the block's shapes.
+        self._keeping, self._rematerializing, self._pull = [], [], []
+        self._choice: dict[tuple, tuple[Any, int]] = {}
+        for kind, (keeping, rematerializing) in enumerate(
+            zip(_linearizations(spec.build(remat=False)), _linearizations(kernel))
         ):
-            static, cotangent = _SIZE_NAMES[kind], _COTANGENTS[kind]
-            self._vjp.append(
-                jax.jit(_recomputing_vjp(recomputing, cotangent, kind), static_argnames=static)
-            )
-            self._linearize.append(jax.jit(keeping, static_argnames=static))
-            self._pull.append(jax.jit(_kept_pull(cotangent, kind), static_argnames=static))
+            static = _SIZE_NAMES[kind]
+            self._keeping.append(jax.jit(keeping, static_argnames=static))
+            self._rematerializing.append(jax.jit(rematerializing, static_argnames=static))
+            self._pull.append(jax.jit(_pull(_COTANGENTS[kind], kind), static_argnames=static))
 
     def _kind_and_args(self, shared: Shared, sizes: tuple[int, int], block: Block):
         """``(kind, arrays + (row, col), sizes, d_k)`` of a block: which linearization it
@@ -179,8 +177,28 @@ class BlockWorker:
         static = {"target_size": target_block, "support_size": support_block}
         return 2, (shared["targets"], support, *where), static, "d_k_ts"
 
+    def _linearization(self, kind: int, args: tuple, static: dict) -> tuple[Any, int]:
+        """The block's linearization and its pullback's bytes: the keeping one where its
+        pullback fits :data:`KEPT_PULLBACK_LIMIT`, else the rematerializing one (decided
+        from shapes and dtypes, once per shape)."""
+        key = (
+            kind, tuple(sorted(static.items())),
+            *((getattr(a, "shape", ()), str(getattr(a, "dtype", ""))) for a in args),
+        )
+        if key not in self._choice:  # tracing the kernel's VJP takes a while
+            for linearize in (self._keeping[kind], self._rematerializing[kind]):
+                shapes = jax.eval_shape(functools.partial(linearize, **static), *args)
+                held = sum(
+                    leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(shapes[1])
+                )
+                if held <= KEPT_PULLBACK_LIMIT:
+                    break
+            self._choice[key] = (linearize, held)
+        return self._choice[key]
+
     def forward(self, shared: Shared, sizes: tuple[int, int], block: Block) -> jax.Array:
-        """The kernel values of ``block``.
+        """The kernel values of ``block`` (for a kernel matrix; the gradient path takes
+        its values from :meth:`linearize`).
 
         Args:
           shared: the step's arrays (``support``, and ``targets`` for ``ts`` blocks).
@@ -202,33 +220,40 @@ class BlockWorker:
         )
 
     def linearize(self, shared: Shared, sizes: tuple[int, int], block: Block) -> tuple[jax.Array, Any]:
-        """The kernel values of ``block`` and its pullback, which holds the block's
-        intermediates on the device (see :meth:`pullback_bytes`) so that :meth:`vjp` given
-        it runs only the backward pass.
+        """The block's one forward: its kernel values and its pullback, which holds the
+        block's intermediates on the device (see :meth:`pullback_bytes`) so that
+        :meth:`vjp` given it runs only the backward pass.
 
         Returns:
-          ``(values, pullback)``: the values as :meth:`forward`'s; the pullback a pytree
+          ``(values, pullback)``: ``(rows, support_block)`` values; the pullback a pytree
           for :meth:`vjp`.
         """
         kind, args, static, _ = self._kind_and_args(shared, sizes, block)
-        return self._linearize[kind](*args, **static)
+        return self._linearization(kind, args, static)[0](*args, **static)
 
     def pullback_bytes(self, shared: Shared, sizes: tuple[int, int], block: Block) -> int:
         """Bytes of device memory the pullback of :meth:`linearize` holds for ``block``
         (from the shapes alone: nothing is computed)."""
         kind, args, static, _ = self._kind_and_args(shared, sizes, block)
-        key = (kind, tuple(sorted(static.items())), *(getattr(a, "shape", ()) for a in args))
-        if key not in self._pullback_bytes:  # tracing the kernel's VJP takes a while
-            shapes = jax.eval_shape(functools.partial(self._linearize[kind], **static), *args)
-            self._pullback_bytes[key] = sum(
-                leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(shapes[1])
-            )
-        return self._pullback_bytes[key]
+        return self._linearization(kind, args, static)[1]
 
-    def vjp_memory(self, shared: Shared, sizes: tuple[int, int], block: Block) -> Any:
-        """XLA's compiled memory analysis of the recomputing VJP of ``block``."""
+    def vjp_peak_bytes(self, shared: Shared, sizes: tuple[int, int], block: Block) -> int:
+        """Device memory a recomputing :meth:`vjp` of ``block`` needs at its peak, from
+        XLA's compiled memory analysis: the larger of the linearization (its temporaries
+        and outputs) and the backward pass (its temporaries and outputs, with the pullback
+        held)."""
         kind, args, static, d_k = self._kind_and_args(shared, sizes, block)
-        return self._vjp[kind].lower(shared[d_k], *args, **static).compile().memory_analysis()
+        linearize, held = self._linearization(kind, args, static)
+        forward = linearize.lower(*args, **static).compile().memory_analysis()
+        pullback = jax.eval_shape(functools.partial(linearize, **static), *args)[1]
+        backward = (
+            self._pull[kind].lower(pullback, shared[d_k], *args[-2:], **static)
+            .compile().memory_analysis()
+        )
+        return max(
+            int(forward.temp_size_in_bytes) + int(forward.output_size_in_bytes),
+            held + int(backward.temp_size_in_bytes) + int(backward.output_size_in_bytes),
+        )
 
     def vjp(
         self, shared: Shared, sizes: tuple[int, int], block: Block, pullback: Any = None
@@ -240,7 +265,7 @@ class BlockWorker:
           sizes: ``(support_block, target_block)`` of the plan.
           block: the block.
           pullback: the block's pullback from :meth:`linearize` in the forward pass, or
-            ``None``: recompute the block (its intermediates rematerialized).
+            ``None``: recompute it with :meth:`linearize` (the same bits either way).
 
         Returns:
           ``ss``: ``(d_rows, d_cols)``, the gradients of the block's row and column
@@ -249,7 +274,7 @@ class BlockWorker:
         """
         kind, args, static, d_k = self._kind_and_args(shared, sizes, block)
         if pullback is None:
-            return self._vjp[kind](shared[d_k], *args, **static)
+            pullback = self.linearize(shared, sizes, block)[1]
         return self._pull[kind](pullback, shared[d_k], *args[-2:], **static)
 
     def run(
