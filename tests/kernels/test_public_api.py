@@ -14,10 +14,12 @@ def test_public_names():
         "conv",
         "default_pairs_per_block",
         "dense",
+        "feature_count",
         "flatten",
         "global_avg_pool",
         "make",
         "normalization",
+        "random_features",
         "relu",
         "serial",
     ]

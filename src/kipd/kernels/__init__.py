@@ -3,7 +3,9 @@
 ``make(name)`` gives a jit-compiled, differentiable ``kernel(x1, x2=None, get="ntk")``;
 its full-resolution stage runs as XLA layer maps or a fused kernel (``IMPLEMENTATIONS``).
 ``architecture(name)`` gives the same network as a :class:`Layer`, whose ``init`` /
-``apply`` are the finite network used for transfer.
+``apply`` are the finite network used for transfer; ``random_features(name, width=,
+networks=)`` gives features of random finite networks whose inner products estimate the
+NNGP.
 """
 
 from kipd.kernels._architectures import ARCHITECTURES
@@ -11,6 +13,8 @@ from kipd.kernels._architectures import IMPLEMENTATIONS
 from kipd.kernels._architectures import architecture
 from kipd.kernels._architectures import default_pairs_per_block
 from kipd.kernels._architectures import make
+from kipd.kernels._features import feature_count
+from kipd.kernels._features import random_features
 from kipd.kernels._layers import Layer
 from kipd.kernels._layers import avg_pool
 from kipd.kernels._layers import conv
@@ -32,10 +36,12 @@ __all__ = [
     "conv",
     "default_pairs_per_block",
     "dense",
+    "feature_count",
     "flatten",
     "global_avg_pool",
     "make",
     "normalization",
+    "random_features",
     "relu",
     "serial",
 ]

@@ -1,0 +1,97 @@
+"""Random features: the NNGP of an architecture from a few random finite networks.
+
+The same layer description that gives the exact kernel (:func:`architecture`) gives finite
+networks of any width. A network's readout is ``W_std / sqrt(n) w . h(x) + b_std b`` on its
+``n`` penultimate activations ``h(x)``; over the readout's Gaussian weights,
+``E[f(x) f(x')] = W_std^2 h(x) . h(x') / n + b_std^2``. So the features
+``phi(x) = [W_std h_1(x) / sqrt(n), ..., W_std h_M(x) / sqrt(n)] / sqrt(M)`` of ``M``
+networks drawn independently, with one constant feature ``b_std``, have
+``phi(x) . phi(x')`` = the mean over the networks of that empirical NNGP: the readout's
+expectation is taken exactly, the hidden layers' by sampling. It is the exact NNGP in
+expectation where one nonlinearity separates the input from the readout (``fc1``,
+``convvec1``) and converges to it as ``1 / sqrt(M * width)`` otherwise (finite-width
+corrections of deeper networks are ``O(1 / width)``); ``tests/kernels/test_features.py``
+measures both. This is RFAD's feature map (Loo et al., NeurIPS 2022).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from kipd.kernels._architectures import _check_images, _layers
+from kipd.kernels._layers import serial
+
+FeatureFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def feature_count(
+    name: str, image_shape: tuple[int, ...], *, width: int, networks: int,
+    depth: int | None = None,
+) -> int:
+    """``p``, the features per image of :func:`random_features` for ``image_shape``
+    ``(H, W, C)``: ``networks`` times the penultimate activations of one network, plus
+    the constant (bias) feature (from shapes alone: nothing is computed)."""
+    features = random_features(name, width=width, networks=networks, depth=depth)
+    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    return int(jax.eval_shape(features, jax.random.PRNGKey(0), images).shape[1])
+
+
+def random_features(
+    name: str,
+    *,
+    width: int,
+    networks: int,
+    W_std: float = 2**0.5,
+    b_std: float = 0.1,
+    depth: int | None = None,
+) -> FeatureFn:
+    """A random feature map whose inner products estimate the NNGP of ``name``.
+
+    Args:
+      name: ``"fc<n>"``, ``"convvec<n>"`` or ``"convnet"`` (see :func:`architecture`).
+      width: channels (conv) or units (dense) of each hidden layer of the finite networks.
+      networks: ``M``, independent networks whose features are concatenated.
+      W_std, b_std: weight and bias standard deviations (those of the exact kernel).
+      depth: pooling blocks of ``convnet`` (default 3).
+
+    Returns:
+      ``features(key, images) -> (n, p)``: ``images`` of shape ``(n, H, W, C)``; ``key``
+      draws the ``M`` networks, so the same key gives the same networks for every batch
+      of images (support and targets of one KIP step share one). ``p`` is
+      :func:`feature_count`. Pure, jit-able and differentiable in ``images``;
+      ``features(key, x1) @ features(key, x2).T`` estimates ``make(name)(x1, x2,
+      get="nngp")``.
+
+    Raises:
+      ValueError: an unknown architecture, ``width`` or ``networks`` < 1.
+
+    Example:
+      >>> features = random_features("fc1", width=16, networks=2)
+      >>> features(jax.random.PRNGKey(0), jnp.ones((3, 4, 4, 1))).shape
+      (3, 33)
+    """
+    for value, what in ((width, "width"), (networks, "networks")):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{what} must be an integer >= 1, got {value!r}: e.g. --features 256:8")
+    body = serial(*_layers(name, width=width, W_std=W_std, b_std=b_std, depth=depth)[:-1])
+
+    def features(key: jax.Array, images: jax.Array) -> jax.Array:
+        _check_images(images, "images")
+
+        def one_network(network_key):
+            _, params = body.init(network_key, images.shape[1:])
+            hidden = body.apply(params, images)
+            return hidden * (W_std / math.sqrt(hidden.shape[-1]))
+
+        # One network at a time: M networks' activations at once would multiply the
+        # memory of a forward pass by M.
+        per_network = jax.lax.map(one_network, jax.random.split(key, networks))
+        flat = jnp.moveaxis(per_network, 0, 1).reshape(images.shape[0], -1)
+        bias = jnp.full((images.shape[0], 1), b_std, flat.dtype)
+        return jnp.concatenate([flat / math.sqrt(networks), bias], axis=1)
+
+    return features
