@@ -5,6 +5,8 @@ Every test uses the FC1 kernel on the same 8x8x1 images and the same support siz
 the kernel functions compile once per shape for the whole folder.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,11 @@ def tiny_run(tiny_dataset, tmp_path_factory):
     )
     distill.run_kip(config, out, progress=False)
     return out
+
+
+@pytest.fixture
+def umask_022():
+    """Run one test under umask 022 (the usual one: files 0644), restored afterwards."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)

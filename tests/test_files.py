@@ -1,7 +1,10 @@
-"""kipd.files: atomic writes leave the old file or the new one; .npz files carry a content
-hash and a damaged one is reported by name."""
+"""kipd.files: atomic writes leave the old file or the new one, with the umask's mode; .npz
+files carry a content hash and a damaged one is reported by name; a lock has one holder."""
 
 import errno
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,3 +77,41 @@ def test_a_full_disk_names_the_file(tmp_path):
     with pytest.raises(OSError, match=f"no space left on the device while writing {tmp_path}"):
         files.atomic_write(tmp_path / "summary.json", full)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        files.write_json(tmp_path / "card.json", {"a": 1})
+        files.write_npz(tmp_path / "distilled.npz", {"x": np.arange(3)})
+        files.atomic_write(tmp_path / "raw", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+        ["card.json", "distilled.npz", "raw"], mode
+    )
+
+
+def test_a_lock_has_one_holder_which_it_names(tmp_path):
+    lock = tmp_path / "run.lock"
+    hold = (
+        "import sys, time\nfrom kipd import files\n"
+        "with files.exclusive_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        held = f"run.lock is held by process {holder.pid}"
+        with pytest.raises(files.LockedError, match=held) as err, files.exclusive_lock(lock):
+            pass
+        assert err.value.pid == holder.pid and lock.read_text() == f"{holder.pid}\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock died with its process; the file it left is taken over, and removed after.
+    with files.exclusive_lock(lock):
+        assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()

@@ -7,10 +7,13 @@ def test_public_names():
     assert kipd.files.__all__ == [
         "HASH_KEY",
         "DamagedFileError",
+        "LockedError",
         "atomic_path",
         "cache_dir",
         "atomic_write",
+        "exclusive_lock",
         "read_npz",
+        "stored_hash",
         "write_json",
         "write_npz",
     ]

@@ -6,6 +6,10 @@ never half of one. An ``.npz`` written here carries the SHA-256 of its arrays; r
 back recomputes the hash, so a file cut short by a full disk or damaged later is reported
 as :class:`DamagedFileError` (naming the file), never as a traceback from ``zipfile``.
 
+Files get the mode the process's umask gives a new file (0644 under the usual 022), like
+any file a program creates: exports are meant to be read by others. A lock file
+(:func:`exclusive_lock`) keeps a second process from writing what the first one writes.
+
 This module imports nothing from kipd: data, kernels, distill and analysis all sit above it.
 """
 
@@ -13,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -30,10 +35,13 @@ HASH_KEY = "__sha256__"
 __all__ = [
     "HASH_KEY",
     "DamagedFileError",
+    "LockedError",
     "atomic_path",
     "cache_dir",
     "atomic_write",
+    "exclusive_lock",
     "read_npz",
+    "stored_hash",
     "write_json",
     "write_npz",
 ]
@@ -46,6 +54,16 @@ class DamagedFileError(ValueError):
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path = Path(path)
         super().__init__(f"{self.path} is damaged: {problem}")
+
+
+class LockedError(Exception):
+    """Another process holds a lock (:func:`exclusive_lock`). ``path`` names the lock file,
+    ``pid`` the process holding it (``None`` if it has not written its id yet)."""
+
+    def __init__(self, path: str | os.PathLike, pid: int | None):
+        self.path, self.pid = Path(path), pid
+        holder = "another process" if pid is None else f"process {pid}"
+        super().__init__(f"{self.path} is held by {holder}")
 
 
 def cache_dir() -> Path:
@@ -72,9 +90,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
       ('done', ['a.txt'])
     """
     path = Path(path)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    tmp = Path(name)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.part"
+    # Created as open() creates a file (0o666 less the umask), not 0600 as tempfile.mkstemp
+    # would: os.replace keeps the temporary's mode, and others are meant to read the file.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -110,6 +129,52 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     """Writes ``value`` as indented JSON with sorted keys, atomically."""
     text = json.dumps(value, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Holds an exclusive lock on the file ``path`` for the block: one holder at a time.
+
+    The lock is ``fcntl.flock`` on ``path`` (created if needed, holding this process's id),
+    so it dies with its process, however that ends; the file is removed when the block
+    ends, and one left by a killed process is simply taken over.
+
+    Raises:
+      LockedError: another process holds it (nothing is changed).
+
+    Example:
+      >>> import tempfile
+      >>> lock = Path(tempfile.mkdtemp()) / "run.lock"
+      >>> with exclusive_lock(lock):
+      ...     with exclusive_lock(lock):  # doctest: +ELLIPSIS
+      ...         pass
+      Traceback (most recent call last):
+      kipd.files.LockedError: .../run.lock is held by process ...
+      >>> lock.exists()
+      False
+    """
+    path = Path(path)
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 32).decode(errors="replace").strip()
+            os.close(handle)
+            raise LockedError(path, int(holder) if holder.isdigit() else None) from None
+        # A holder removes the file as it lets go: a lock won on a file removed meanwhile
+        # locks nothing anyone else opens, so take the one now at ``path``.
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(handle), os.stat(path)):
+                break
+        os.close(handle)
+    try:
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still held: no one can have taken it in between
+        os.close(handle)
 
 
 def _content_hash(arrays: Mapping[str, np.ndarray]) -> str:
@@ -169,3 +234,12 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if stored is not None and str(stored) != _content_hash(arrays):
         raise DamagedFileError(path, "its arrays do not match the content hash stored with them")
     return arrays
+
+
+def stored_hash(path: str | os.PathLike) -> str | None:
+    """The content hash an ``.npz`` carries (:data:`HASH_KEY`), or ``None`` for a file
+    written elsewhere; :func:`read_npz` is what checks it against the arrays (read the
+    file with it first: this reads the hash alone).
+    """
+    with np.load(path, allow_pickle=False) as f:
+        return str(f[HASH_KEY]) if HASH_KEY in f.files else None

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -54,6 +55,21 @@ def test_report_defaults_to_the_run_directory(tiny_run, tmp_path):
     shutil.copytree(tiny_run, copy)
     result = analysis.write_report(copy, draws=2, progress=False)
     assert result["report"] == str(copy / "report.html") and (copy / "report.html").is_file()
+
+
+def test_report_estimate_covers_its_figures_and_solves(tiny_run, tmp_path):
+    """On a small run the kernels cost milliseconds; the figures and the subsampling's KRR
+    solves are the report's time, and the estimate says so."""
+    lines = []
+    started = time.perf_counter()
+    analysis.write_report(tiny_run, tmp_path / "r.html", draws=20, progress=False, log=lines.append)
+    took = time.perf_counter() - started
+    (line,) = [line for line in lines if line.startswith("estimate:")]
+    assert "162 KRR solves of the subsampling, 6 figures" in line
+    parts = dict(re.findall(r"(subsampling|figures) ([0-9.]+) s", line))
+    assert float(parts["figures"]) >= 6 * 0.3
+    estimated = float(re.search(r"about ([0-9.]+) s on this machine", line).group(1))
+    assert took / 4 < estimated < 4 * took
 
 
 def _screenshot(html_path, png_path):

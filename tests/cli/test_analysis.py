@@ -47,8 +47,12 @@ def test_analyze_figures_and_report_write_files(tiny_run, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "images.png", "labels.png"]
     out = tmp_path / "r.html"
     assert cli.main(["report", str(tiny_run), "--out", str(out), "--draws", "2", "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert f"report written: {out}" in text and "intrinsic (Two-NN)" in text and out.is_file()
+    printed = capsys.readouterr()
+    assert f"report written: {out}" in printed.out and "intrinsic (Two-NN)" in printed.out
+    assert out.is_file()
+    # the estimate covers the figures and the subsampling's solves, not the kernels only
+    assert "18 KRR solves of the subsampling, 6 figures" in printed.err
+    assert ", subsampling " in printed.err and ", figures " in printed.err
 
 
 def test_baseline_json(tiny_dataset, capsys):

@@ -201,6 +201,8 @@ def test_npz(tmp_path, layout):
         (dict(x_train=np.zeros((2, 4, 4))), "lacks the arrays"),
         (dict(x_train=np.full((2, 4, 4), 2.0), y_train=[0, 1], x_test=np.zeros((1, 4, 4)),
               y_test=[0]), r"float values in \[2.0, 2.0\]"),
+        (dict(x_train=np.zeros((2, 4, 4)), y_train=[0, 1], x_test=[[[np.inf] * 4] * 4],
+              y_test=[0]), r"x_test holds 16 infinite values, in 1 of its 1 images \(indices 0\)"),
         (dict(x_train=np.zeros((2, 4, 4), np.int16), y_train=[0, 1],
               x_test=np.zeros((1, 4, 4), np.int16), y_test=[0]), "dtype int16"),
         (dict(x_train=np.zeros((2, 4, 4)), y_train=[0.0, 1.0], x_test=np.zeros((1, 4, 4)),
@@ -210,7 +212,7 @@ def test_npz(tmp_path, layout):
         (dict(x_train=np.zeros((2, 4, 4)), y_train=[0, 1], x_test=np.zeros((1, 5, 4)),
               y_test=[0]), "test images"),
     ],
-    ids=["missing-key", "float-range", "int16", "float-labels", "label-count", "shapes"],
+    ids=["missing-key", "float-range", "nan", "int16", "float-labels", "label-count", "shapes"],
 )
 def test_bad_npz(tmp_path, arrays, match):
     path = tmp_path / "bad.npz"

@@ -3,6 +3,8 @@ computed here independently with numpy."""
 
 from __future__ import annotations
 
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -137,3 +139,15 @@ def test_paper_defaults():
     assert kd.default_preprocessing(rgb) == "zca"
     with pytest.raises(ValueError, match="pass the Dataset"):
         kd.default_preprocessing("my_images")
+
+
+def test_zca_fit_time_is_predicted_from_the_features():
+    """O(n d^2) for the covariance, O(d^3) for the eigendecomposition: twice the side is 16
+    to 64 times the time; and the prediction is the measured fit's order of magnitude."""
+    small, large = kd.zca_fit_seconds(1000, (32, 32, 3)), kd.zca_fit_seconds(1000, (64, 64, 3))
+    assert 16 <= large / small <= 64
+    x = np.random.default_rng(0).random((600, 16, 16, 3), dtype=np.float32)
+    started = time.perf_counter()
+    kd.fit_preprocessing(x, "zca", 0.1)
+    measured = time.perf_counter() - started
+    assert measured / 5 < kd.zca_fit_seconds(600, (16, 16, 3)) < 5 * measured

@@ -21,6 +21,7 @@ def test_public_names():
         "fit_preprocessing",
         "load",
         "split_validation",
+        "zca_fit_seconds",
     ]
     public = {name for name in dir(kipd.data) if not name.startswith("_")}
     assert public == set(kipd.data.__all__)

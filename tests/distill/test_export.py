@@ -1,11 +1,13 @@
-"""kipd export: a self-describing folder that evaluates exactly like its run."""
+"""kipd export: a self-describing folder that evaluates exactly like its run, readable by
+others, and refused once its arrays or card were changed."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from kipd import cli, data, distill
+from kipd import cli, data, distill, files
 
 
 def test_export_evaluates_exactly_like_the_run(tiny_run, tmp_path, capsys):
@@ -47,3 +49,88 @@ def test_a_released_file_says_what_it_assumed(tiny_run, tiny_dataset, tmp_path):
     assert 0 <= result["test_accuracy"] <= 1
     with pytest.raises(ValueError, match="records its preprocessing"):
         distill.evaluate(tiny_run, zca=True, progress=False)
+
+
+def test_an_export_is_readable_by_others(tiny_run, tmp_path, umask_022):
+    out = tmp_path / "export"
+    assert cli.main(["export", str(tiny_run), "--out", str(out)]) == 0
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        "card.json": 0o644,
+        "distilled.npz": 0o644,
+    }
+
+
+def _edit_card(out, edit):
+    card = json.loads((out / "card.json").read_text())
+    edit(card)
+    (out / "card.json").write_text(json.dumps(card))
+
+
+def _rewrite_arrays(out, change, hashed=True):
+    arrays = files.read_npz(out / "distilled.npz")
+    change(arrays)
+    if hashed:
+        files.write_npz(out / "distilled.npz", arrays)
+    else:
+        np.savez(out / "distilled.npz", **arrays)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda out: _edit_card(out, lambda c: c["accuracies"].update(test_accuracy=0.99)),
+         "card.json cannot be trusted: it was changed after the export"),
+        (lambda out: _edit_card(out, lambda c: c.update(dataset="mnist")),
+         "card.json cannot be trusted: it was changed after the export"),
+        (lambda out: _edit_card(out, lambda c: c.pop("sha256")),
+         "card.json cannot be trusted: it records no sha256"),
+        (lambda out: _rewrite_arrays(out, lambda a: a.update(labels=a["labels"] * 2)),
+         "card.json cannot be trusted: it describes other arrays"),
+        (lambda out: _rewrite_arrays(out, lambda a: None, hashed=False),
+         "distilled.npz is a kipd export but carries no content hash (__sha256__)"),
+    ],
+)
+def test_an_edited_export_is_refused(tiny_run, tmp_path, capsys, edit, message):
+    out = tmp_path / "export"
+    assert cli.main(["export", str(tiny_run), "--out", str(out)]) == 0
+    assert cli.main(["evaluate", str(out), "--quiet"]) == 0  # as exported: accepted
+    capsys.readouterr()
+    edit(out)
+    assert cli.main(["evaluate", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "export the run again (kipd export RUN --out NEW_DIR)" in err
+
+
+def test_an_export_file_without_its_hash_is_refused_on_its_own(tiny_run, tmp_path):
+    out = tmp_path / "export"
+    distill.export(tiny_run, out)
+    alone = tmp_path / "alone.npz"
+    np.savez(alone, **files.read_npz(out / "distilled.npz"))  # the hash left out
+    with pytest.raises(distill.DistillError, match="is a kipd export but carries no content hash"):
+        distill.load_distilled(alone)
+
+
+def test_a_zca_run_stores_its_whitening_once_and_an_export_says_its_size(
+    tiny_dataset, tmp_path, capsys
+):
+    config = distill.KipConfig(
+        dataset=tiny_dataset, kernels=("fc1",), zca=True, steps=2, target_batch_size=30,
+        checkpoint_every=2, eval_every=2, eval_size=15, keep_best=1,
+    )
+    run = tmp_path / "zca"
+    distill.run_kip(config, run, progress=False)
+    stored = data.Preprocessing.load(run / "preprocessing.npz")
+    assert stored.whitening.dtype == stored.coloring.dtype == np.float32
+    with np.load(run / "distilled.npz") as arrays:  # not a second copy of the d x d matrices
+        assert not data.Preprocessing.stored_in(arrays)
+    loaded = distill.load_distilled(run / "distilled.npz").preprocessing
+    np.testing.assert_array_equal(loaded.whitening, stored.whitening)
+    # Away from its run, the file's config fits the same preprocessing again.
+    moved = tmp_path / "moved.npz"
+    moved.write_bytes((run / "distilled.npz").read_bytes())
+    assert distill.evaluate(moved, progress=False) == distill.evaluate(run, progress=False)
+
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    printed = capsys.readouterr().out
+    sizes = r"card\.json \([\d.]+ KB\), distilled\.npz \([\d.]+ KB\); [\d.]+ KB in all"
+    assert re.search(sizes, printed), printed

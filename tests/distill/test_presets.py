@@ -36,9 +36,9 @@ def test_paper_preset_is_appendix_a(dataset, augment):
 
 def test_explicit_options_override_and_are_recorded():
     config = distill.preset_config(
-        distill.KipConfig, "paper", dataset="cifar10", steps=100, target_batch_size=500, seed=3
+        distill.KipConfig, "paper", dataset="cifar10", steps=2000, target_batch_size=500, seed=3
     )
-    assert (config.steps, config.target_batch_size, config.lr) == (100, 500, 0.04)
+    assert (config.steps, config.target_batch_size, config.lr) == (2000, 500, 0.04)
     assert config.preset_overrides == ("steps", "target_batch_size")  # seed: not a preset value
     assert distill.paper_figure(config) == (64.7, 0.2)
 

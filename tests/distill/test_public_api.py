@@ -20,6 +20,7 @@ def test_public_names():
         "Run",
         "accuracy",
         "checkpoint_supports",
+        "command_line",
         "evaluate",
         "export",
         "kip",

@@ -83,7 +83,8 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
 
     distilled = _npz(out / "distilled.npz")
     assert distilled["images"].shape == (3, 8, 8, 1) and distilled["labels"].shape == (3, 3)
-    preprocessing = data.Preprocessing.from_dict(distilled)
+    assert not data.Preprocessing.stored_in(distilled)  # stored once, in preprocessing.npz
+    preprocessing = data.Preprocessing.load(out / "preprocessing.npz")
     np.testing.assert_allclose(
         distilled["images_pixel"], preprocessing.invert(distilled["images"]), rtol=1e-6
     )

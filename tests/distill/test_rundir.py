@@ -1,5 +1,5 @@
 """The run directory: read back finished, unfinished, damaged, old-format and not-a-run
-directories; checkpoints keyed by tree path; recorded test subsets."""
+directories; checkpoints keyed by tree path; recorded test subsets; the metrics log."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from kipd import analysis, compute, distill
+from kipd import analysis, compute, distill, files
 from kipd.distill import _checkpoint
 
 
@@ -86,11 +86,13 @@ def test_a_damaged_distilled_set_is_named(tiny_run, tmp_path):
 
 def test_a_run_of_the_previous_release_loads(tiny_run, tmp_path):
     """kipd 0.1: positional checkpoints, executor options in config.json, no
-    test_subset.npz, no content hashes."""
+    test_subset.npz, no content hashes, no config recorded in init.npz."""
     copy = _copy(tiny_run, tmp_path)
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**config, "executor": "local", "workers": None}))
     (copy / "test_subset.npz").unlink()
+    init = files.read_npz(copy / "init.npz")
+    np.savez(copy / "init.npz", **{k: v for k, v in init.items() if k != "config"})
     old = distill.load_run(tiny_run)
     algo = distill.kip(compute.KernelSpec("fc1"), optax.adam(0.01))
     template = algo.init(old.init_images, old.init_labels, jax.random.PRNGKey(0))
@@ -138,3 +140,13 @@ def test_a_label_solve_run(tiny_dataset, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert set(analysis.run_figures(run)) == {"images", "labels"}  # no training curves
+
+
+def test_a_bad_metrics_line_is_skipped_with_its_number(tiny_run, tmp_path):
+    copy = _copy(tiny_run, tmp_path)
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    (copy / "metrics.jsonl").write_text("\n".join([*lines[:3], "{garbage", "[1]", *lines[3:]]))
+    with pytest.warns(RuntimeWarning) as caught:
+        run = distill.load_run(copy)
+    assert [r["step"] for r in run.metrics] == list(range(7))  # the records after them too
+    assert [str(w.message).split(" of ")[0] for w in caught] == ["line 4", "line 5"]

@@ -12,17 +12,29 @@ import base64
 import datetime
 import html
 import os
+import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 import kipd
 from kipd import compute, distill, files
 from kipd.analysis import _figures, _tables
 from kipd.analysis._errors import AnalysisError, require_matplotlib
+from kipd.analysis._krr import krr_test_accuracy
 from kipd.analysis._registry import ANALYSES, RunContext
 
 REPORT_FILE = "report.html"
+
+# A figure's drawing and PNG encoding (matplotlib's Agg renderer, one core), measured on
+# this project's 2-core CPU: ~0.3 s per figure and ~0.01 s per image of the grid (at most
+# 5 per class of 10 classes, initial and learned: 100 images, ~1.3 s). On a 12-image run
+# the report's six figures took 2 s of its 4 s, the KRR solves of the subsampling most of
+# the rest, and its kernels a few milliseconds.
+_FIGURE_SECONDS = 0.3
+_GRID_IMAGE_SECONDS = 0.01
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }
@@ -50,26 +62,62 @@ def _paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
+def _krr_seconds(test: int, n: int, classes: int, lambda0: float) -> tuple[float, float]:
+    """Seconds of a KRR solve of ``n`` support images on ``test`` test images, timed here
+    on those shapes: the first (JAX compiles it for the shapes) and then the fastest of
+    three more (a solve alone; the machine's other work only slows it)."""
+    k_ss = np.eye(n, dtype=np.float32)
+    k_ts = np.zeros((test, n), np.float32)
+    labels = np.zeros((n, classes), np.float32)
+    test_labels = np.zeros(test, np.int32)
+    times = []
+    for _ in range(4):
+        started = time.perf_counter()
+        krr_test_accuracy(k_ts, k_ss, labels, test_labels, lambda0)
+        times.append(time.perf_counter() - started)
+    return times[0], min(times[1:])
+
+
 def _estimate(
-    context: RunContext, executor: compute.Executor | None, log: Callable[[str], None] | None
+    context: RunContext,
+    executor: compute.Executor | None,
+    log: Callable[[str], None] | None,
+    options: dict[str, Any],
 ) -> compute.Estimate:
-    """The report's kernel entries: the test kernels of the final and initial supports,
-    and one ``K_ss`` per kept checkpoint for the dimensions."""
+    """The report's cost: its kernel entries (the test kernels of the final and initial
+    supports, one ``K_ss`` per kept checkpoint for the dimensions), the subsampling's KRR
+    solves (one timed here: each new subset size compiles, every solve runs) and the
+    figures (:data:`_FIGURE_SECONDS` each, and :data:`_GRID_IMAGE_SECONDS` per image of
+    the grid)."""
     run = context.run
     resolved = distill.resolve(run, data_dir=context.data_dir, kernel=context.kernel)
     test = len(resolved.test_indices) if context.test_size is None else context.test_size
     test = min(test, len(resolved.dataset.y_test))
     n = len(run.images)
     checkpoints = len(distill.checkpoint_supports(run))
-    return compute.kernel_estimate(
+    settings = {**ANALYSES["subsample"].defaults(), **options}
+    sizes = 1 + len(settings["fractions"])  # the whole support, then each fraction's size
+    solves = 2 * (1 + len(settings["fractions"]) * settings["draws"])  # learned and natural
+    first, again = _krr_seconds(test, n, run.labels.shape[1], resolved.lambda0)
+    figures = 2 + len(ANALYSES) + any("loss" in r for r in run.metrics)
+    shown = 2 * sum(min(5, int(np.sum(run.classes == c))) for c in np.unique(run.classes)[:10])
+    kernels = compute.kernel_estimate(
         f"report of {n} support images: test kernels on {test} test images, dimensions at "
-        f"{checkpoints} checkpoints ({context.kernel})",
+        f"{checkpoints} checkpoints ({context.kernel}), {solves:,} KRR solves of the "
+        f"subsampling, {figures} figures",
         compute.KernelSpec(context.kernel),
         resolved.dataset.image_shape,
         n,
         {"test kernels": 2 * (test + n) * n, "dimensions": checkpoints * n * n},
         workers=1 if executor is None else executor.workers_alive,
         log=log,
+    )
+    return kernels._replace(
+        parts={
+            **kernels.parts,
+            "subsampling": sizes * max(0.0, first - again) + solves * again,
+            "figures": figures * _FIGURE_SECONDS + shown * _GRID_IMAGE_SECONDS,
+        }
     )
 
 
@@ -137,7 +185,7 @@ def write_report(
         progress=progress,
     )
     if log is not None or budget_seconds is not None:
-        estimate = _estimate(context, executor, log)
+        estimate = _estimate(context, executor, log, options)
         estimate.announce(log, budget_seconds, "--test-size N, or a cheaper --kernel")
     outcomes = {
         name: analysis.run(

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import kipd
 from kipd import compute, distill
 from kipd.cli import _analysis, _transfer
-from kipd.cli._options import add_config_options, config_options
+from kipd.cli._options import add_config_options, config_options, finite
 
 __all__ = ["QUICKSTART", "main"]
 
@@ -55,7 +55,7 @@ examples:
   # ... or continue a finished run for more steps:
   kipd distill --out runs/quickstart --resume --steps 600
   # what will the paper's setting cost on this machine? (measures a few blocks, trains nothing)
-  kipd distill --kernel convnet --out runs/convnet --plan
+  kipd distill --kernel convnet --plan
   # the same run on a Ray cluster (every GPU of every node):
   kipd distill --kernel convnet --executor ray --ray-address auto --out runs/convnet
   # sampling KIP over a kernel family, 10 images per class, half the targets augmented:
@@ -99,7 +99,7 @@ def add_released_file_options(parser: argparse.ArgumentParser) -> None:
         help="regularized ZCA (default: the paper's choice for the dataset, ZCA for RGB)",
     )
     group.add_argument(
-        "--zca-regularization", type=float, metavar="LAMBDA", help="ZCA strength (default: per dataset)"
+        "--zca-regularization", type=finite(float), metavar="LAMBDA", help="ZCA strength (default: per dataset)"
     )
 
 
@@ -156,7 +156,9 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_FORMATTER,
     )
     add_config_options(kip, distill.KipConfig)
-    kip.add_argument("--out", metavar="RUN_DIR", required=True, help="run directory to write")
+    kip.add_argument(
+        "--out", metavar="RUN_DIR", help="run directory to write (required unless --plan)"
+    )
     kip.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
@@ -311,6 +313,11 @@ def _print_plan(plan: dict[str, Any]) -> None:
     ]
     for label, one, many in rows:
         print(f"  {label:<10} {one:>12} {many:>12}")
+    if plan["zca_fit_seconds"] > 0:
+        print(
+            f"  whole run includes the ZCA fit: "
+            f"{compute.format_duration(plan['zca_fit_seconds'])} (once; --no-zca skips it)"
+        )
     print(
         f"  block overhead {1000 * plan['overhead_seconds_per_block']:.2f} ms; peak memory per "
         f"worker {plan['peak_bytes_per_worker'] / 2**20:,.0f} MiB of "
@@ -349,6 +356,11 @@ def _run_config(config_class: type, args: argparse.Namespace) -> Any:
 
 
 def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    if args.out is None and (args.resume or not args.plan):
+        raise ValueError(
+            "no run directory: pass --out RUN_DIR (a new folder, or the run to --resume), or "
+            "--plan without --resume to price a new run without writing anything"
+        )
     config = _run_config(distill.KipConfig, args)
     if args.plan:
         return distill.plan_run(config, executor=_executor_config(args), log=log)
@@ -392,7 +404,8 @@ def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> di
 
 def _export(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
     out = distill.export(args.run_dir, args.out)
-    return {"export": str(out), "files": sorted(p.name for p in out.iterdir())}
+    sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    return {"export": str(out), "files": list(sizes), "bytes": sizes}
 
 
 def _executor_config(args: argparse.Namespace) -> compute.ExecutorConfig:
@@ -420,7 +433,8 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     elif args.command == "evaluate":
         _print_evaluation(result)
     elif args.command == "export":
-        print(f"exported to {result['export']}: {', '.join(result['files'])}")
+        files = ", ".join(f"{name} ({_size(size)})" for name, size in result["bytes"].items())
+        print(f"exported to {result['export']}: {files}; {_size(sum(result['bytes'].values()))} in all")
     elif args.command == "distill" and args.plan:
         _print_plan(result)
     elif args.command == "transfer":
@@ -431,14 +445,24 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
         _print_summary(result, args.out)
 
 
+def _size(size: int) -> str:
+    """Bytes as a reader takes them in: ``812 B``, ``4.1 KB``, ``1.2 GB`` (powers of 1000)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def _warning(message: Any, category: type, *rest: Any, **kw: Any) -> str:
     return f"kipd: warning: {message}\n"
 
 
 def _continue_with(args: argparse.Namespace) -> str | None:
     """The command that continues the run in ``--out``, if there is one to continue."""
-    if args.command in ("distill", "label-solve") and (Path(args.out) / "config.json").is_file():
-        return f"kipd {args.command} --out {args.out} --resume"
+    if args.command not in ("distill", "label-solve") or args.out is None:  # --plan: no --out
+        return None
+    if (Path(args.out) / "config.json").is_file():
+        return distill.command_line("kipd", args.command, "--out", args.out, "--resume")
     return None
 
 

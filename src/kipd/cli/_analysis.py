@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kipd import analysis, compute, distill
-from kipd.cli._options import numbers, positive_int
+from kipd.cli._options import finite, numbers, positive_int
 
 COMMANDS = ("analyze", "report", "baseline")
 
@@ -74,7 +74,7 @@ def _analysis_options(parser: argparse.ArgumentParser, options: Any) -> None:
         parser.add_argument(
             "--" + option.name.replace("_", "-"),
             dest=option.name,
-            type=_argparse_type(option.parse, option.name),
+            type=finite(_argparse_type(option.parse, option.name)),
             default=default,
             metavar=option.metavar,
             help=f"{option.help} (default: {shown})".replace("%", "%%"),

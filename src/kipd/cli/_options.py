@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -88,6 +89,32 @@ def positive_int(text: str) -> int:
     return value
 
 
+def finite(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse type: ``parse(text)`` (a number or a tuple of them), refused where a number
+    is inf or nan. Every float option goes through it: a non-finite value passes most range
+    checks (``inf > 0``) and would fail only later, deep inside the run.
+
+    Example:
+      >>> finite(float)("0.5")
+      0.5
+      >>> finite(float)("inf")
+      Traceback (most recent call last):
+      argparse.ArgumentTypeError: expected a finite number, got 'inf': inf and nan are refused; give an ordinary number
+    """
+
+    def parse_finite(text: str) -> Any:
+        value = parse(text)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number, got {text!r}: inf and nan are refused; give an "
+                "ordinary number"
+            )
+        return value
+
+    return parse_finite
+
+
 def numbers(kind: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
     """argparse type: comma-separated ``kind`` values (at least one)."""
 
@@ -150,7 +177,7 @@ def add_config_options(
         elif typing.get_origin(kind) is tuple:
             options["type"] = _comma_list
         else:
-            options["type"] = kind
+            options["type"] = finite(kind) if kind is float else kind
         options.update(cli)
         parser.add_argument(flag, **options)
 

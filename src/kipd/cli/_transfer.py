@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from kipd.cli._options import numbers, positive_int
+from kipd.cli._options import finite, numbers, positive_int
 from kipd.transfer import EPOCHS, L2_STRENGTHS, LR_FACTORS, NETWORK_SEEDS, PROTOCOLS, transfer_run
 
 EXAMPLES = """\
@@ -84,14 +84,14 @@ def add_parser(
     )
     parser.add_argument(
         "--lr-factors",
-        type=numbers(float, "numbers"),
+        type=finite(numbers(float, "numbers")),
         default=LR_FACTORS,
         metavar="C,C,...",
         help="learning-rate factors c of c x eta_critical (default: 0.5,1,2,4)",
     )
     parser.add_argument(
         "--l2",
-        type=numbers(float, "numbers"),
+        type=finite(numbers(float, "numbers")),
         default=L2_STRENGTHS,
         metavar="L,L,...",
         help="L2 strengths (default: 0,1e-7,1e-5,1e-3,1e-1)",

@@ -2,7 +2,8 @@
 
 ``load`` reads MNIST, Fashion-MNIST, SVHN, CIFAR-10/100 or a user's .npz / image folder
 into float32 NHWC pixels in [0, 1]; ``fit_preprocessing`` fits standard or regularized ZCA
-preprocessing on train images; ``augment`` applies the paper's per-image augmentations; ``dsa`` the field's standard
+preprocessing on train images (``zca_fit_seconds`` predicts how long the ZCA fit takes);
+``augment`` applies the paper's per-image augmentations; ``dsa`` the field's standard
 evaluation augmentation (DSA).
 See docs/data.md.
 """
@@ -23,6 +24,7 @@ from kipd.data._splits import centered_one_hot
 from kipd.data._splits import class_balanced_subset
 from kipd.data._splits import split_validation
 from kipd.data._splits import draw_test_subset
+from kipd.data._preprocess import zca_fit_seconds
 
 __all__ = [
     "DSA_STRATEGY",
@@ -41,4 +43,5 @@ __all__ = [
     "fit_preprocessing",
     "load",
     "split_validation",
+    "zca_fit_seconds",
 ]

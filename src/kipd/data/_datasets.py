@@ -419,12 +419,31 @@ def _unit_float_images(x: np.ndarray, where: str) -> np.ndarray:
         raise DatasetError(f"{where} has dtype {x.dtype}; expected uint8 0-255 or float 0-1")
     x = x.astype(np.float32, copy=False)
     low, high = float(np.min(x)), float(np.max(x))
-    if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise DatasetError(_non_finite_message(x, where))
+    if low < 0.0 or high > 1.0:
         raise DatasetError(
             f"{where} holds float values in [{low}, {high}]; kipd expects pixels in "
             "[0, 1] (or uint8 0-255) before preprocessing"
         )
     return x
+
+
+def _non_finite_message(x: np.ndarray, where: str) -> str:
+    """What is wrong with images holding NaN or infinite values, and how to fix it."""
+    per_image = (~np.isfinite(x)).reshape(len(x), -1).sum(axis=1)
+    images = np.flatnonzero(per_image)
+    shown = ", ".join(map(str, images[:8])) + (", ..." if len(images) > 8 else "")
+    nan, total = int(np.isnan(x).sum()), int(per_image.sum())
+    kinds = ", ".join(
+        f"{count:,} {kind}" for kind, count in (("NaN", nan), ("infinite", total - nan)) if count
+    )
+    return (
+        f"{where} holds {kinds} values, in {len(images):,} of its {len(x):,} images (indices "
+        f"{shown}); kipd expects pixels in [0, 1] (or uint8 0-255): fill those pixels (e.g. "
+        "np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)) or drop those images and their "
+        "labels before loading"
+    )
 
 
 def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:

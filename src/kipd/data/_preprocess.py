@@ -20,8 +20,11 @@ of the whole train set) and diagonalizes it with ``eigh``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +41,11 @@ _RGB_BUILTINS = {"svhn", "cifar10", "cifar100"}
 _GRAY_BUILTINS = {"mnist", "fashion_mnist"}
 # Images per chunk of the float64 fit: 2048 x 3072 x 8 bytes = 48 MiB for CIFAR.
 _CHUNK = 2048
+# Side of the problem the fit's cost model is measured on: from about 1024 features on,
+# BLAS and LAPACK keep the per-d^3 rate they have for larger matrices (measured on 2
+# cores: 0.5-0.9 ns per d^3 from d = 1024 to 3072, 6 ns at d = 256), and a fit of it
+# costs about a second.
+_CALIBRATION_FEATURES = 1024
 _PREFIX = "preprocessing."
 
 
@@ -191,11 +199,16 @@ class Preprocessing:
                 out[_PREFIX + field.name] = np.asarray(value)
         return out
 
+    @staticmethod
+    def stored_in(arrays: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``arrays`` hold :meth:`to_dict`'s parameters."""
+        return _PREFIX + "method" in arrays
+
     @classmethod
     def from_dict(cls, arrays: Mapping[str, np.ndarray]) -> Preprocessing:
         """Rebuilds a Preprocessing from :meth:`to_dict`'s arrays (other keys ignored),
         e.g. from ``np.load("distilled.npz")``."""
-        if _PREFIX + "method" not in arrays:
+        if not cls.stored_in(arrays):
             raise ValueError("no preprocessing parameters (preprocessing.* keys) found")
         values = {}
         for field in dataclasses.fields(cls):
@@ -325,9 +338,69 @@ def _layer_norm(flat: jax.Array) -> jax.Array:
     return (flat - mean) / jnp.where(std > 0, std, 1.0)
 
 
+class _Moments(NamedTuple):
+    """What ZCA needs of the train images: the standardized feature covariance and the
+    statistics that standardize them."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    cov: np.ndarray
+    image_mean: float
+    image_std: float
+
+
 def _fit_zca(x: np.ndarray, shape: tuple[int, int, int], lam: float) -> Preprocessing:
+    return _zca_from_moments(_zca_moments(x, int(np.prod(shape))), shape, lam)
+
+
+@functools.cache
+def _zca_rates(d: int) -> tuple[float, float]:
+    """Seconds per ``n d^2`` (the moments) and per ``d^3`` (the rest) of the fit on this
+    machine: the fit's own two stages timed on random pixels, ``d`` images of ``d``
+    features, the faster of two runs (other work on the machine only slows a run); once
+    per process."""
+    x = np.random.default_rng(0).random((d, d, 1, 1), dtype=np.float32)
+    moments, cubes = [], []
+    for _ in range(2):
+        started = time.perf_counter()
+        fitted = _zca_moments(x, d)
+        measured = time.perf_counter()
+        _zca_from_moments(fitted, (d, 1, 1), _FALLBACK_ZCA_REGULARIZATION)
+        moments.append(measured - started)
+        cubes.append(time.perf_counter() - measured)
+    return min(moments) / d**3, min(cubes) / d**3
+
+
+def zca_fit_seconds(num_images: int, image_shape: tuple[int, ...]) -> float:
+    """The predicted wall time of a regularized-ZCA fit on this machine.
+
+    With d = H*W*C features, the fit is the covariance of the ``num_images`` train images,
+    O(n d^2), then the eigendecomposition of the d x d covariance and the two d x d
+    products that make the whitening and coloring matrices, O(d^3), which dominates for
+    large images: at 64x64 RGB (d = 12,288) it costs 64 times as much as at 32x32 RGB (d =
+    3,072, about 20 s on 2 CPU cores). The two rates are measured once per
+    process by fitting random pixels with ``min(d, 1024)`` features twice (about two
+    seconds).
+
+    Args:
+      num_images: train images the fit reads.
+      image_shape: ``(H, W, C)``.
+
+    Returns:
+      Seconds.
+
+    Example:
+      >>> zca_fit_seconds(50000, (32, 32, 3)) > zca_fit_seconds(50000, (16, 16, 3)) > 0
+      True
+    """
+    d = int(np.prod(image_shape))
+    per_moment, per_cube = _zca_rates(min(d, _CALIBRATION_FEATURES))
+    return per_moment * num_images * d * d + per_cube * d**3
+
+
+def _zca_moments(x: np.ndarray, d: int) -> _Moments:
+    """The O(n d^2) part of the fit: one pass over chunks of images."""
     n = len(x)
-    d = int(np.prod(shape))
     total = np.zeros(d)
     gram = np.zeros((d, d))
     image_mean_sum = image_std_sum = 0.0
@@ -346,6 +419,15 @@ def _fit_zca(x: np.ndarray, shape: tuple[int, int, int], lam: float) -> Preproce
     sigma = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     sigma = np.where(sigma > 1e-12, sigma, 1.0)
     cov /= np.outer(sigma, sigma)
+    return _Moments(mu, sigma, cov, image_mean_sum / n, image_std_sum / n)
+
+
+def _zca_from_moments(
+    moments: _Moments, shape: tuple[int, int, int], lam: float
+) -> Preprocessing:
+    """The O(d^3) part of the fit: the eigendecomposition and the two d x d products."""
+    cov = moments.cov
+    d = len(cov)
     trace = float(np.trace(cov))
     # LAPACK's syevr is the fastest of numpy's and scipy's eigensolvers here (3072 x 3072
     # CIFAR covariance: ~20 s against ~30 s for numpy's syevd on 2 cores).
@@ -367,12 +449,12 @@ def _fit_zca(x: np.ndarray, shape: tuple[int, int, int], lam: float) -> Preproce
     return Preprocessing(
         method="zca",
         image_shape=shape,
-        mean=mu.astype(np.float32),
-        std=sigma.astype(np.float32),
+        mean=moments.mean.astype(np.float32),
+        std=moments.std.astype(np.float32),
         whitening=whitening.astype(np.float32),
         coloring=coloring.astype(np.float32),
         eigenvalues=eigenvalues,
         regularization=lam,
-        image_mean=np.float32(image_mean_sum / n),
-        image_std=np.float32(image_std_sum / n),
+        image_mean=np.float32(moments.image_mean),
+        image_std=np.float32(moments.image_std),
     )

@@ -15,6 +15,7 @@ from kipd.compute import ComputeError
 from kipd.distill._config import DistillError
 from kipd.distill._config import KipConfig
 from kipd.distill._config import PRESETS
+from kipd.distill._config import command_line
 from kipd.distill._config import LabelSolveConfig
 from kipd.distill._config import load_config
 from kipd.distill._config import resume_config
@@ -64,6 +65,7 @@ __all__ = [
     "Run",
     "accuracy",
     "checkpoint_supports",
+    "command_line",
     "evaluate",
     "export",
     "kip",

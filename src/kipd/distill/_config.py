@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import os
+import shlex
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -53,6 +56,18 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _check_finite(config: Any) -> None:
+    """Every float field of ``config`` is finite: inf and nan pass most range checks
+    (``inf > 0``) and would fail only later, deep inside the run."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        _check(
+            not isinstance(value, float) or math.isfinite(value),
+            f"{field.name} must be a finite number, got {value}: pass an ordinary number "
+            f"(--{field.name.replace('_', '-')}), or leave it out for the default",
+        )
+
+
 @functools.cache
 def _check_kernel_name(name: str) -> None:
     kipd.kernels.make(name)
@@ -61,6 +76,7 @@ def _check_kernel_name(name: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class _Common:
     ALGORITHM: ClassVar[str]
+    COMMAND: ClassVar[str]  # the kipd command that runs it
 
     dataset: str = _cli("fashion_mnist", metavar="NAME_OR_PATH")
     data_dir: str | None = _cli(None, metavar="DIR")
@@ -75,6 +91,7 @@ class _Common:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset_overrides", tuple(self.preset_overrides))
+        _check_finite(self)
         _check(
             self.preset is None or self.preset in PRESETS,
             f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}",
@@ -145,7 +162,9 @@ class KipConfig(_Common):
         class (Table 1, appendix A; see docs/distill.md); options given explicitly
         override its values.
       preset_overrides: the options given explicitly that replaced a preset value.
-      kernels: architecture names for ``kipd.kernels.make``; several means sampling KIP.
+      kernels: kernel names, comma-separated: ``fc<n>`` (n dense layers, e.g. ``fc1``),
+        ``convvec<n>`` (n conv layers, e.g. ``convvec3``) or ``convnet`` (the paper's);
+        several means sampling KIP (each step draws one).
       steps: KIP updates.
       target_batch_size: targets per step (5000 in the paper), capped by the train set.
       target_sampling: ``"uniform"`` (the paper: any train images) or ``"balanced"``: the
@@ -168,6 +187,7 @@ class KipConfig(_Common):
     """
 
     ALGORITHM: ClassVar[str] = "kip"
+    COMMAND: ClassVar[str] = "distill"
 
     kernels: tuple[str, ...] = _cli(("convnet",), flag="--kernel", metavar="NAMES")
     steps: int = 1000
@@ -273,15 +293,19 @@ class LabelSolveConfig(_Common):
     """A Label Solve run (paper eq. 2): the best labels for a natural support set.
 
     Attributes:
-      dataset, data_dir, images_per_class, zca, zca_regularization, seed, lambda0,
-        test_size, preset, preset_overrides: as in :class:`KipConfig`.
-      kernel: architecture name for ``kipd.kernels.make``.
+      dataset, data_dir, images_per_class, zca, zca_regularization, lambda0, test_size,
+        preset, preset_overrides: as in :class:`KipConfig`.
+      seed: seeds the draws of Label Solve: the class-balanced natural support images, the
+        ``target_size`` random targets and the ``test_size`` test subset.
+      kernel: kernel name: ``fc<n>`` (n dense layers, e.g. ``fc1``), ``convvec<n>`` (n
+        conv layers, e.g. ``convvec3``) or ``convnet`` (the paper's).
       target_size: targets the labels are solved on; ``None`` means the whole train set
         (as in the paper), a number a random subset of that size.
       rcond: relative singular-value cutoff of the pseudo-inverse.
     """
 
     ALGORITHM: ClassVar[str] = "label_solve"
+    COMMAND: ClassVar[str] = "label-solve"
 
     kernel: str = "convnet"
     target_size: int | None = _cli(None, metavar="N")
@@ -325,6 +349,29 @@ def config_from_json(value: dict[str, Any]) -> KipConfig | LabelSolveConfig:
     if algorithm not in _CONFIGS:
         raise ValueError(f"not a kipd config (algorithm {algorithm!r})")
     return _CONFIGS[algorithm](**fields)
+
+
+def command_line(*words: str | int | os.PathLike) -> str:
+    """A command as kipd prints it for the user to paste: each word quoted for the shell
+    where it needs to be (a path with a space, say).
+
+    Example:
+      >>> command_line("kipd", "distill", "--out", Path("runs/sp ace"), "--resume")
+      "kipd distill --out 'runs/sp ace' --resume"
+    """
+    return " ".join(shlex.quote(str(word)) for word in words)
+
+
+def resume_command(run_dir: str | os.PathLike, config: _Common | type[_Common]) -> str:
+    """The command that continues the run in ``run_dir`` (and rebuilds a finished run's
+    damaged or missing ``distilled.npz`` / ``summary.json``): ``kipd distill --out RUN
+    --resume``, or ``kipd label-solve ...`` for a Label Solve run.
+
+    Args:
+      run_dir: the run directory.
+      config: the run's config, or its class.
+    """
+    return command_line("kipd", config.COMMAND, "--out", run_dir, "--resume")
 
 
 def check_resumable_folder(out: str | Path) -> None:
@@ -395,10 +442,9 @@ def resume_config(
     check_resumable_folder(run_dir)
     saved = load_config(run_dir)
     if not isinstance(saved, config_class):
-        command = "distill" if isinstance(saved, KipConfig) else "label-solve"
         raise DistillError(
-            f"{run_dir} is a {saved.ALGORITHM} run: resume it with kipd {command} --out "
-            f"{run_dir} --resume"
+            f"{run_dir} is a {saved.ALGORITHM} run: resume it with "
+            f"{resume_command(run_dir, saved)}"
         )
     return dataclasses.replace(saved, **changes)
 

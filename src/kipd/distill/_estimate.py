@@ -1,9 +1,13 @@
-"""``kipd distill --plan``: what a KIP run will cost, measured before it starts.
+"""What a run will cost, said before it starts: the ``estimate:`` line and ``--plan``.
 
 The resolved config fixes every shape of a step: ``n_s`` support images, the target
-batch, the kernels, the block size. One block of each kind is compiled and timed on this
-machine's default device (:func:`kipd.compute.estimate_step`), and the step, the
-evaluations and the whole run are modelled from it, on one worker and on ``N``.
+batch, the kernels, the block size. ``kip_estimate`` prices a run from cached kernel-entry
+timings (:func:`kipd.compute.entry_cost`); ``--plan`` compiles and times one block of each
+kind on this machine's default device (:func:`kipd.compute.estimate_step`) and models the
+step, the evaluations and the whole run from it, on one worker and on ``N``. A new run
+with regularized ZCA also pays for its fit, O(n d^2 + d^3) in the d = H*W*C features
+(:func:`kipd.data.zca_fit_seconds`), which outgrows everything else for large images: the
+estimate includes it, and says so where it dominates.
 """
 
 from __future__ import annotations
@@ -16,11 +20,94 @@ import jax
 import numpy as np
 
 from kipd import compute, data
-from kipd.distill._config import KipConfig
+from kipd.distill._config import KipConfig, LabelSolveConfig
 from kipd.distill._krr import krr_loss
 
 Log = Callable[[str], None]
 """``log(line)``: where a command's status lines go (``kipd`` prints them on stderr)."""
+
+ZCA_FIT = "ZCA fit"
+"""The part of a run's estimate that fits its regularized ZCA."""
+
+ZCA_NOTE_SECONDS = 60.0
+"""A ZCA fit predicted longer than this and than the rest of the run gets a note that
+names ``--no-zca``."""
+
+
+def final_test_size(config: KipConfig | LabelSolveConfig, dataset: data.Dataset) -> int:
+    """Test images of a resolved config's final evaluation (``test_size``, or all)."""
+    return len(dataset.y_test) if config.test_size is None else config.test_size
+
+
+def _zca_fit_on(dataset: data.Dataset) -> str:
+    height, width, channels = dataset.image_shape
+    features = height * width * channels
+    return (
+        f"on {len(dataset.x_train):,} train images of {features:,} features "
+        f"({height}x{width}x{channels})"
+    )
+
+
+def zca_fit_seconds(config: KipConfig | LabelSolveConfig, dataset: data.Dataset) -> float:
+    """Predicted seconds of fitting a new run's preprocessing: its regularized ZCA
+    (:func:`kipd.data.zca_fit_seconds`), or 0 for standard preprocessing (one pass over
+    the pixels)."""
+    if not config.zca:
+        return 0.0
+    return data.zca_fit_seconds(len(dataset.x_train), dataset.image_shape)
+
+
+def with_zca_fit(
+    estimate: compute.Estimate, config: KipConfig | LabelSolveConfig, dataset: data.Dataset
+) -> compute.Estimate:
+    """``estimate`` with the fit of a new run's regularized ZCA in front, as the part
+    :data:`ZCA_FIT`; unchanged for standard preprocessing."""
+    if not config.zca:
+        return estimate
+    seconds = zca_fit_seconds(config, dataset)
+    return estimate._replace(
+        what=f"the ZCA fit {_zca_fit_on(dataset)}, then {estimate.what}",
+        parts={ZCA_FIT: seconds, **estimate.parts},
+    )
+
+
+def announce(
+    estimate: compute.Estimate, log: Log | None, budget_seconds: float | None, cheaper: str
+) -> None:
+    """Says ``estimate``'s line to ``log`` and checks the budget, as
+    :meth:`kipd.compute.Estimate.announce` does; where the ZCA fit dominates (longer than
+    :data:`ZCA_NOTE_SECONDS` and than the rest of the run) also a note that says so and
+    names ``--no-zca``, which the over-budget error then names too."""
+    fit = estimate.parts.get(ZCA_FIT, 0.0)
+    dominates = fit > max(ZCA_NOTE_SECONDS, estimate.seconds - fit)
+    if log is not None:
+        log(estimate.line())
+        if dominates:
+            log(
+                f"note: the ZCA fit is {compute.format_duration(fit)} of this run's "
+                f"{compute.format_duration(estimate.seconds)}: it grows with the cube of the "
+                "features per image (H*W*C). Pass --no-zca for standard preprocessing (per "
+                "channel, seconds), or use smaller images (half the side: 64x less)"
+            )
+    if dominates:
+        cheaper = f"--no-zca (standard preprocessing: no ZCA fit), {cheaper}"
+    estimate.check(budget_seconds, cheaper)
+
+
+def log_zca_fit(
+    log: Log | None, config: KipConfig | LabelSolveConfig, dataset: data.Dataset
+) -> None:
+    """Says, before a new run fits its regularized ZCA, what the fit does and about how
+    long it takes (nothing for standard preprocessing)."""
+    if log is None or not config.zca:
+        return
+    d = int(np.prod(dataset.image_shape))
+    seconds = zca_fit_seconds(config, dataset)
+    log(
+        f"fitting regularized ZCA (lambda {config.zca_regularization}) {_zca_fit_on(dataset)}: a "
+        f"{d:,} x {d:,} covariance and its eigendecomposition, about "
+        f"{compute.format_duration(seconds)} ..."
+    )
 
 
 def _kernel_loss(k_ss, k_ts, support_labels, target_labels):
@@ -167,7 +254,8 @@ def plan_run(
     log: Log | None = None,
 ) -> dict[str, Any]:
     """:func:`plan_kip` for a config as given on the command line: loads its dataset for
-    the shapes and resolves it first. Trains nothing and writes nothing.
+    the shapes and resolves it first. Trains nothing and writes nothing. The whole run's
+    times include the predicted ZCA fit (``zca_fit_seconds``; 0 without ZCA).
 
     Example:
       >>> plan_run(KipConfig(kernels=("convnet",), target_batch_size=100))["step_seconds"]  # doctest: +SKIP
@@ -176,17 +264,23 @@ def plan_run(
         log(f"loading {config.dataset} ...")
     dataset = data.load(config.dataset, data_dir=config.data_dir)
     config = config.resolve(dataset)
+    plan = plan_kip(
+        config,
+        image_shape=dataset.image_shape,
+        num_classes=dataset.num_classes,
+        test_size=final_test_size(config, dataset),
+        executor=executor,
+        repeats=repeats,
+        log=log,
+    )
+    # The fit runs once, in the command's own process, before the first step.
+    fit = zca_fit_seconds(config, dataset)
     return {
         "dataset": dataset.name,
-        **plan_kip(
-            config,
-            image_shape=dataset.image_shape,
-            num_classes=dataset.num_classes,
-            test_size=len(dataset.y_test) if config.test_size is None else config.test_size,
-            executor=executor,
-            repeats=repeats,
-            log=log,
-        ),
+        **plan,
+        "zca_fit_seconds": fit,
+        "run_seconds": plan["run_seconds"] + fit,
+        "run_seconds_workers": plan["run_seconds_workers"] + fit,
     }
 
 

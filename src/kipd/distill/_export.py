@@ -7,7 +7,9 @@
                         matrix and its inverse, means, deviations), the run's config and
                         the test indices its accuracy was measured on
     out/card.json       what every array is (shape, dtype, meaning), the dataset, kernel,
-                        ridge, preprocessing and the accuracies measured, and how to load it
+                        ridge, preprocessing and the accuracies measured, how to load it, and
+                        ``sha256``: the content hash of distilled.npz's arrays and the card's
+                        own (of the card without that entry), which the loader checks
 
 The export is a distilled set like a run directory: ``kipd evaluate out`` and ``kipd
 transfer out`` read it through the same loader (:func:`load_distilled`) and give the
@@ -25,8 +27,8 @@ import numpy as np
 
 import kipd
 from kipd import files
-from kipd.distill._config import DistillError, KipConfig
-from kipd.distill._rundir import CARD_FILE, DISTILLED_FILE, load_run
+from kipd.distill._config import DistillError, command_line, resume_command
+from kipd.distill._rundir import CARD_FILE, CARD_HASHES, DISTILLED_FILE, card_hash, load_run
 
 _FIELDS = {
     "images": "support images in model-input space (after the preprocessing): what the "
@@ -78,8 +80,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     run = load_run(run_dir)
     if not run.finished:
         raise DistillError(
-            f"run {run.path} has not finished (no {DISTILLED_FILE}): finish it with kipd distill "
-            f"--out {run.path} --resume, then export it"
+            f"run {run.path} has not finished (no {DISTILLED_FILE}): finish it with "
+            f"{resume_command(run.path, run.config)}, then export it"
         )
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -87,7 +89,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     if run.test_indices is None:
         raise DistillError(
             f"{run.path} records no test subset (a run of kipd 0.1): evaluate it once with "
-            f"kipd evaluate {run.path}, or re-run it, before exporting"
+            f"{command_line('kipd', 'evaluate', run.path)}, or re-run it, before exporting"
         )
     config = run.config.to_json()
     arrays: dict[str, Any] = {
@@ -103,7 +105,12 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     }
     out.mkdir(parents=True, exist_ok=True)
     files.write_npz(out / DISTILLED_FILE, arrays)
-    files.write_json(out / CARD_FILE, _card(run, arrays, config))
+    card = _card(run, arrays, config)
+    card[CARD_HASHES] = {
+        DISTILLED_FILE: files.stored_hash(out / DISTILLED_FILE),
+        CARD_FILE: card_hash(card),
+    }
+    files.write_json(out / CARD_FILE, card)
     return out
 
 
@@ -141,7 +148,8 @@ def _card(run: Any, arrays: dict[str, Any], config: dict[str, Any]) -> dict[str,
                 }
                 for name, value in arrays.items()
             },
-            CARD_FILE: "this description",
+            CARD_FILE: f"this description; its {CARD_HASHES} records the content hash of "
+            f"{DISTILLED_FILE}'s arrays and its own (JSON with sorted keys, without {CARD_HASHES})",
         },
         "how_to_load": {
             "numpy": "z = numpy.load('distilled.npz'); z['images'], z['labels']",

@@ -118,7 +118,7 @@ def resolve(
             "--dataset it was distilled from"
         )
     note = None
-    if distilled.preprocessing is None:
+    if distilled.preprocessing is None and config is None:
         preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
         reg = "" if preprocessing.regularization is None else f", regularization {preprocessing.regularization:g}"
         note = (
@@ -129,9 +129,12 @@ def resolve(
         )
     elif zca is not None or zca_regularization is not None:
         raise ValueError(
-            f"{name} records its preprocessing ({distilled.preprocessing.method}): leave out "
-            "--zca / --zca-regularization"
+            f"{name} records its preprocessing: leave out --zca / --zca-regularization"
         )
+    elif distilled.preprocessing is None:
+        # A run's distilled.npz away from its preprocessing.npz: the fit is deterministic,
+        # so the run's own options give its preprocessing again.
+        preprocessing = data.fit_dataset_preprocessing(ds, config.zca, config.zca_regularization)
     else:
         preprocessing = distilled.preprocessing
     if not same_dataset:  # a released file, or a run judged on another dataset

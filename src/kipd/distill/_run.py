@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,16 @@ from kipd.distill._config import (
     check_resumable_folder,
     config_differences,
     load_config,
+    resume_command,
 )
-from kipd.distill._estimate import Log, kip_estimate
+from kipd.distill._estimate import (
+    Log,
+    announce,
+    final_test_size,
+    kip_estimate,
+    log_zca_fit,
+    with_zca_fit,
+)
 from kipd.distill._kip import KipState, kip, sample_target_batch
 from kipd.distill._krr import accuracy, krr_predict
 from kipd.distill._label_solve import label_solve
@@ -116,15 +124,16 @@ def _load(config: KipConfig | LabelSolveConfig, log: Log | None) -> data.Dataset
     return data.load(config.dataset, data_dir=config.data_dir)
 
 
-def _check_out(out: Path, resume: bool) -> None:
+def _check_out(out: Path, resume: bool, config: KipConfig | LabelSolveConfig) -> None:
     """Fails early (before loading data) if ``out`` cannot be started or resumed; the
     message says what will work."""
     if resume:
         check_resumable_folder(out)
-        load_config(out)
+        _rundir.read_config(out)
     elif _rundir.is_run(out):
         raise DistillError(
-            f"{out} already holds a run: pass --resume to continue it, or choose a new --out"
+            f"{out} already holds a run: pass --resume to continue it "
+            f"({resume_command(out, config)}), or choose a new --out"
         )
     elif out.exists():
         raise DistillError(
@@ -153,16 +162,22 @@ class _Start(NamedTuple):
 
 
 def _start(
-    config: KipConfig | LabelSolveConfig, out: Path, dataset: data.Dataset, resume: bool, key
+    config: KipConfig | LabelSolveConfig,
+    out: Path,
+    dataset: data.Dataset,
+    resume: bool,
+    key,
+    log: Log | None,
 ) -> _Start:
     """Stage: the preprocessing, initial support and test subsets, fitted and drawn for a
-    new run, read back from ``out`` for a resumed one."""
+    new run, read back from ``out`` for a resumed one (checked by ``_check_resumable``)."""
     num_test = len(dataset.y_test)
     if resume:
-        _check_resumable(out, config)
+        _rundir.write_config(out, config)  # with the changes a resume may make (--steps)
         subsets = _rundir.test_subsets(config, num_test, out)
         _rundir.write_test_subsets(out, subsets)  # a new --test-size draws a new final subset
         return _Start(_rundir.read_preprocessing(out), _rundir.read_init(out), subsets)
+    log_zca_fit(log, config, dataset)
     preprocessing = data.fit_dataset_preprocessing(dataset, config.zca, config.zca_regularization)
     init = _initial_support(config, dataset, preprocessing, key)
     return _Start(preprocessing, init, _rundir.test_subsets(config, num_test))
@@ -358,6 +373,27 @@ def _summary(
     }
 
 
+_Runner = TypeVar("_Runner", bound=Callable[..., dict[str, Any]])
+
+
+def _one_writer(run: _Runner) -> _Runner:
+    """``run(config, out, ...)`` holding the lock of the run directory ``out`` from its first
+    check to its last write (``_rundir.writer_lock``): a second process on the same ``out``
+    stops at once, naming the first, instead of both writing it."""
+
+    @functools.wraps(run)
+    def locked(config: Any, out: str | os.PathLike, **options: Any) -> dict[str, Any]:
+        if options.get("resume"):
+            check_resumable_folder(out)  # no run, nothing to lock (and no folder made)
+        else:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)  # where a new run's lock lies
+        with _rundir.writer_lock(Path(out)):
+            return run(config, out, **options)
+
+    return locked  # type: ignore[return-value]
+
+
+@_one_writer
 def run_kip(
     config: KipConfig,
     out: str | os.PathLike,
@@ -397,8 +433,9 @@ def run_kip(
 
     Raises:
       DistillError: ``out`` exists (without ``resume``), is not a run or is a run of
-        another config (with ``resume``), a file of it is damaged, or the loss became
-        NaN/inf.
+        another config (with ``resume``), another process is writing it, a file of it is
+        damaged (a finished run's ``distilled.npz`` or ``summary.json`` is written again
+        instead, with a warning), or the loss became NaN/inf.
       ValueError: bad options or dataset (the message names the fix).
 
     Example:
@@ -410,13 +447,13 @@ def run_kip(
     """
     started = time.perf_counter()
     out = Path(out)
-    _check_out(out, resume)
+    _check_out(out, resume, config)
     dataset = _load(config, log)
     config = config.resolve(dataset)
     _check_target_sampling(config, dataset)
     init_key, kip_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    start = _start(config, out, dataset, resume, init_key)
-    init, readings, final = start.init, start.test_subsets["readings"], start.test_subsets["final"]
+    if resume:
+        _check_resumable(out, config)
 
     with _executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
@@ -424,18 +461,22 @@ def run_kip(
                 config,
                 dataset.image_shape,
                 dataset.num_classes,
-                len(final),
+                final_test_size(config, dataset),
                 from_step=_rundir.latest_step(out) if resume else 0,
                 workers=running.workers_alive,
                 keep_pullbacks=hasattr(running, "keeps_pullbacks"),
                 log=log,
             )
-            estimate.announce(
+            announce(
+                estimate if resume else with_zca_fit(estimate, config, dataset),
                 log,
                 budget_seconds,
                 "fewer --steps, a smaller --target-batch-size, --test-size N for the final "
                 "evaluation, a cheaper --kernel (fc3, convvec3), or more workers (--executor ray)",
             )
+        start = _start(config, out, dataset, resume, init_key, log)
+        init, readings = start.init, start.test_subsets["readings"]
+        final = start.test_subsets["final"]
         evaluator = _Evaluator(config, dataset, start.preprocessing, running)
 
         def read_accuracy(images: Any, labels: Any) -> float:
@@ -457,7 +498,7 @@ def run_kip(
                 f"{out} is already at step {int(state.step)}, past --steps {config.steps}: pass --steps "
                 f"{int(state.step)} or more"
             )
-        previous = _rundir.read_summary(out)
+        _, previous = _rundir.read_end(out)  # None: not finished, or rebuilt from here
         if previous is not None and previous["test_size"] != len(final):
             previous = None  # re-read on another test set: evaluate both sets again
         if previous is not None and int(state.step) == config.steps:
@@ -572,6 +613,7 @@ def _durable_kernel_rows(
     return np.concatenate(chunks)
 
 
+@_one_writer
 def run_label_solve(
     config: LabelSolveConfig,
     out: str | os.PathLike,
@@ -608,7 +650,8 @@ def run_label_solve(
 
     Raises:
       DistillError: ``out`` exists (without ``resume``), is not a run or a run of another
-        config (with ``resume``), or a file of it is damaged.
+        config (with ``resume``), another process is writing it, or a file of it is damaged
+        (a finished run's ``distilled.npz`` or ``summary.json`` is written again instead).
       ValueError: bad options or dataset.
 
     Example:
@@ -618,49 +661,53 @@ def run_label_solve(
     """
     started = time.perf_counter()
     out = Path(out)
-    _check_out(out, resume)
+    _check_out(out, resume, config)
     dataset = _load(config, log)
     config = config.resolve(dataset)
     init_key, target_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    start = _start(config, out, dataset, resume, init_key)
-    support, final = start.init, start.test_subsets["final"]
-    previous = _rundir.read_summary(out) if resume else None
-    if previous is not None and previous["test_size"] == len(final):
+    if resume:
+        _check_resumable(out, config)
+    num_test = final_test_size(config, dataset)
+    stored, previous = _rundir.read_end(out) if resume else (None, None)
+    if previous is not None and previous["test_size"] == num_test:
         return previous  # a finished run, asked for the same summary
-    targets = _Targets(
-        dataset,
-        start.preprocessing,
-        np.sort(
-            np.asarray(
-                jax.random.choice(
-                    target_key, len(dataset.x_train), (config.target_size,), replace=False
-                )
-            )
-        ),
-    )
     saved = _rundir.read_kernel_rows(out) if resume else {}
     spec = compute.KernelSpec(config.kernel)
-    n_s = len(support["images"])
+    n_s = config.images_per_class * dataset.num_classes  # the class-balanced support
     with _executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
-            remaining = len(targets.indices) - sum(len(rows) for rows in saved.values())
-            done = f", {len(targets.indices) - remaining} of them done" if saved else ""
+            remaining = config.target_size - sum(len(rows) for rows in saved.values())
+            done = f", {config.target_size - remaining} of them done" if saved else ""
             estimate = compute.kernel_estimate(
-                f"Label Solve of {n_s} images on {len(targets.indices)} targets ({config.kernel}"
-                f"{done}), tested on {len(final)} images",
+                f"Label Solve of {n_s} images on {config.target_size} targets ({config.kernel}"
+                f"{done}), tested on {num_test} images",
                 spec,
                 dataset.image_shape,
                 n_s,
-                {"targets": (remaining + n_s) * n_s, "test": len(final) * n_s},
+                {"targets": (remaining + n_s) * n_s, "test": num_test * n_s},
                 workers=running.workers_alive,
                 log=log,
             )
-            estimate.announce(
+            announce(
+                estimate if resume else with_zca_fit(estimate, config, dataset),
                 log,
                 budget_seconds,
                 "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
                 "workers (--executor ray)",
             )
+        start = _start(config, out, dataset, resume, init_key, log)
+        support, final = start.init, start.test_subsets["final"]
+        targets = _Targets(
+            dataset,
+            start.preprocessing,
+            np.sort(
+                np.asarray(
+                    jax.random.choice(
+                        target_key, len(dataset.x_train), (config.target_size,), replace=False
+                    )
+                )
+            ),
+        )
         if not resume:
             _rundir.create_run(
                 out,
@@ -668,8 +715,8 @@ def run_label_solve(
                     folder, config, start.preprocessing, support, start.test_subsets
                 ),
             )
-        if previous is not None:  # finished: the solved labels are stored
-            labels = _rundir.load_run(out).labels
+        if stored is not None:  # finished: the solved labels are stored
+            labels = stored["labels"]
         else:
             k_ss = compute.kernel_matrix(spec, support["images"], executor=running)
             k_ts = _durable_kernel_rows(

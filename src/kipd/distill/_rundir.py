@@ -3,9 +3,14 @@
 A run directory (the ``--out`` of ``kipd distill`` or ``kipd label-solve``) holds::
 
     config.json          the resolved config (KipConfig or LabelSolveConfig); runtime
-                         options (executor, workers, cluster address) are not part of it
+                         options (executor, workers, cluster address) are not part of it;
+                         a resume rewrites it with what it may change (steps, test_size,
+                         data_dir, block_size)
     preprocessing.npz    the fitted preprocessing (ZCA matrix included)
     init.npz             the initial support set (images preprocessed, labels, indices)
+                         and ``config``: the config the run started with (canonical JSON,
+                         under the file's content hash), which ``config.json`` is checked
+                         against (:func:`read_config`)
     test_subset.npz      the test indices of the final summary (``final``) and of the
                          readings during training (``readings``); every later command
                          on the run (evaluate, analyze, report) reuses ``final``
@@ -22,22 +27,29 @@ A run directory (the ``--out`` of ``kipd distill`` or ``kipd label-solve``) hold
                          plus the config, preprocessing and initial set)
     summary.json         at the end: test accuracy of the natural init and distilled set
 
-A new run is assembled in a temporary folder and renamed into place (:func:`create_run`),
-and every later file is replaced atomically with a content hash (:mod:`kipd.files`), so
-an interrupted run leaves a directory that ``--resume`` continues from its last good
-checkpoint, and a damaged file is reported by name. Directories of kipd 0.1 (no
-``test_subset.npz``, positional checkpoints, executor options in ``config.json``) load.
+One process writes a run directory at a time: it holds ``.NAME.lock`` beside the
+directory (:func:`writer_lock`) from its first check to its last write. A new run is
+assembled in a temporary folder and renamed into place (:func:`create_run`), and every
+later file is replaced atomically with a content hash (:mod:`kipd.files`), so an
+interrupted run leaves a directory that ``--resume`` continues from its last good
+checkpoint, and a damaged file is reported by name; a finished run's damaged or missing
+``distilled.npz`` or ``summary.json`` is written again by ``--resume``
+(:func:`read_end`). Directories of kipd 0.1 (no ``test_subset.npz``, positional
+checkpoints, executor options in ``config.json``) and runs that recorded no config in
+``init.npz`` (kipd <= 0.4.1) load.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -50,8 +62,11 @@ from kipd.distill._config import (
     DistillError,
     KipConfig,
     LabelSolveConfig,
+    command_line,
+    config_differences,
     config_from_json,
     load_config,
+    resume_command,
 )
 
 PREPROCESSING_FILE = "preprocessing.npz"
@@ -63,6 +78,8 @@ KERNEL_ROWS = "kernel_rows"
 DISTILLED_FILE = "distilled.npz"
 SUMMARY_FILE = "summary.json"
 CARD_FILE = "card.json"  # an export's description (``_export``)
+CARD_HASHES = "sha256"  # the card's record of its own hash and of its arrays' (``_export``)
+_RECORDED_CONFIG = "config"  # in init.npz: the config the run started with
 
 Config = KipConfig | LabelSolveConfig
 
@@ -119,6 +136,43 @@ def is_export(path: str | os.PathLike) -> bool:
     return (path / CARD_FILE).is_file() and (path / DISTILLED_FILE).is_file()
 
 
+def lock_path(out: Path) -> Path:
+    """The lock file of the run directory ``out``: ``.NAME.lock`` beside it, so that it
+    exists before a new run's directory does. ``out`` is resolved first: a run reached by
+    two names (a relative path, a symbolic link) has one lock."""
+    out = out.resolve()
+    return out.parent / f".{out.name}.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Makes this process the one writer of the run directory ``out`` (new or existing)
+    for the block (:func:`kipd.files.exclusive_lock` on :func:`lock_path`).
+
+    Raises:
+      DistillError: another process writes ``out`` (the message names it; nothing is
+        changed), or the lock file cannot be created.
+    """
+    lock = lock_path(out)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(files.exclusive_lock(lock))
+        except files.LockedError as err:
+            holder = "another process" if err.pid is None else f"process {err.pid}"
+            stop = "" if err.pid is None else f", or stop it ({command_line('kill', err.pid)})"
+            raise DistillError(
+                f"{out} is being written by {holder} (it holds {lock}): one process writes a "
+                f"run at a time. Wait for it to finish{stop}, then run this command again; "
+                "nothing was changed"
+            ) from None
+        except OSError as err:
+            raise DistillError(
+                f"cannot create the lock file {lock} ({err.strerror}): kipd keeps it beside "
+                f"the run directory while it writes the run; make {lock.parent} writable"
+            ) from err
+        yield
+
+
 def create_run(out: Path, write: Callable[[Path], None]) -> None:
     """Creates the run directory ``out`` whole: ``write(folder)`` fills a temporary folder
     beside it, which is then renamed to ``out``; on any failure nothing is left behind."""
@@ -142,11 +196,46 @@ def write_start(
 ) -> None:
     """The files a run has from its start: config, preprocessing, initial support set,
     test subsets (and an empty ``checkpoints/`` for KIP, ``kernel_rows/`` for Label Solve)."""
-    files.write_json(folder / CONFIG_FILE, config.to_json())
+    write_config(folder, config)
     preprocessing.save(folder / PREPROCESSING_FILE)
-    files.write_npz(folder / INIT_FILE, init)
+    # The config is recorded under init.npz's content hash too: config.json stays
+    # readable, and an edit of it is caught (read_config).
+    files.write_npz(folder / INIT_FILE, {**init, _RECORDED_CONFIG: np.array(_canonical(config))})
     write_test_subsets(folder, test_subsets)
     (folder / (CHECKPOINTS if isinstance(config, KipConfig) else KERNEL_ROWS)).mkdir(exist_ok=True)
+
+
+def _canonical(config: Config) -> str:
+    return json.dumps(config.to_json(), sort_keys=True)
+
+
+def write_config(folder: Path, config: Config) -> None:
+    """Writes ``config.json``: at the start, and on resume (with the options a resume may
+    change, e.g. more ``steps``)."""
+    files.write_json(folder / CONFIG_FILE, config.to_json())
+
+
+def read_config(run_dir: Path) -> Config:
+    """The run's config (``config.json``), checked against the one it started with.
+
+    Raises:
+      DistillError: ``config.json`` is missing or damaged, or was edited in an option a
+        resume may not change (the message lists them). A run that recorded no config
+        at its start (kipd <= 0.4.1) is read as it is.
+    """
+    config = load_config(run_dir)
+    recorded = read_npz(run_dir / INIT_FILE).get(_RECORDED_CONFIG)
+    if recorded is None:
+        return config
+    changed = config_differences(config_from_json(json.loads(str(recorded))), config)
+    if changed:
+        raise DistillError(
+            f"{run_dir / CONFIG_FILE} was changed after the run started "
+            f"(recorded -> now: {'; '.join(changed)}): its checkpoints and files were made with "
+            f"the recorded config. Put the recorded values back in {CONFIG_FILE}, or start a "
+            "new run with the new options and another --out"
+        )
+    return config
 
 
 def write_test_subsets(folder: Path, test_subsets: Mapping[str, np.ndarray]) -> None:
@@ -196,6 +285,16 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         ) from err
 
 
+def _rebuild(run_dir: Path, config: Config) -> str:
+    """How a finished run's ``distilled.npz`` or ``summary.json`` is written again."""
+    source = (
+        "from its last good checkpoint"
+        if isinstance(config, KipConfig)
+        else "(the labels are solved again)"
+    )
+    return f"{resume_command(run_dir, config)} writes it again {source}"
+
+
 def read_preprocessing(run_dir: Path) -> data.Preprocessing:
     """The run's fitted preprocessing (``preprocessing.npz``)."""
     return data.Preprocessing.from_dict(read_npz(run_dir / PREPROCESSING_FILE))
@@ -203,12 +302,15 @@ def read_preprocessing(run_dir: Path) -> data.Preprocessing:
 
 def read_init(run_dir: Path) -> dict[str, np.ndarray]:
     """The run's initial support set: ``images``, ``labels``, ``indices``."""
-    return read_npz(run_dir / INIT_FILE)
+    init = read_npz(run_dir / INIT_FILE)
+    init.pop(_RECORDED_CONFIG, None)
+    return init
 
 
 def write_kernel_rows(run_dir: Path, first_row: int, rows: np.ndarray) -> None:
     """Saves one chunk of a Label Solve run's ``K(targets, support)``: its rows
     ``first_row .. first_row + len(rows) - 1``."""
+    (run_dir / KERNEL_ROWS).mkdir(exist_ok=True)  # gone once a run finished: rebuilt then
     files.write_npz(run_dir / KERNEL_ROWS / f"rows_{first_row:08d}.npz", {"rows": rows})
 
 
@@ -231,15 +333,26 @@ def remove_kernel_rows(run_dir: Path) -> None:
 
 
 def read_metrics(run_dir: Path, up_to_step: int = sys.maxsize) -> list[dict[str, Any]]:
-    """The complete records of ``metrics.jsonl`` for steps ``<= up_to_step``."""
+    """The records of ``metrics.jsonl`` for steps ``<= up_to_step``.
+
+    A line that is no record (cut short by a kill, damaged) is skipped with a warning
+    that names its line number; every record around it is kept.
+    """
     path = run_dir / METRICS_FILE
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut short by an interruption
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("no integer 'step'")
+            except ValueError as err:  # json.JSONDecodeError is one
+                warnings.warn(
+                    f"line {number} of {path} is not a metrics record ({err}): skipped",
+                    RuntimeWarning,
+                    stacklevel=1,  # one location: said once, however many readers meet it
+                )
+                continue
             if record["step"] <= up_to_step:
                 records.append(record)
     return records
@@ -255,7 +368,7 @@ def elapsed_seconds(run_dir: Path, step: int) -> float:
 
 class MetricsLog:
     """``metrics.jsonl`` opened to append, after dropping the records past ``up_to_step``
-    (a resumed run is about to redo those steps).
+    (a resumed run is about to redo those steps) and any line that is no record.
 
     Example:
       >>> import tempfile
@@ -373,7 +486,9 @@ def write_distilled(
     preprocessing: data.Preprocessing,
 ) -> None:
     """Writes ``distilled.npz``: the paper's released layout (``images`` preprocessed,
-    ``labels``) plus pixels, the initial set, the config and the preprocessing."""
+    ``labels``) plus pixels, the initial set and the config. The preprocessing stays in
+    ``preprocessing.npz`` beside it, stored once (a ZCA's two d x d matrices are 1.2 GB at
+    64x64x3); :func:`load_distilled` reads it from there, and an export carries both."""
     files.write_npz(
         run_dir / DISTILLED_FILE,
         {
@@ -383,23 +498,54 @@ def write_distilled(
             "init_images": np.asarray(init["images"], np.float32),
             "init_labels": np.asarray(init["labels"], np.float32),
             "config": np.array(json.dumps(config.to_json(), sort_keys=True)),
-            **preprocessing.to_dict(),
         },
     )
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """``summary.json``, or ``None`` before the run has finished."""
+def _summary_json(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / SUMMARY_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise DistillError(
-            f"{path} is damaged ({err}): delete it and run 'kipd distill --out {run_dir} "
-            "--resume', which writes it again"
-        ) from err
+        raise files.DamagedFileError(path, f"not JSON ({err})") from err
+    if not isinstance(summary, dict):
+        raise files.DamagedFileError(path, "not a JSON object")
+    return summary
+
+
+def read_summary(run_dir: Path, config: Config) -> dict[str, Any] | None:
+    """``summary.json``, or ``None`` before the run has finished.
+
+    Raises:
+      DistillError: it is damaged (the message says how to write it again).
+    """
+    try:
+        return _summary_json(run_dir)
+    except files.DamagedFileError as err:
+        raise DistillError(f"{err}: {_rebuild(run_dir, config)}") from err
+
+
+def _kept(read: Callable[[Path], Any], path: Path) -> Any:
+    """``read(path)``, or ``None`` if the file is missing or damaged (a warning names it)."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return None
+    except files.DamagedFileError as err:
+        warnings.warn(f"{err}; this run writes it again", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def read_end(run_dir: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
+    """What a resumed run keeps of its end: the arrays of ``distilled.npz`` and
+    ``summary.json``, each ``None`` if missing or damaged (then the run writes it again;
+    a warning names a damaged one). The summary counts only beside the set it describes.
+    """
+    distilled = _kept(files.read_npz, run_dir / DISTILLED_FILE)
+    summary = _kept(_summary_json, run_dir)
+    return distilled, None if distilled is None else summary
 
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
@@ -433,7 +579,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
             f"no run directory at {path}: pass the --out folder of a finished or running "
             "'kipd distill' or 'kipd label-solve'"
         )
-    config = load_config(path)
+    config = read_config(path)
     preprocessing = read_preprocessing(path)
     init = read_init(path)
     subsets = path / TEST_SUBSET_FILE
@@ -442,7 +588,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     if not finished and isinstance(config, LabelSolveConfig):
         raise DistillError(
             f"{path} is a Label Solve run that has not finished (its labels are not solved "
-            f"yet): continue it with kipd label-solve --out {path} --resume"
+            f"yet): continue it with {resume_command(path, config)}"
         )
     init_images = init["images"].astype(np.float32)
     init_labels = init["labels"].astype(np.float32)
@@ -456,12 +602,15 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         labels=init_labels,
         step=0,
         finished=finished,
-        summary=read_summary(path),
+        summary=read_summary(path, config),
         metrics=read_metrics(path),
         test_indices=test_indices,
     )
     if finished:
-        distilled = read_npz(path / DISTILLED_FILE)
+        try:
+            distilled = files.read_npz(path / DISTILLED_FILE)
+        except files.DamagedFileError as err:
+            raise DistillError(f"{err}. {_rebuild(path, config)}") from err
         step = config.steps if isinstance(config, KipConfig) else 0
         return run._replace(
             images=distilled["images"].astype(np.float32),
@@ -483,7 +632,8 @@ class Distilled(NamedTuple):
       labels: ``(n, C)`` float32 support labels (argmax is the class).
       config: the run's config, or ``None`` for a file of the paper's released layout
         (``images`` and ``labels`` only).
-      preprocessing: the fitted preprocessing, or ``None`` (released layout).
+      preprocessing: the fitted preprocessing, or ``None`` (released layout, or a run's
+        ``distilled.npz`` away from its ``preprocessing.npz``: see :func:`resolve`).
       init_images: ``(n, H, W, C)`` natural initial support, or ``None``.
       init_labels: ``(n, C)`` initial labels, or ``None``.
       test_indices: the test images of the run's final summary; ``None`` if not
@@ -497,6 +647,55 @@ class Distilled(NamedTuple):
     init_images: np.ndarray | None
     init_labels: np.ndarray | None
     test_indices: np.ndarray | None = None
+
+
+def card_hash(card: Mapping[str, Any]) -> str:
+    """The SHA-256 of an export's card without its :data:`CARD_HASHES` entry, as JSON with
+    sorted keys (``json.dumps(card, sort_keys=True)``): what that entry records for
+    ``card.json``."""
+    text = json.dumps({k: v for k, v in card.items() if k != CARD_HASHES}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _card_problem(card_path: Path, arrays_hash: str) -> str | None:
+    """What is wrong with an export's card, given the content hash of its arrays; ``None``
+    if it is the card ``kipd export`` wrote for them."""
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as err:  # not JSON, or not text
+        return f"it is not JSON ({err})"
+    hashes = card.get(CARD_HASHES) if isinstance(card, dict) else None
+    if not isinstance(hashes, dict):
+        return f"it records no {CARD_HASHES} of its files (written by an older kipd, or edited)"
+    if hashes.get(CARD_FILE) != card_hash(card):
+        return "it was changed after the export (it no longer matches the hash it records)"
+    if hashes.get(DISTILLED_FILE) != arrays_hash:
+        return (
+            f"it describes other arrays than those of the {DISTILLED_FILE} beside it (their "
+            "content hash differs from the one it records)"
+        )
+    return None
+
+
+def _check_export(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Refuses an export whose arrays or card were changed after ``kipd export``: its
+    ``distilled.npz`` must carry its content hash (every export did), and its
+    ``card.json`` must record that hash and its own, so an edit of either shows. A file
+    in the paper's released layout, which never had a hash, is no export.
+    """
+    in_export = path.name == DISTILLED_FILE and is_export(path.parent)
+    if not in_export and "hard_labels" not in arrays:  # only kipd export writes hard_labels
+        return
+    again = "export the run again (kipd export RUN --out NEW_DIR)"
+    stored = files.stored_hash(path)
+    if stored is None:
+        raise DistillError(
+            f"{path} is a kipd export but carries no content hash ({files.HASH_KEY}): it was "
+            f"rewritten outside kipd, so its arrays cannot be checked; {again}"
+        )
+    problem = _card_problem(path.parent / CARD_FILE, stored) if in_export else None
+    if problem is not None:
+        raise DistillError(f"{path.parent / CARD_FILE} cannot be trusted: {problem}; {again}")
 
 
 def load_distilled(path: str | os.PathLike) -> Distilled:
@@ -520,8 +719,9 @@ def load_distilled(path: str | os.PathLike) -> Distilled:
         run = load_run(path)
         if not run.finished:
             raise DistillError(
-                f"run {path} has not finished (no {DISTILLED_FILE}); finish it with "
-                f"kipd distill --out {path} --resume"
+                f"run {path} has not finished (no {DISTILLED_FILE}): finish it with "
+                f"{resume_command(path, run.config)} (for a finished run whose "
+                f"{DISTILLED_FILE} was deleted, that writes it again)"
             )
         return Distilled(
             images=run.images,
@@ -534,13 +734,17 @@ def load_distilled(path: str | os.PathLike) -> Distilled:
         )
     if not path.exists():
         raise DistillError(f"no file or run directory at {path}")
+    in_run = path.name == DISTILLED_FILE and is_run(path.parent)
     try:
         arrays = files.read_npz(path)
     except files.DamagedFileError as err:
+        if in_run:
+            raise DistillError(f"{err}. {_rebuild(path.parent, load_config(path.parent))}") from err
         raise DistillError(
             f"{err}. A distilled set is a kipd run directory, its distilled.npz, or an .npz "
             "with 'images' (n, H, W, C) and 'labels' (n, classes)"
         ) from err
+    _check_export(path, arrays)
     images, labels = arrays.get("images"), arrays.get("labels")
     if (
         images is None
@@ -554,11 +758,19 @@ def load_distilled(path: str | os.PathLike) -> Distilled:
             f"found {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'nothing'}"
         )
     has_config = "config" in arrays
+    if not has_config:
+        preprocessing = None
+    elif data.Preprocessing.stored_in(arrays):  # an export, or a run of kipd 0.4.1 or older
+        preprocessing = data.Preprocessing.from_dict(arrays)
+    elif in_run:
+        preprocessing = read_preprocessing(path.parent)
+    else:  # a run's distilled.npz moved out of its run: resolve fits it again from the config
+        preprocessing = None
     return Distilled(
         images=images.astype(np.float32),
         labels=labels.astype(np.float32),
         config=config_from_json(json.loads(str(arrays["config"]))) if has_config else None,
-        preprocessing=data.Preprocessing.from_dict(arrays) if has_config else None,
+        preprocessing=preprocessing,
         init_images=arrays.get("init_images"),
         init_labels=arrays.get("init_labels"),
         test_indices=arrays.get("test_indices"),
