@@ -11,7 +11,7 @@ first access (``kipd.kernels.make("fc1")`` works), so ``kipd --version`` stays f
 import importlib
 from typing import Any
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 _SUBPACKAGES = ("analysis", "compute", "data", "distill", "files", "kernels", "transfer")
 
