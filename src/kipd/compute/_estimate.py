@@ -145,9 +145,9 @@ def estimate_step(
         # Every executor's forward block is the linearization; an executor that keeps no
         # pullback recomputes it in the VJP block.
         forward[kind] = _timed(lambda: worker.linearize(shared, sizes, block), repeats)
-        pullback = worker.linearize(shared, sizes, block)[1] if keep_pullbacks else None
-        vjp[kind] = _timed(lambda: worker.vjp(shared, sizes, block, pullback), repeats)
-        del pullback
+        kept = worker.linearize(shared, sizes, block)[1] if keep_pullbacks else None
+        vjp[kind] = _timed(lambda: worker.vjp(shared, sizes, block, kept), repeats)
+        kept = None  # freed before the next kind's blocks
     timing = (1 + repeats) * (sum(forward.values()) + sum(vjp.values()))
     compile_seconds = max(0.0, time.perf_counter() - started - timing)
     server = 0.0
