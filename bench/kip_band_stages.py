@@ -6,9 +6,9 @@
 Two variants of the same kernel, in one process:
 
 * ``before``: the C++ kernel runs the full-resolution stage (conv, ReLU, conv, ReLU and the
-  pooling after it); the later [conv, ReLU, pooling] blocks run as XLA layer maps (what
+  pooling after it); the later [conv, ReLU, pooling] groups run as XLA layer maps (what
   kipd did before);
-* ``now``: those blocks run in C++ on the band the stage leaves (``conv_relu_on_band``).
+* ``now``: those groups run in C++ on the band the stage leaves (``conv_relu_on_band``).
 
 The table gives seconds per KIP step through ``kipd.compute.value_and_grad`` (local
 executor: pullbacks kept where they fit; median of ``--repeats`` after a warm-up), the ratio
@@ -29,17 +29,18 @@ import numpy as np
 
 from kipd import compute
 from kipd.compute._estimate import _timed  # median after a warm-up
-from kipd.kernels import _architectures, _implementations
+from kipd.kernels import _stages
+from kipd.kernels._stages import cpu
 
 
-def _later_stages_as_layer_maps(*args, **kwargs):
-    """The fused stage without its stages on a band: the later blocks run as layer maps."""
-    return _implementations.fused_stage(*args, **kwargs)._replace(on_band=None)
+def _later_stages_as_layer_maps(**kwargs):
+    """The C++ stage without its stages on a band: the later groups run as layer maps."""
+    return cpu.stage(**kwargs)._replace(on_band=None)
 
 
 def _variant(name: str) -> contextlib.AbstractContextManager:
     if name == "before":
-        return mock.patch.object(_architectures, "fused_stage", _later_stages_as_layer_maps)
+        return mock.patch.dict(_stages.FUSED_STAGES, cpu=_later_stages_as_layer_maps)
     return contextlib.nullcontext()
 
 

@@ -15,10 +15,10 @@ import argparse
 
 import _report
 
-from kipd import distill
+from kipd import runs
 
 
-def _curve(run: distill.Run) -> list[tuple[int, int, float, float]]:
+def _curve(run: runs.Run) -> list[tuple[int, int, float, float]]:
     """``(step, kernel entries, wall seconds, reading)`` of each test reading."""
     per_step = run.config.step_kernel_entries(run.labels.shape[1])
     rows, seconds = [], 0.0
@@ -30,7 +30,7 @@ def _curve(run: distill.Run) -> list[tuple[int, int, float, float]]:
     return rows
 
 
-def _label(run: distill.Run) -> str:
+def _label(run: runs.Run) -> str:
     c = run.config
     schedule = "" if c.lr_schedule == "constant" else f" ({c.lr_schedule})"
     return f"{run.path.name}: B = {c.target_batch_size}, lr {c.lr}{schedule}"
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", help="markdown file to write (default: print only)")
     parser.add_argument("--png", help="figure of all runs against kernel entries")
     args = parser.parse_args()
-    runs = [distill.load_run(path) for path in args.runs]
+    runs = [runs.load_run(path) for path in args.runs]
     lines = []
     for run in runs:
         lines += [

@@ -33,7 +33,7 @@ from typing import Any
 
 import _report
 
-from kipd import distill
+from kipd import runs
 
 
 def _parse_run(text: str) -> tuple[str, list[str]]:
@@ -67,7 +67,7 @@ def _collect(name: str, flags: list[str], status: str, run_dir: Path) -> dict[st
     row: dict[str, Any] = {"name": name, "flags": shlex.join(flags), "status": status}
     if not (run_dir / "config.json").is_file():
         return row  # failed before it wrote anything
-    run = distill.load_run(run_dir)
+    run = runs.load_run(run_dir)
     step_seconds = [r["seconds"] for r in run.metrics if "seconds" in r]
     row["steps_done"] = max((r["step"] for r in run.metrics), default=0)
     if step_seconds:

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import _report
 
-from kipd import data, distill
+from kipd import data, runs
 
 
 def _study_run(args: argparse.Namespace, num_classes: int, target_batch: int, folder: Path) -> dict:
-    step_entries = distill.KipConfig(target_batch_size=target_batch).step_kernel_entries(
+    step_entries = runs.KipConfig(target_batch_size=target_batch).step_kernel_entries(
         num_classes
     )
     steps = max(1, args.budget // step_entries)
     every = max(1, steps // args.readings)
-    config = distill.preset_config(
-        distill.KipConfig,
+    config = runs.preset_config(
+        runs.KipConfig,
         "paper",
         dataset=args.dataset,
         kernels=(args.kernel,),
@@ -44,7 +44,7 @@ def _study_run(args: argparse.Namespace, num_classes: int, target_batch: int, fo
         seed=args.seed,
     )
     started = time.perf_counter()
-    summary = distill.run_kip(config, folder / f"batch{target_batch}", progress=False)
+    summary = runs.run_kip(config, folder / f"batch{target_batch}", progress=False)
     seconds = time.perf_counter() - started
     readings = [
         (r["step"] * step_entries, r["test_accuracy"])

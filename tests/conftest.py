@@ -1,16 +1,17 @@
-"""Shared fixtures of the run-directory and analysis tests: one tiny dataset and one
-finished KIP run.
+"""Shared fixtures of the distill, run-directory and analysis tests: one tiny dataset, one
+finished KIP run, and the kernels runs use.
 
 Every test uses the FC1 kernel on the same 8x8x1 images and the same support size, so
 the kernel functions compile once per shape for the whole folder.
 """
 
+import functools
 import os
 
 import numpy as np
 import pytest
 
-from kipd import distill
+from kipd import compute, runs
 
 CLASSES = 3
 PER_CLASS = 4  # support images per class: 12 in all
@@ -36,7 +37,7 @@ def tiny_dataset(tmp_path_factory):
 def tiny_run(tiny_dataset, tmp_path_factory):
     """A finished 6-step KIP run (FC1, 4 images per class) keeping every checkpoint."""
     out = tmp_path_factory.mktemp("runs") / "run"
-    config = distill.KipConfig(
+    config = runs.KipConfig(
         dataset=tiny_dataset,
         kernels=("fc1",),
         images_per_class=PER_CLASS,
@@ -47,8 +48,15 @@ def tiny_run(tiny_dataset, tmp_path_factory):
         eval_size=15,
         keep_best=5,
     )
-    distill.run_kip(config, out, progress=False)
+    runs.run_kip(config, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def ntk():
+    """``ntk(name)``: the NTK of a named architecture as ``kernel(x1, x2)``, the same object
+    runs use, so that tests share compiled functions."""
+    return functools.cache(lambda name: compute.KernelSpec(name).build())
 
 
 @pytest.fixture

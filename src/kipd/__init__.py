@@ -2,7 +2,8 @@
 
 The subpackages follow the data path of the design (docs/design.md): ``kipd.data``
 (datasets and preprocessing), ``kipd.kernels`` (exact NNGP/NTK kernels), ``kipd.compute``
-(the block plan and its executors), ``kipd.distill`` (KRR, KIP, Label Solve, runs),
+(the block plan and its executors), ``kipd.distill`` (KRR, KIP, Label Solve),
+``kipd.runs`` (durable runs, their directories and evaluation),
 ``kipd.transfer`` (finite networks), ``kipd.analysis`` (what KIP learned), and
 ``kipd.files`` (durable files). ``import kipd`` loads none of them: each is imported on
 first access (``kipd.kernels.make("fc1")`` works), so ``kipd --version`` stays fast.
@@ -13,7 +14,7 @@ from typing import Any
 
 __version__ = "0.4.2"
 
-_SUBPACKAGES = ("analysis", "compute", "data", "distill", "files", "kernels", "transfer")
+_SUBPACKAGES = ("analysis", "compute", "data", "distill", "files", "kernels", "runs", "transfer")
 
 
 def __getattr__(name: str) -> Any:

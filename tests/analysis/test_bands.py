@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kipd import analysis, distill
+from kipd import analysis, runs
 from kipd.distill import accuracy, krr_predict
 
 
@@ -84,7 +84,7 @@ def test_bad_input_names_the_problem():
 
 
 def test_band_analysis_of_a_run_compares_learned_and_initial(tiny_run):
-    kernels = analysis.run_kernels(distill.load_run(tiny_run), progress=False)
+    kernels = analysis.run_kernels(runs.load_run(tiny_run), progress=False)
     result = analysis.band_analysis(kernels)
     assert set(result) == {"final", "initial"}
     for which, bands in result.items():

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.distance import pdist, squareform
 
 import kipd.kernels
-from kipd import analysis, distill
+from kipd import analysis, runs
 
 
 def _subspace_points(n, dim, ambient, seed):
@@ -103,7 +103,7 @@ def test_ntk_distances_follow_eq_6():
 
 
 def test_dimensions_over_training_reads_every_kept_checkpoint(tiny_run):
-    run = distill.load_run(tiny_run)
+    run = runs.load_run(tiny_run)
     dims = analysis.dimensions_over_training(run, progress=False)
     assert list(dims) == [0, 2, 4, 6]
     assert dims[0] == analysis.dimensions(run.init_images, "fc1")

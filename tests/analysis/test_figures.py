@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kipd import analysis, distill
+from kipd import analysis, runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +25,7 @@ def test_image_grid_shows_initial_images_above_learned_ones():
 
 
 def test_run_figures_and_saved_files(tiny_run, tmp_path):
-    run = distill.load_run(tiny_run)
+    run = runs.load_run(tiny_run)
     figures = analysis.run_figures(run)
     assert set(figures) == {"images", "labels", "curves"}
     assert all(png.startswith(PNG) for png in figures.values())
@@ -35,7 +35,7 @@ def test_run_figures_and_saved_files(tiny_run, tmp_path):
 
 
 def test_analysis_plots(tiny_run):
-    run = distill.load_run(tiny_run)
+    run = runs.load_run(tiny_run)
     kernels = analysis.run_kernels(run, progress=False)
     _, rows = analysis.subsampling(kernels, fractions=(0.5,), draws=2, progress=False)
     dims = analysis.dimensions_over_training(run, progress=False)

@@ -4,14 +4,14 @@ and natural supports are subsampled at the same indices."""
 import numpy as np
 import pytest
 
-from kipd import analysis, compute, data, distill
+from kipd import analysis, compute, data, runs
 from kipd.analysis._krr import krr_test_accuracy
 from kipd.analysis._subsample import subset_accuracies
 
 
 @pytest.fixture(scope="module")
 def run_and_kernels(tiny_run):
-    run = distill.load_run(tiny_run)
+    run = runs.load_run(tiny_run)
     return run, analysis.run_kernels(run, progress=False)
 
 

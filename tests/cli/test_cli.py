@@ -172,12 +172,12 @@ def test_non_finite_numbers_are_refused_up_front(args, capsys):
 
 
 def test_non_finite_config_values_are_refused():
-    from kipd import distill
+    from kipd import runs
 
     with pytest.raises(ValueError, match="lr must be a finite number, got inf"):
-        distill.KipConfig(lr=float("inf"))
+        runs.KipConfig(lr=float("inf"))
     with pytest.raises(ValueError, match="rcond must be a finite number, got nan"):
-        distill.LabelSolveConfig(rcond=float("nan"))
+        runs.LabelSolveConfig(rcond=float("nan"))
 
 
 def test_help_lists_kernels_and_label_solves_own_seed(capsys):
@@ -208,11 +208,11 @@ def test_nan_pixels_are_named(tmp_path, capsys):
 
 
 def test_a_short_run_is_not_compared_with_the_paper():
-    from kipd import distill
+    from kipd import runs
 
-    short = distill.KipConfig(dataset="fashion_mnist", steps=5)
-    assert distill.paper_figure(short) is None
-    assert distill.paper_figure(dataclasses.replace(short, steps=1000)) == (82.9, 0.2)
+    short = runs.KipConfig(dataset="fashion_mnist", steps=5)
+    assert runs.paper_figure(short) is None
+    assert runs.paper_figure(dataclasses.replace(short, steps=1000)) == (82.9, 0.2)
     printed = {"algorithm": "kip", "steps": 5, "dataset": "fashion_mnist", "support_size": 10,
                "kernel": "convnet", "test_size": 100, "init_test_accuracy": 0.5,
                "test_accuracy": 0.6, "seconds": 3.0}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kipd import compute, distill
+from kipd import compute, runs
 
 
 @pytest.mark.parametrize(
@@ -26,8 +26,8 @@ def test_local_executor_by_default():
 
 def test_runtime_options_of_old_run_configs_are_ignored():
     """kipd 0.1 recorded the executor in config.json; such a config still loads."""
-    saved = {**distill.KipConfig().to_json(), "executor": "ray", "workers": 2, "ray_address": None}
-    from kipd.distill._config import config_from_json
+    saved = {**runs.KipConfig().to_json(), "executor": "ray", "workers": 2, "ray_address": None}
+    from kipd.runs._config import config_from_json
 
     config = config_from_json(saved)
-    assert config == distill.KipConfig()
+    assert config == runs.KipConfig()

@@ -5,30 +5,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kipd.kernels._grid import xla_stage
 from kipd.kernels._layers import avg_pool
+from kipd.kernels._stages.xla import xla_stage
 
-BLOCKS = 2
+RELUS = 2
 RADIUS = 3
 TOLERANCE = 1e-5
 
 
-def reference_band(x1, x2, var1, var2, *, radius, num_blocks):
-    """The XLA path: (conv, relu) x num_blocks on the input band, grid pass."""
-    state = xla_stage(x1, x2, var1, var2, radius=radius, num_blocks=num_blocks)
+def reference_band(x1, x2, var1, var2, *, radius, num_relus):
+    """The XLA path: (conv, relu) x num_relus on the input band, grid pass."""
+    state = xla_stage(x1, x2, var1, var2, radius=radius, num_relus=num_relus)
     return state.nngp, state.ntk
 
 
-def reference_pooled_band(x1, x2, var1, var2, *, radius, num_blocks):
+def reference_pooled_band(x1, x2, var1, var2, *, radius, num_relus):
     """The XLA path of a stage that pools: the band above, then avg_pool's kernel map."""
-    state = xla_stage(x1, x2, var1, var2, radius=radius, num_blocks=num_blocks)
+    state = xla_stage(x1, x2, var1, var2, radius=radius, num_relus=num_relus)
     state = avg_pool().kernel(state)
     return state.nngp, state.ntk
 
 
-def reference_variances(x, *, radius, num_blocks):
+def reference_variances(x, *, radius, num_relus):
     """The XLA diagonal pass: the variances at each ReLU's input."""
-    return xla_stage(x, None, radius=radius, num_blocks=num_blocks).var1
+    return xla_stage(x, None, radius=radius, num_relus=num_relus).var1
 
 
 def relative_error(actual, expected) -> float:

@@ -92,7 +92,7 @@ def test_kernel_gradients_equal_autodiff_of_the_same_kernel_in_float64(monkeypat
 
 @pytest.mark.parametrize("pairs_per_block", [None, 4])
 def test_symmetric_kernel_equals_the_full_grid(pairs_per_block):
-    # None: one block, its upper triangle mirrored; 4: 2 x 2 blocks, 3 of them computed.
+    # None: one chunk, its upper triangle mirrored; 4: 2 x 2 chunks, 3 of them computed.
     kernel = kipd.kernels.make("convnet", depth=1, pairs_per_block=pairs_per_block)
     x = _images(4, 4)
     symmetric = kernel(x, get=("nngp", "ntk"))
@@ -116,7 +116,7 @@ def test_symmetric_kernel_matrix_equals_the_full_one():
 
 @pytest.mark.parametrize("pairs_per_block", [None, 4])
 def test_kept_intermediates_give_the_rematerialized_values_and_gradients(pairs_per_block):
-    # remat=False keeps every block's intermediates for the VJP (kipd.compute applies such
+    # remat=False keeps every chunk's intermediates for the VJP (kipd.compute applies such
     # pullbacks in a later pass); the numbers are those of the rematerializing kernel.
     kept = kipd.kernels.make("convnet", depth=1, pairs_per_block=pairs_per_block, remat=False)
     remat = kipd.kernels.make("convnet", depth=1, pairs_per_block=pairs_per_block)

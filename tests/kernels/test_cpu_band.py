@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kipd.kernels import _cpu
+from kipd.kernels._stages import cpu, cpu_build
 
 from stage_reference import (  # tests/kernels, on pytest's pythonpath
-    BLOCKS,
+    RELUS,
     RADIUS,
     TOLERANCE,
     linear_functional as _linear_functional,
@@ -29,23 +29,23 @@ from stage_reference import (  # tests/kernels, on pytest's pythonpath
 
 
 def test_kernel_builds():
-    assert _cpu.available(), _cpu.build_error()
-    assert _cpu.build_error() is None
+    assert cpu_build.available(), cpu_build.build_error()
+    assert cpu_build.build_error() is None
 
 
 @pytest.fixture(scope="module")
 def case():
     """2 x 3 pairs of distinct 10x10x2 images, their XLA variances, and the compiled
     functions the tests share."""
-    assert _cpu.available(), _cpu.build_error()
+    assert cpu_build.available(), cpu_build.build_error()
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     x1 = jax.random.normal(keys[0], (2, 10, 10, 2))
     x2 = jax.random.normal(keys[1], (3, 10, 10, 2))
     reference_var = jax.jit(
-        functools.partial(reference_variances, radius=RADIUS, num_blocks=BLOCKS)
+        functools.partial(reference_variances, radius=RADIUS, num_relus=RELUS)
     )
-    band = functools.partial(_cpu.conv_relu_band, radius=RADIUS, num_blocks=BLOCKS)
-    reference = functools.partial(reference_band, radius=RADIUS, num_blocks=BLOCKS)
+    band = functools.partial(cpu.conv_relu_band, radius=RADIUS, num_relus=RELUS)
+    reference = functools.partial(reference_band, radius=RADIUS, num_relus=RELUS)
     loss = _linear_functional(keys[2], (2, 3, 2 * RADIUS + 1, 2 * RADIUS + 1, 10, 10))
 
     def gradient(stage):
@@ -55,7 +55,7 @@ def case():
         x1=x1, x2=x2, var1=reference_var(x1), var2=reference_var(x2), loss=loss,
         band=jax.jit(band), reference=jax.jit(reference),
         band_grad=gradient(band), reference_grad=gradient(reference),
-        variances=jax.jit(functools.partial(_cpu.conv_relu_variances, num_blocks=BLOCKS)),
+        variances=jax.jit(functools.partial(cpu.conv_relu_variances, num_relus=RELUS)),
         reference_variances=reference_var,
     )
 
@@ -128,18 +128,18 @@ def test_partial_gradients_equal_the_full_gradient(case, monkeypatch):
         np.testing.assert_array_equal(partial, full[argnum])
 
 @pytest.mark.parametrize(
-    "shape, radius, num_blocks",
-    [((6, 5, 2), 0, 1),  # ConvVec's stage: the offset-0 plane only; one block
-     ((7, 16, 3), 2, 3)],  # rows of whole vectors (written in place); three blocks
+    "shape, radius, num_relus",
+    [((6, 5, 2), 0, 1),  # ConvVec's stage: the offset-0 plane only; one group
+     ((7, 16, 3), 2, 3)],  # rows of whole vectors (written in place); three groups
 )
-def test_other_shapes_match_reference(shape, radius, num_blocks):
+def test_other_shapes_match_reference(shape, radius, num_relus):
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
     x1, x2 = (jax.random.normal(key, (2, *shape)) for key in keys[:2])
     variances = jax.jit(functools.partial(reference_variances, radius=radius,
-                                          num_blocks=num_blocks))
+                                          num_relus=num_relus))
     var1, var2 = variances(x1), variances(x2)
-    band = functools.partial(_cpu.conv_relu_band, radius=radius, num_blocks=num_blocks)
-    reference = functools.partial(reference_band, radius=radius, num_blocks=num_blocks)
+    band = functools.partial(cpu.conv_relu_band, radius=radius, num_relus=num_relus)
+    reference = functools.partial(reference_band, radius=radius, num_relus=num_relus)
     for actual, expected in zip(band(x1, x2, var1, var2),
                                 jax.jit(reference)(x1, x2, var1, var2)):
         assert relative_error(actual, expected) <= TOLERANCE
@@ -156,10 +156,10 @@ def test_convnet_shape_matches_reference():
     """The ConvNet's stage at 28x28x1, radius 7 (rows padded to whole vectors)."""
     keys = jax.random.split(jax.random.PRNGKey(2), 2)
     x1, x2 = (jax.random.normal(key, (n, 28, 28, 1)) for key, n in zip(keys, (1, 2)))
-    var1 = _cpu.conv_relu_variances(x1, num_blocks=BLOCKS)
-    var2 = _cpu.conv_relu_variances(x2, num_blocks=BLOCKS)
-    band = _cpu.conv_relu_band(x1, x2, var1, var2, radius=7, num_blocks=BLOCKS)
-    expected = jax.jit(functools.partial(reference_band, radius=7, num_blocks=BLOCKS))(
+    var1 = cpu.conv_relu_variances(x1, num_relus=RELUS)
+    var2 = cpu.conv_relu_variances(x2, num_relus=RELUS)
+    band = cpu.conv_relu_band(x1, x2, var1, var2, radius=7, num_relus=RELUS)
+    expected = jax.jit(functools.partial(reference_band, radius=7, num_relus=RELUS))(
         x1, x2, var1, var2
     )
     for actual, wanted in zip(band, expected):
@@ -178,10 +178,10 @@ def test_pooled_stage_matches_reference(shape, monkeypatch):
     any thread count (a pair's planes are added in plane order by one thread)."""
     keys = jax.random.split(jax.random.PRNGKey(11), 3)
     x1, x2 = (jax.random.normal(key, (n, *shape)) for key, n in zip(keys[:2], (2, 3)))
-    var1 = _cpu.conv_relu_variances(x1, num_blocks=BLOCKS)
-    var2 = _cpu.conv_relu_variances(x2, num_blocks=BLOCKS)
-    hyper = dict(radius=RADIUS, num_blocks=BLOCKS)
-    band = functools.partial(_cpu.conv_relu_band, **hyper, pool=True)
+    var1 = cpu.conv_relu_variances(x1, num_relus=RELUS)
+    var2 = cpu.conv_relu_variances(x2, num_relus=RELUS)
+    hyper = dict(radius=RADIUS, num_relus=RELUS)
+    band = functools.partial(cpu.conv_relu_band, **hyper, pool=True)
     reference = functools.partial(reference_pooled_band, **hyper)
     expected = jax.jit(reference)(x1, x2, var1, var2)
     coarse = (2 * ((RADIUS - 1) // 2) + 1,) * 2
@@ -209,7 +209,7 @@ def test_pooled_stage_matches_reference(shape, monkeypatch):
     for one, other in zip(outputs_with("1"), outputs_with("3"), strict=True):
         np.testing.assert_array_equal(one, other)
 
-    diagonal = _cpu.conv_relu_band_diagonal(x1, var1, **hyper, pool=True)
+    diagonal = cpu.conv_relu_band_diagonal(x1, var1, **hyper, pool=True)
     grid = band(x1, x1, var1, var1)
     for d, g in zip(diagonal, grid, strict=True):
         np.testing.assert_array_equal(d, np.asarray(g)[[0, 1], [0, 1]])
@@ -217,15 +217,15 @@ def test_pooled_stage_matches_reference(shape, monkeypatch):
 
 def test_pooling_needs_a_band_and_two_pixels():
     x = jnp.ones((1, 4, 4, 1))
-    var = _cpu.conv_relu_variances(x, num_blocks=1)
+    var = cpu.conv_relu_variances(x, num_relus=1)
     with pytest.raises(ValueError, match="pool=True needs radius >= 1"):
-        _cpu.conv_relu_band(x, x, var, var, radius=0, num_blocks=1, pool=True)
+        cpu.conv_relu_band(x, x, var, var, radius=0, num_relus=1, pool=True)
 
 
 def test_variances_match_xla_diagonal_pass(case):
     for x, expected_all in ((case["x1"], case["var1"]), (case["x2"], case["var2"])):
         actual_all = case["variances"](x)
-        assert len(actual_all) == BLOCKS
+        assert len(actual_all) == RELUS
         for actual, expected in zip(actual_all, expected_all):
             assert actual.shape == x.shape[:3]
             assert relative_error(actual, expected) <= 1e-6
@@ -233,13 +233,13 @@ def test_variances_match_xla_diagonal_pass(case):
 
 def test_variances_gradient_matches_reference(case):
     x = case["x1"]
-    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(1), (BLOCKS, *x.shape[:3])))
+    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(1), (RELUS, *x.shape[:3])))
     actual = jax.vjp(case["variances"], x)[1](cotangent)[0]
     expected = jax.vjp(case["reference_variances"], x)[1](cotangent)[0]
     assert relative_error(actual, expected) <= TOLERANCE
 
 
-def _offset0_chain_float64(x: np.ndarray, num_blocks: int):
+def _offset0_chain_float64(x: np.ndarray, num_relus: int):
     """NNGP and NTK of each image with itself at offset 0, where c == 1: k0 = k1 = 1/2."""
     w2, b2 = (2**0.5) ** 2, 0.1**2
     nngp = np.mean(np.asarray(x, np.float64) ** 2, axis=-1)
@@ -250,7 +250,7 @@ def _offset0_chain_float64(x: np.ndarray, num_blocks: int):
         return sum(padded[:, a : a + height, b : b + width] for a in range(3) for b in range(3)) / 9
 
     ntk = None
-    for _ in range(num_blocks):
+    for _ in range(num_relus):
         nngp = w2 * box(nngp) + b2
         ntk = nngp if ntk is None else nngp + w2 * box(ntk)
         nngp, ntk = nngp / 2, ntk / 2
@@ -271,7 +271,7 @@ def test_identical_images_have_correlation_exactly_one(case):
     k0 = np.float32(np.float32(math.pi) * np.float32(1 / (2 * math.pi)))
     assert k0 == 0.5
     np.testing.assert_array_equal(nngp0, k0 * np.asarray(variances[-1]))
-    exact_nngp, exact_ntk = _offset0_chain_float64(x, BLOCKS)
+    exact_nngp, exact_ntk = _offset0_chain_float64(x, RELUS)
     assert relative_error(nngp0, exact_nngp) <= 1e-6
     assert relative_error(ntk0, exact_ntk) <= 1e-6
 
@@ -301,7 +301,7 @@ def test_diagonal_equals_the_grid_diagonal(case):
     x = case["x2"]
     var = case["variances"](x)
     diagonal = jax.jit(
-        functools.partial(_cpu.conv_relu_band_diagonal, radius=RADIUS, num_blocks=BLOCKS)
+        functools.partial(cpu.conv_relu_band_diagonal, radius=RADIUS, num_relus=RELUS)
     )
     nngp, ntk = diagonal(x, var)
     assert nngp.shape == ntk.shape == (3, 7, 7, 10, 10)
@@ -349,24 +349,24 @@ def test_float64_is_rejected():
     """float64 goes to the XLA path; the C++ kernel says so rather than downcasting."""
     with jax.enable_x64(True):
         x = jnp.ones((1, 4, 4, 1), jnp.float64)
-        var = (jnp.ones((1, 4, 4), jnp.float64),) * BLOCKS
+        var = (jnp.ones((1, 4, 4), jnp.float64),) * RELUS
         with pytest.raises(ValueError, match="float32 only.*XLA path"):
-            _cpu.conv_relu_band(x, x, var, var, radius=1, num_blocks=BLOCKS)
+            cpu.conv_relu_band(x, x, var, var, radius=1, num_relus=RELUS)
         with pytest.raises(ValueError, match="float32 only"):
-            _cpu.conv_relu_variances(x, num_blocks=BLOCKS)
+            cpu.conv_relu_variances(x, num_relus=RELUS)
 
 
 def test_bad_shapes_are_rejected(case):
     x1, x2, var1, var2 = _args(case)
-    with pytest.raises(ValueError, match="num_blocks"):
-        _cpu.conv_relu_band(x1, x2, var1[:1], var2, radius=RADIUS, num_blocks=BLOCKS)
+    with pytest.raises(ValueError, match="num_relus"):
+        cpu.conv_relu_band(x1, x2, var1[:1], var2, radius=RADIUS, num_relus=RELUS)
     with pytest.raises(ValueError, match="must match"):
-        _cpu.conv_relu_band(x1, x2[:, :8], var1, var2, radius=RADIUS, num_blocks=BLOCKS)
+        cpu.conv_relu_band(x1, x2[:, :8], var1, var2, radius=RADIUS, num_relus=RELUS)
 
 
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("KIPD_CACHE_DIR", str(tmp_path))
-    path = _cpu._library_path()
+    path = cpu_build._library_path()
     assert path.parent == tmp_path and path.suffix == ".so"
 
 
@@ -374,11 +374,11 @@ def test_missing_compiler_makes_it_unavailable(monkeypatch, tmp_path):
     """No compiler (and nothing cached): available() is False with the reason kept, and
     the API raises a RuntimeError that carries it; nothing crashes."""
     monkeypatch.setenv("KIPD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_cpu, "_COMPILER", "kipd-no-such-compiler")
-    monkeypatch.setattr(_cpu, "_state", {})
-    assert not _cpu.available()
-    assert "kipd-no-such-compiler" in _cpu.build_error()
+    monkeypatch.setattr(cpu_build, "_COMPILER", "kipd-no-such-compiler")
+    monkeypatch.setattr(cpu_build, "_state", {})
+    assert not cpu_build.available()
+    assert "kipd-no-such-compiler" in cpu_build.build_error()
     x = jnp.ones((1, 4, 4, 1))
     with pytest.raises(RuntimeError, match="kipd-no-such-compiler"):
-        _cpu.conv_relu_variances(x, num_blocks=1)
+        cpu.conv_relu_variances(x, num_relus=1)
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind

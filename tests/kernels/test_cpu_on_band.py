@@ -13,27 +13,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kipd.kernels import _cpu
-from kipd.kernels._grid import xla_stage
 from kipd.kernels._layers import avg_pool, conv, relu, serial
+from kipd.kernels._stages import cpu, cpu_build
+from kipd.kernels._stages.xla import xla_stage
 from kipd.kernels._state import KernelState, valid_mask
 
 from stage_reference import TOLERANCE, linear_functional, relative_error
 
-BLOCKS = 2  # [conv, ReLU] blocks of the stage under test
+RELUS = 2  # [conv, ReLU] groups of the stage under test
 
 
 def _layers(pool):
-    layers = [layer for _ in range(BLOCKS) for layer in (conv(), relu())]
+    layers = [layer for _ in range(RELUS) for layer in (conv(), relu())]
     return serial(*layers, *([avg_pool()] if pool else []))
 
 
 def _first_stage(x1, x2):
-    """The pooled band after a one-block stage of radius 7 (x2=None: each image's own)."""
+    """The pooled band after a one-group stage of radius 7 (x2=None: each image's own)."""
     diagonal = x2 is None
-    var1 = xla_stage(x1, None, radius=7, num_blocks=1).var1
-    var2 = var1 if diagonal else xla_stage(x2, None, radius=7, num_blocks=1).var1
-    state = xla_stage(x1, x2, *(() if diagonal else (var1, var2)), radius=7, num_blocks=1)
+    var1 = xla_stage(x1, None, radius=7, num_relus=1).var1
+    var2 = var1 if diagonal else xla_stage(x2, None, radius=7, num_relus=1).var1
+    state = xla_stage(x1, x2, *(() if diagonal else (var1, var2)), radius=7, num_relus=1)
     if diagonal:
         state = state.replace(var1=())
     return avg_pool().kernel(state)
@@ -52,7 +52,7 @@ def reference_variances(nngp):
 
 @pytest.fixture(scope="module")
 def case():
-    assert _cpu.available(), _cpu.build_error()
+    assert cpu_build.available(), cpu_build.build_error()
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     x1 = jax.random.normal(keys[0], (2, 10, 10, 2))
     x2 = jax.random.normal(keys[1], (3, 10, 10, 2))
@@ -75,7 +75,7 @@ def test_stage_on_a_band_matches_the_layer_maps(case, pool, monkeypatch):
     image exactly zero; the same bits for any number of threads. The input band's
     invalid entries are ignored (zero in a band), so their cotangents are zero: the
     reference's are compared on the valid entries."""
-    stage = functools.partial(_cpu.conv_relu_on_band, num_blocks=BLOCKS, pool=pool)
+    stage = functools.partial(cpu.conv_relu_on_band, num_relus=RELUS, pool=pool)
     wanted = jax.jit(functools.partial(reference, pool=pool))
     expected = wanted(*_args(case))
     actual = jax.jit(stage)(*_args(case))
@@ -110,14 +110,14 @@ def test_stage_on_a_band_matches_the_layer_maps(case, pool, monkeypatch):
 
 
 def test_variances_match_the_xla_diagonal_pass(case):
-    variances = jax.jit(functools.partial(_cpu.conv_relu_on_band_variances, num_blocks=BLOCKS))
+    variances = jax.jit(functools.partial(cpu.conv_relu_on_band_variances, num_relus=RELUS))
     for own, expected in ((case["own1"], case["var1"]), (case["own2"], case["var2"])):
         actual = variances(own)
-        assert len(actual) == BLOCKS
+        assert len(actual) == RELUS
         for a, e in zip(actual, expected, strict=True):
             assert a.shape == (own.shape[0], 5, 5)
             assert relative_error(a, e) <= 1e-6
-    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(5), (BLOCKS, 2, 5, 5)))
+    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(5), (RELUS, 2, 5, 5)))
     actual = jax.vjp(variances, case["own1"])[1](cotangent)[0]
     expected = jax.vjp(reference_variances, case["own1"])[1](cotangent)[0]
     assert relative_error(actual, expected) <= TOLERANCE
@@ -133,24 +133,24 @@ def test_diagonal_is_the_grid_diagonal_and_correlation_is_exactly_one():
     grid = jax.jit(_first_stage)(x, x)
     index = np.arange(2)
     own_nngp, own_ntk = grid.nngp[index, index], grid.ntk[index, index]
-    hyper = dict(num_blocks=BLOCKS, pool=False)
-    variances = _cpu.conv_relu_on_band_variances(own_nngp, num_blocks=BLOCKS)
-    nngp, ntk = _cpu.conv_relu_on_band(grid.nngp, grid.ntk, variances, variances, **hyper)
+    hyper = dict(num_relus=RELUS, pool=False)
+    variances = cpu.conv_relu_on_band_variances(own_nngp, num_relus=RELUS)
+    nngp, ntk = cpu.conv_relu_on_band(grid.nngp, grid.ntk, variances, variances, **hyper)
     np.testing.assert_array_equal(nngp[index, index, 3, 3], 0.5 * np.asarray(variances[-1]))
-    diagonal = jax.jit(functools.partial(_cpu.conv_relu_on_band_diagonal, **hyper))
+    diagonal = jax.jit(functools.partial(cpu.conv_relu_on_band_diagonal, **hyper))
     for d, g in zip(diagonal(own_nngp, own_ntk, variances), (nngp, ntk), strict=True):
         np.testing.assert_array_equal(d, np.asarray(g)[index, index])
 
     loss = linear_functional(jax.random.PRNGKey(7), (2, 7, 7, 5, 5))
 
     def through_diagonal(own_nngp, own_ntk):
-        own_variances = _cpu.conv_relu_on_band_variances(own_nngp, num_blocks=BLOCKS)
+        own_variances = cpu.conv_relu_on_band_variances(own_nngp, num_relus=RELUS)
         return loss(diagonal(own_nngp, own_ntk, own_variances))
 
     def through_grid(own_nngp, own_ntk):
-        own_variances = _cpu.conv_relu_on_band_variances(own_nngp, num_blocks=BLOCKS)
+        own_variances = cpu.conv_relu_on_band_variances(own_nngp, num_relus=RELUS)
         # The grid of the images with themselves, only its pairs (i, i) kept.
-        outputs = _cpu.conv_relu_on_band(
+        outputs = cpu.conv_relu_on_band(
             jnp.zeros_like(grid.nngp).at[index, index].set(own_nngp),
             jnp.zeros_like(grid.ntk).at[index, index].set(own_ntk),
             own_variances, own_variances, **hyper,
@@ -167,12 +167,12 @@ def test_diagonal_is_the_grid_diagonal_and_correlation_is_exactly_one():
 def test_bad_bands_are_rejected(case):
     nngp, ntk, var1, var2 = _args(case)
     with pytest.raises(ValueError, match=r"\(n1, n2, A, A, H, W\)"):
-        _cpu.conv_relu_on_band(nngp[0], ntk[0], var1, var2, num_blocks=BLOCKS)
+        cpu.conv_relu_on_band(nngp[0], ntk[0], var1, var2, num_relus=RELUS)
     with pytest.raises(ValueError, match="odd offset window"):
-        _cpu.conv_relu_on_band(nngp[:, :, 1:], ntk[:, :, 1:], var1, var2, num_blocks=BLOCKS)
-    with pytest.raises(ValueError, match="num_blocks"):
-        _cpu.conv_relu_on_band(nngp, ntk, var1[:1], var2, num_blocks=BLOCKS)
+        cpu.conv_relu_on_band(nngp[:, :, 1:], ntk[:, :, 1:], var1, var2, num_relus=RELUS)
+    with pytest.raises(ValueError, match="num_relus"):
+        cpu.conv_relu_on_band(nngp, ntk, var1[:1], var2, num_relus=RELUS)
     with pytest.raises(ValueError, match="diagonal band"):
-        _cpu.conv_relu_on_band_variances(nngp, num_blocks=BLOCKS)
+        cpu.conv_relu_on_band_variances(nngp, num_relus=RELUS)
     with pytest.raises(ValueError, match="float32 only"):
-        _cpu.conv_relu_on_band(nngp.astype(jnp.bfloat16), ntk, var1, var2, num_blocks=BLOCKS)
+        cpu.conv_relu_on_band(nngp.astype(jnp.bfloat16), ntk, var1, var2, num_relus=RELUS)

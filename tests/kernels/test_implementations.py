@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import kipd.kernels
-from kipd.kernels import _cpu, _implementations
+from kipd.kernels import _make
+from kipd.kernels._stages import cpu_build
 
 SHAPE = (6, 6, 2)
 
@@ -49,7 +50,7 @@ def test_fused_stages_equal_the_xla_kernel_with_exact_diagonal(kernels, name):
 
 
 def test_the_stages_after_the_first_pooling_run_in_cpp_too():
-    """A ConvNet of depth 2 (its second [conv, ReLU] block and pooling on a band): the C++
+    """A ConvNet of depth 2 (its second [conv, ReLU] group and pooling on a band): the C++
     kernel runs them (the custom call is in the program), and the kernel, its exact
     diagonal and its gradient equal the XLA layer maps'."""
     shape = (8, 8, 2)
@@ -69,9 +70,9 @@ def test_the_stages_after_the_first_pooling_run_in_cpp_too():
 
 
 def test_auto_is_the_cpu_kernel_on_a_cpu():
-    assert _cpu.available(), _cpu.build_error()
+    assert cpu_build.available(), cpu_build.build_error()
     key = ("convnet", math.sqrt(2), 0.1, None)
-    assert _implementations.auto_implementation(key, (32, 32, 3), "cpu") == "cpu"
+    assert _make.auto_implementation(key, (32, 32, 3), "cpu") == "cpu"
 
 
 def test_the_calibration_runs_while_a_kernel_is_traced():
@@ -81,7 +82,7 @@ def test_the_calibration_runs_while_a_kernel_is_traced():
     @jax.jit
     def traced(x):
         chosen.append(
-            _implementations._calibrate(("convnet", math.sqrt(2), 0.1, 1), SHAPE, ("xla", "cpu"))
+            _make._calibrate(("convnet", math.sqrt(2), 0.1, 1), SHAPE, ("xla", "cpu"))
         )
         return x * 2
 
@@ -92,7 +93,7 @@ def test_the_calibration_runs_while_a_kernel_is_traced():
 def test_unknown_implementation_and_missing_compiler_are_named(monkeypatch):
     with pytest.raises(ValueError, match="implementation must be one of"):
         kipd.kernels.make("convnet", implementation="cuda")
-    monkeypatch.setattr(_cpu, "available", lambda: False)
-    monkeypatch.setattr(_cpu, "build_error", lambda: "g++: not found")
+    monkeypatch.setattr(cpu_build, "available", lambda: False)
+    monkeypatch.setattr(cpu_build, "build_error", lambda: "g++: not found")
     with pytest.raises(RuntimeError, match="g\\+\\+: not found.*implementation='xla'"):
         kipd.kernels.make("convnet", depth=1, implementation="cpu")(_images(2, 1))

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kipd.kernels._pallas import conv_relu_band, conv_relu_variances
+from kipd.kernels._stages.pallas import conv_relu_band, conv_relu_variances
 
 from stage_reference import (  # tests/kernels, on pytest's pythonpath
-    BLOCKS,
+    RELUS,
     RADIUS,
     TOLERANCE,
     linear_functional as _linear_functional,
@@ -33,11 +33,11 @@ def case():
     # The diagonal pass on the grid pass's band: XLA then gives c == 1 exactly for a pixel
     # with itself (with radius 0 here it would not, the arithmetic compiles differently).
     reference_var = jax.jit(
-        functools.partial(reference_variances, radius=RADIUS, num_blocks=BLOCKS)
+        functools.partial(reference_variances, radius=RADIUS, num_relus=RELUS)
     )
-    pallas_var = jax.jit(functools.partial(conv_relu_variances, num_blocks=BLOCKS))
-    band = functools.partial(conv_relu_band, radius=RADIUS, num_blocks=BLOCKS)
-    reference = functools.partial(reference_stage, radius=RADIUS, num_blocks=BLOCKS)
+    pallas_var = jax.jit(functools.partial(conv_relu_variances, num_relus=RELUS))
+    band = functools.partial(conv_relu_band, radius=RADIUS, num_relus=RELUS)
+    reference = functools.partial(reference_stage, radius=RADIUS, num_relus=RELUS)
     loss = _linear_functional(keys[2], (2, 2, 2 * RADIUS + 1, 2 * RADIUS + 1, 12, 10))
 
     def gradient(stage):
@@ -74,8 +74,8 @@ def test_gradients_match_reference(case):
 def test_radius_zero_matches_reference(case):
     """ConvVec's stage: only the offset-0 plane."""
     args = case["x1"], case["x2"], case["var1"], case["var2"]
-    band = conv_relu_band(*args, radius=0, num_blocks=BLOCKS)
-    for actual, expected in zip(band, reference_stage(*args, radius=0, num_blocks=BLOCKS)):
+    band = conv_relu_band(*args, radius=0, num_relus=RELUS)
+    for actual, expected in zip(band, reference_stage(*args, radius=0, num_relus=RELUS)):
         assert actual.shape == (2, 2, 1, 1, 12, 10)
         assert relative_error(actual, expected) <= TOLERANCE
 
@@ -85,12 +85,12 @@ def test_variances_and_gradient_match_reference(case):
     for actual, expected in zip(case["variances"](x), case["var1"]):
         assert actual.shape == x.shape[:3]
         assert relative_error(actual, expected) <= TOLERANCE
-    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(1), (BLOCKS, *x.shape[:3])))
+    cotangent = tuple(jax.random.normal(jax.random.PRNGKey(1), (RELUS, *x.shape[:3])))
     actual = case["variances_vjp"](x, cotangent)
     assert relative_error(actual, case["reference_variances_vjp"](x, cotangent)) <= TOLERANCE
 
 
-def _offset0_chain_float64(x: np.ndarray, num_blocks: int):
+def _offset0_chain_float64(x: np.ndarray, num_relus: int):
     """NNGP and NTK of each image with itself at offset 0, where c == 1: k0 = k1 = 1/2."""
     w2, b2 = (2**0.5) ** 2, 0.1**2
     nngp = np.mean(np.asarray(x, np.float64) ** 2, axis=-1)
@@ -101,7 +101,7 @@ def _offset0_chain_float64(x: np.ndarray, num_blocks: int):
         return sum(padded[:, a : a + height, b : b + width] for a in range(3) for b in range(3)) / 9
 
     ntk = None
-    for _ in range(num_blocks):
+    for _ in range(num_relus):
         nngp = w2 * box(nngp) + b2
         ntk = nngp if ntk is None else nngp + w2 * box(ntk)
         nngp, ntk = nngp / 2, ntk / 2
@@ -119,7 +119,7 @@ def test_identical_images_have_correlation_exactly_one(case):
     # is that constant times the last variance, bit for bit; c = 1 - 1e-7 would add ~1e-4.
     k0 = np.float32(np.float32(math.pi) * np.float32(1 / (2 * math.pi)))
     np.testing.assert_array_equal(nngp0, k0 * np.asarray(variances[-1]))
-    exact_nngp, exact_ntk = _offset0_chain_float64(x, BLOCKS)
+    exact_nngp, exact_ntk = _offset0_chain_float64(x, RELUS)
     assert relative_error(nngp0, exact_nngp) <= 1e-6
     assert relative_error(ntk0, exact_ntk) <= 1e-6
 
@@ -141,11 +141,11 @@ def test_mnist_shape_matches_reference():
     """The ConvNet's stage at 28x28x1, radius 7 (a 32x32 tile), one pair."""
     keys = jax.random.split(jax.random.PRNGKey(2), 2)
     x1, x2 = (jax.random.normal(key, (1, 28, 28, 1)) for key in keys)
-    var1 = reference_variances(x1, radius=0, num_blocks=BLOCKS)
-    var2 = reference_variances(x2, radius=0, num_blocks=BLOCKS)
-    band = conv_relu_band(x1, x2, var1, var2, radius=7, num_blocks=BLOCKS)
+    var1 = reference_variances(x1, radius=0, num_relus=RELUS)
+    var2 = reference_variances(x2, radius=0, num_relus=RELUS)
+    band = conv_relu_band(x1, x2, var1, var2, radius=7, num_relus=RELUS)
     for actual, expected in zip(band, reference_stage(x1, x2, var1, var2, radius=7,
-                                                      num_blocks=BLOCKS)):
+                                                      num_relus=RELUS)):
         assert actual.shape == (1, 1, 15, 15, 28, 28)
         assert relative_error(actual, expected) <= TOLERANCE
 
@@ -154,12 +154,12 @@ def test_lowers_to_triton_for_cuda():
     """Forward and gradient export for CUDA from this CPU-only machine (no GPU needed)."""
     n, shape = 2, (32, 32, 3)
     images = jax.ShapeDtypeStruct((n, *shape), jnp.float32)
-    variances = (jax.ShapeDtypeStruct((n, *shape[:2]), jnp.float32),) * BLOCKS
-    band = functools.partial(conv_relu_band, radius=7, num_blocks=BLOCKS, interpret=False)
+    variances = (jax.ShapeDtypeStruct((n, *shape[:2]), jnp.float32),) * RELUS
+    band = functools.partial(conv_relu_band, radius=7, num_relus=RELUS, interpret=False)
 
     def loss(x1, x2):
-        v1 = conv_relu_variances(x1, num_blocks=BLOCKS, interpret=False)
-        v2 = conv_relu_variances(x2, num_blocks=BLOCKS, interpret=False)
+        v1 = conv_relu_variances(x1, num_relus=RELUS, interpret=False)
+        v2 = conv_relu_variances(x2, num_relus=RELUS, interpret=False)
         nngp, ntk = band(x1, x2, v1, v2)
         return jnp.sum(nngp) + jnp.sum(ntk * ntk)
 
@@ -181,6 +181,6 @@ def test_lowers_to_triton_for_cuda():
 
 
 def test_rejects_wrong_variances(case):
-    with pytest.raises(ValueError, match="num_blocks=2"):
+    with pytest.raises(ValueError, match="num_relus=2"):
         conv_relu_band(case["x1"], case["x2"], case["var1"][:1], case["var2"],
-                       radius=1, num_blocks=BLOCKS)
+                       radius=1, num_relus=RELUS)

@@ -1,4 +1,4 @@
-"""Laws every kernel obeys: symmetry, positive semi-definiteness, blocks equal the whole,
+"""Laws every kernel obeys: symmetry, positive semi-definiteness, chunks equal the whole,
 finite-difference gradients, and agreement of the float32 fast path with float64."""
 
 import jax
@@ -18,7 +18,7 @@ KERNELS = {
     "convvec2": kipd.kernels.make("convvec2"),
     "convnet": kipd.kernels.make("convnet", depth=2),
 }
-BLOCKED = kipd.kernels.make("convnet", depth=2, pairs_per_block=2)
+CHUNKED = kipd.kernels.make("convnet", depth=2, pairs_per_block=2)
 
 
 def _images(seed, n):
@@ -37,7 +37,7 @@ def test_gram_matrix_is_symmetric_and_positive_semidefinite(seed, name):
 
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
-def test_blocks_of_a_concatenation_equal_the_whole(seed):
+def test_chunks_of_a_concatenation_equal_the_whole(seed):
     x = _images(seed, 5)
     kernel = KERNELS["convnet"]
     whole = kernel(x, x)
@@ -45,8 +45,8 @@ def test_blocks_of_a_concatenation_equal_the_whole(seed):
     corner = kernel(x[2:], x[3:])
     np.testing.assert_allclose(top, whole[:2], rtol=2e-6)
     np.testing.assert_allclose(corner, whole[2:, 3:], rtol=2e-6)
-    # The blocked evaluation (ragged edges included) equals the single-block one.
-    np.testing.assert_allclose(BLOCKED(x[:3], x), whole[:3], rtol=2e-6)
+    # The chunked evaluation (ragged edges included) equals the single-chunk one.
+    np.testing.assert_allclose(CHUNKED(x[:3], x), whole[:3], rtol=2e-6)
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))

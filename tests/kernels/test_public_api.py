@@ -12,6 +12,7 @@ def test_public_names():
         "architecture",
         "avg_pool",
         "conv",
+        "default_block_side",
         "default_pairs_per_block",
         "dense",
         "feature_count",

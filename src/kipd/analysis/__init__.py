@@ -1,6 +1,6 @@
 """Analysis: see what KIP learned (paper §4, appendix C).
 
-A run directory is read with ``kipd.distill.load_run``; ``run_figures`` / ``save_figures`` draw its images
+A run directory is read with ``kipd.runs.load_run``; ``run_figures`` / ``save_figures`` draw its images
 (initial vs learned, in pixel space), labels and training curves; ``dimensions`` and
 ``dimensions_over_training`` measure the intrinsic (Two-NN) and linear (PCA) dimension of
 the images and of their infinite-width NTK gradients (Figs. 7, A3); ``spectral_bands``

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from kipd import compute, distill
+from kipd import compute, runs
 from kipd.analysis._errors import AnalysisError
 
 TWO_NN_FRACTION = 0.9
@@ -209,7 +209,7 @@ def dimensions(
 
 
 def dimensions_over_training(
-    run: distill.Run,
+    run: runs.Run,
     *,
     kernel: str | None = None,
     executor: compute.Executor | None = None,
@@ -218,7 +218,7 @@ def dimensions_over_training(
     """The dimensions of a run's support set at step 0 and at every kept checkpoint.
 
     Args:
-      run: a run from :func:`kipd.distill.load_run`.
+      run: a run from :func:`kipd.runs.load_run`.
       kernel: architecture of the NTK of the gradient dimensions; default: the run's
         evaluation kernel.
       executor: where the kernel blocks go (default: this process's devices).
@@ -228,13 +228,13 @@ def dimensions_over_training(
       ``{step: Dimensions}`` in increasing step order.
 
     Example:
-      >>> for step, dims in dimensions_over_training(distill.load_run("runs/quickstart")).items():  # doctest: +SKIP
+      >>> for step, dims in dimensions_over_training(runs.load_run("runs/quickstart")).items():  # doctest: +SKIP
       ...     print(step, dims.intrinsic)
 
     Paper: Figs. 7 and A3.
     """
     kernel = kernel or run.config.eval_kernel
-    supports = distill.checkpoint_supports(run)
+    supports = runs.checkpoint_supports(run)
     return {
         step: dimensions(images, kernel, executor=executor)
         for step, (images, _) in tqdm(

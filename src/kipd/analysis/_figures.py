@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kipd import distill, files
+from kipd import files, runs
 from kipd.analysis._bands import SpectralBands
 from kipd.analysis._dimension import Dimensions
 from kipd.analysis._errors import AnalysisError, require_matplotlib
@@ -143,7 +143,7 @@ def training_curves(
     Args:
       metrics: the records of a run's ``metrics.jsonl``.
       step_kernel_entries: kernel entries one step spends
-        (:meth:`kipd.distill.KipConfig.step_kernel_entries`); given, the test accuracy
+        (:meth:`kipd.runs.KipConfig.step_kernel_entries`); given, the test accuracy
         panel also reads against the kernel entries spent (top axis), the cost a reader
         compares runs of different target batch sizes by.
 
@@ -281,11 +281,11 @@ def subsample_plot(rows: Sequence[SubsampleRow]) -> bytes:
     return _png(figure)
 
 
-def run_figures(run: distill.Run, class_names: Sequence[str] | None = None) -> dict[str, bytes]:
+def run_figures(run: runs.Run, class_names: Sequence[str] | None = None) -> dict[str, bytes]:
     """The figures that need no test kernels: image grid, label heatmap, training curves.
 
     Args:
-      run: from :func:`kipd.distill.load_run`.
+      run: from :func:`kipd.runs.load_run`.
       class_names: names of the classes; default: their ids.
 
     Returns:
@@ -331,11 +331,11 @@ def save_figures(
       [PosixPath('runs/quickstart/figures/images.png'), ...]
     """
     require_matplotlib()
-    run = distill.load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.path / "figures"
+    run = runs.load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path / runs.FIGURES_DIR
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    class_names = distill.resolve(run, data_dir=data_dir).dataset.class_names
+    class_names = runs.resolve(run, data_dir=data_dir).dataset.class_names
     for name, png in run_figures(run, class_names).items():
         path = out / f"{name}.png"
         files.atomic_write(path, lambda f, png=png: f.write(png))

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from kipd import compute, distill
+from kipd import compute, runs
 from kipd.analysis import _figures, _tables
 from kipd.analysis._bands import BANDS, band_analysis
 from kipd.analysis._dimension import dimensions_over_training
@@ -26,7 +26,7 @@ class RunContext:
     once, on first use, for all the analyses that need them.
 
     Args:
-      run: the run (:func:`kipd.distill.load_run`).
+      run: the run (:func:`kipd.runs.load_run`).
       kernel: NTK architecture of the analyses; default: the run's evaluation kernel.
       test_size: test images of the test-set analyses; ``None``: the run's own final
         test subset (the images of its ``summary.json``).
@@ -38,7 +38,7 @@ class RunContext:
 
     def __init__(
         self,
-        run: distill.Run,
+        run: runs.Run,
         *,
         kernel: str | None = None,
         test_size: int | None = None,

@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 
 import kipd
-from kipd import compute, distill, files
+from kipd import compute, files, runs
 from kipd.analysis import _figures, _tables
 from kipd.analysis._errors import AnalysisError, require_matplotlib
 from kipd.analysis._krr import krr_test_accuracy
 from kipd.analysis._registry import ANALYSES, RunContext
-
-REPORT_FILE = "report.html"
 
 # A figure's drawing and PNG encoding (matplotlib's Agg renderer, one core), measured on
 # this project's 2-core CPU: ~0.3 s per figure and ~0.01 s per image of the grid (at most
@@ -90,11 +88,11 @@ def _estimate(
     figures (:data:`_FIGURE_SECONDS` each, and :data:`_GRID_IMAGE_SECONDS` per image of
     the grid)."""
     run = context.run
-    resolved = distill.resolve(run, data_dir=context.data_dir, kernel=context.kernel)
+    resolved = runs.resolve(run, data_dir=context.data_dir, kernel=context.kernel)
     test = len(resolved.test_indices) if context.test_size is None else context.test_size
     test = min(test, len(resolved.dataset.y_test))
     n = len(run.images)
-    checkpoints = len(distill.checkpoint_supports(run))
+    checkpoints = len(runs.checkpoint_supports(run))
     settings = {**ANALYSES["subsample"].defaults(), **options}
     sizes = 1 + len(settings["fractions"])  # the whole support, then each fraction's size
     solves = 2 * (1 + len(settings["fractions"]) * settings["draws"])  # learned and natural
@@ -173,8 +171,8 @@ def write_report(
     unknown = sorted(set(options) - known)
     if unknown:
         raise AnalysisError(f"unknown report options {unknown}; the analyses take {sorted(known)}")
-    run = distill.load_run(run_dir)
-    out = Path(out) if out is not None else run.path / REPORT_FILE
+    run = runs.load_run(run_dir)
+    out = Path(out) if out is not None else run.path / runs.REPORT_FILE
     context = RunContext(
         run,
         kernel=kernel,
@@ -207,8 +205,8 @@ def write_report(
             "Summary",
             '<div class="row">',
             _tables.to_html(_tables.mapping_table("summary.json", summary)),
-            "<details><summary>config.json</summary>",
-            _tables.to_html(_tables.mapping_table("config.json", run.config.to_json())),
+            f"<details><summary>{runs.CONFIG_FILE}</summary>",
+            _tables.to_html(_tables.mapping_table(runs.CONFIG_FILE, run.config.to_json())),
             "</details></div>",
         ),
         _section(

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kipd import distill
+from kipd import runs
 from kipd.analysis._bands import SpectralBands
 from kipd.analysis._dimension import Dimensions
 from kipd.analysis._run_kernels import RunKernels
@@ -31,7 +31,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def dimension_result(run: distill.Run, dimensions: Mapping[int, Dimensions], kernel: str) -> dict[str, Any]:
+def dimension_result(run: runs.Run, dimensions: Mapping[int, Dimensions], kernel: str) -> dict[str, Any]:
     """``{"analysis": "dimension", "run", "kernel", "support_size", "rows": [{"step",
     "intrinsic", "linear", "gradient_intrinsic", "gradient_linear"}]}``."""
     return {
@@ -44,7 +44,7 @@ def dimension_result(run: distill.Run, dimensions: Mapping[int, Dimensions], ker
 
 
 def bands_result(
-    run: distill.Run, kernels: RunKernels, spectra: Mapping[str, SpectralBands]
+    run: runs.Run, kernels: RunKernels, spectra: Mapping[str, SpectralBands]
 ) -> dict[str, Any]:
     """``{"analysis": "bands", "run", "kernel", "test_size", "final": {...},
     "initial": {...}}``, each a :class:`SpectralBands` with lists for arrays."""
@@ -58,7 +58,7 @@ def bands_result(
 
 
 def subsample_result(
-    run: distill.Run,
+    run: runs.Run,
     kernels: RunKernels,
     full: Mapping[str, float],
     rows: Sequence[SubsampleRow],

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kipd import compute, data, distill
+from kipd import compute, data, runs
 
 
 class SupportKernels(NamedTuple):
@@ -52,7 +52,7 @@ class RunKernels(NamedTuple):
 
 
 def run_kernels(
-    run: distill.Run,
+    run: runs.Run,
     *,
     kernel: str | None = None,
     test_size: int | None = None,
@@ -64,7 +64,7 @@ def run_kernels(
     """Kernel matrices of the run's final and initial supports against a test set.
 
     Args:
-      run: a run from :func:`kipd.distill.load_run`.
+      run: a run from :func:`kipd.runs.load_run`.
       kernel: architecture of the NTK; default: the run's evaluation kernel (its first).
       test_size: test images, drawn by kipd's one policy
         (:func:`kipd.data.draw_test_subset` with ``seed``); ``None``: the run's own final
@@ -82,11 +82,11 @@ def run_kernels(
       ValueError: bad test size, unknown kernel, or the dataset cannot be loaded.
 
     Example:
-      >>> kernels = run_kernels(distill.load_run("runs/quickstart"), test_size=2000)  # doctest: +SKIP
+      >>> kernels = run_kernels(runs.load_run("runs/quickstart"), test_size=2000)  # doctest: +SKIP
       >>> kernels.final.k_ts.shape  # doctest: +SKIP
       (2000, 10)
     """
-    resolved = distill.resolve(run, data_dir=data_dir, kernel=kernel)
+    resolved = runs.resolve(run, data_dir=data_dir, kernel=kernel)
     dataset = resolved.dataset
     if test_size is not None:
         seed = run.config.seed if seed is None else seed

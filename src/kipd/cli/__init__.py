@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import kipd
-from kipd import compute, distill
+from kipd import compute, runs
 from kipd.cli import _analysis, _transfer
 from kipd.cli._options import add_config_options, config_options, finite
 
@@ -155,7 +155,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_DISTILL_EXAMPLES,
         formatter_class=_FORMATTER,
     )
-    add_config_options(kip, distill.KipConfig)
+    add_config_options(kip, runs.KipConfig)
     kip.add_argument(
         "--out", metavar="RUN_DIR", help="run directory to write (required unless --plan)"
     )
@@ -179,7 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_LABEL_SOLVE_EXAMPLES,
         formatter_class=_FORMATTER,
     )
-    add_config_options(ls, distill.LabelSolveConfig, docs=[distill.KipConfig])
+    add_config_options(ls, runs.LabelSolveConfig, docs=[runs.KipConfig])
     ls.add_argument("--out", metavar="RUN_DIR", required=True, help="run directory to write")
     ls.add_argument(
         "--resume",
@@ -333,8 +333,8 @@ def _config(config_class: type, args: argparse.Namespace) -> Any:
     preset = options.pop("preset", None)
     if preset is None:
         return config_class(**options)
-    config = distill.preset_config(config_class, preset, **options)
-    settings = distill.paper_settings(
+    config = runs.preset_config(config_class, preset, **options)
+    settings = runs.paper_settings(
         config.ALGORITHM, config.dataset, config.images_per_class, getattr(config, "augment", 0)
     )
     shown = ", ".join(f"{name} {getattr(config, name)}" for name in settings)
@@ -352,7 +352,7 @@ def _run_config(config_class: type, args: argparse.Namespace) -> Any:
         raise ValueError(
             "--preset applies to a new run; a resumed run keeps its own settings: leave out --preset"
         )
-    return distill.resume_config(args.out, config_class, **options)
+    return runs.resume_config(args.out, config_class, **options)
 
 
 def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
@@ -361,10 +361,10 @@ def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dic
             "no run directory: pass --out RUN_DIR (a new folder, or the run to --resume), or "
             "--plan without --resume to price a new run without writing anything"
         )
-    config = _run_config(distill.KipConfig, args)
+    config = _run_config(runs.KipConfig, args)
     if args.plan:
-        return distill.plan_run(config, executor=_executor_config(args), log=log)
-    return distill.run_kip(
+        return runs.plan_run(config, executor=_executor_config(args), log=log)
+    return runs.run_kip(
         config,
         args.out,
         resume=args.resume,
@@ -376,8 +376,8 @@ def _distill(args: argparse.Namespace, executor: compute.Executor | None) -> dic
 
 
 def _label_solve(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
-    return distill.run_label_solve(
-        _run_config(distill.LabelSolveConfig, args),
+    return runs.run_label_solve(
+        _run_config(runs.LabelSolveConfig, args),
         args.out,
         resume=args.resume,
         progress=not args.quiet,
@@ -388,7 +388,7 @@ def _label_solve(args: argparse.Namespace, executor: compute.Executor | None) ->
 
 
 def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
-    return distill.evaluate(
+    return runs.evaluate(
         args.path,
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -403,7 +403,7 @@ def _evaluate(args: argparse.Namespace, executor: compute.Executor | None) -> di
 
 
 def _export(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
-    out = distill.export(args.run_dir, args.out)
+    out = runs.export(args.run_dir, args.out)
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return {"export": str(out), "files": list(sizes), "bytes": sizes}
 
@@ -461,8 +461,8 @@ def _continue_with(args: argparse.Namespace) -> str | None:
     """The command that continues the run in ``--out``, if there is one to continue."""
     if args.command not in ("distill", "label-solve") or args.out is None:  # --plan: no --out
         return None
-    if (Path(args.out) / "config.json").is_file():
-        return distill.command_line("kipd", args.command, "--out", args.out, "--resume")
+    if (Path(args.out) / runs.CONFIG_FILE).is_file():
+        return runs.command_line("kipd", args.command, "--out", args.out, "--resume")
     return None
 
 
@@ -488,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _open_executor(args) as executor:
             result = _COMMANDS[args.command](args, executor)
-    except (ValueError, OSError, ImportError, distill.DistillError, compute.ComputeError) as err:
+    except (ValueError, OSError, ImportError, runs.DistillError, compute.ComputeError) as err:
         print(f"kipd {args.command}: error: {err}{_next_step(args, err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from kipd import analysis, compute, distill
+from kipd import analysis, compute, runs
 from kipd.cli._options import finite, numbers, positive_int
 
 COMMANDS = ("analyze", "report", "baseline")
@@ -116,7 +116,7 @@ def add_parsers(
         formatter_class=formatter,
     )
     _run_options(figures)
-    figures.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/figures)")
+    figures.add_argument("--out", metavar="DIR", help=f"output folder (default: RUN_DIR/{runs.FIGURES_DIR})")
     add_output(figures, False)
     for entry in analysis.ANALYSES.values():
         parser = analyses.add_parser(
@@ -143,7 +143,7 @@ def add_parsers(
     )
     _run_options(report)
     _context_options(report, uses_test_set=True)
-    report.add_argument("--out", metavar="FILE", help="HTML file (default: RUN_DIR/report.html)")
+    report.add_argument("--out", metavar="FILE", help=f"HTML file (default: RUN_DIR/{runs.REPORT_FILE})")
     _analysis_options(
         report, [option for entry in analysis.ANALYSES.values() for option in entry.options]
     )
@@ -208,7 +208,7 @@ def add_parsers(
 
 def _context(args: argparse.Namespace, executor: compute.Executor | None) -> analysis.RunContext:
     return analysis.RunContext(
-        distill.load_run(args.run_dir),
+        runs.load_run(args.run_dir),
         kernel=args.kernel,
         test_size=getattr(args, "test_size", None),
         seed=args.seed,

@@ -10,7 +10,6 @@ of the support images. The result equals ``jax.grad`` of the whole loss.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable
 
 import jax
@@ -24,29 +23,22 @@ from kipd.compute._local import LocalExecutor
 from kipd.compute._plan import BlockPlan, accumulate, assemble, pad_matrix, pad_rows, plan_blocks
 from kipd.compute._worker import KernelSpec
 
-BLOCK_ENTRIES = 2**28
-"""Band entries of a default block: about 1000 ConvNet pairs at 28x28, a few seconds of
-one CPU core, tens of milliseconds of a GPU; large against any executor's overhead."""
-
 LossFn = Callable[..., tuple[jax.Array, Any]]
 """``loss_fn(k_ss, k_ts, *args) -> (loss, aux)``: a scalar loss of the kernel matrices."""
 
 
 def default_block_size(spec: KernelSpec, image_shape: tuple[int, ...]) -> int:
-    """The block side ``B`` for a kernel and image shape: ``B**2`` pairs hold about
-    :data:`BLOCK_ENTRIES` band entries (32 for ConvNet; 512 for FC and ConvVec, whose
-    kernels keep one entry per pixel pair).
+    """The block side ``B`` for a kernel and image shape: ``B**2`` pairs hold about 2**28
+    band entries (32 for ConvNet; 512 for FC and ConvVec, whose kernels keep one entry per
+    pixel pair). The policy is the kernels' (:func:`kipd.kernels.default_block_side`,
+    beside the pairs a kernel computes at once); this names it by kernel.
 
     Args:
       spec: the kernel.
       image_shape: ``(H, W, C)``.
     """
-    network = kipd.kernels.architecture(spec.name, depth=spec.depth)
-    rows, cols = network.band(None)
-    height, width = image_shape[:2]
-    entries_per_pair = (2 * rows + 1) * (2 * cols + 1) * height * width
-    side = math.isqrt(BLOCK_ENTRIES // entries_per_pair)
-    return int(min(4096, max(8, 2 ** int(math.log2(max(side, 1))))))
+    in_band = kipd.kernels.architecture(spec.name, depth=spec.depth).band(None)
+    return kipd.kernels.default_block_side(in_band, image_shape)
 
 
 def _plan(spec: KernelSpec, images: Any, support_size: int, target_size: int, block_size, **kw):

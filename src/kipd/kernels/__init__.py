@@ -5,14 +5,12 @@ its full-resolution stage runs as XLA layer maps or a fused kernel (``IMPLEMENTA
 ``architecture(name)`` gives the same network as a :class:`Layer`, whose ``init`` /
 ``apply`` are the finite network used for transfer; ``random_features(name, width=,
 networks=)`` gives features of random finite networks whose inner products estimate the
-NNGP.
+NNGP. ``default_pairs_per_block`` and ``default_block_side`` are the one size policy of
+the pairs a kernel computes at once and of ``kipd.compute``'s blocks of images.
 """
 
 from kipd.kernels._architectures import ARCHITECTURES
-from kipd.kernels._architectures import IMPLEMENTATIONS
 from kipd.kernels._architectures import architecture
-from kipd.kernels._architectures import default_pairs_per_block
-from kipd.kernels._architectures import make
 from kipd.kernels._features import feature_count
 from kipd.kernels._features import random_features
 from kipd.kernels._layers import Layer
@@ -24,6 +22,10 @@ from kipd.kernels._layers import global_avg_pool
 from kipd.kernels._layers import normalization
 from kipd.kernels._layers import relu
 from kipd.kernels._layers import serial
+from kipd.kernels._make import IMPLEMENTATIONS
+from kipd.kernels._make import make
+from kipd.kernels._sizes import default_block_side
+from kipd.kernels._sizes import default_pairs_per_block
 from kipd.kernels._state import KernelState
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "architecture",
     "avg_pool",
     "conv",
+    "default_block_side",
     "default_pairs_per_block",
     "dense",
     "feature_count",

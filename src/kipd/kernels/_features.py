@@ -22,8 +22,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from kipd.kernels._architectures import _check_images, _layers
+from kipd.kernels._architectures import _layers
 from kipd.kernels._layers import serial
+from kipd.kernels._make import _check_images
 
 FeatureFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -56,7 +57,7 @@ def random_features(
       width: channels (conv) or units (dense) of each hidden layer of the finite networks.
       networks: ``M``, independent networks whose features are concatenated.
       W_std, b_std: weight and bias standard deviations (those of the exact kernel).
-      depth: pooling blocks of ``convnet`` (default 3).
+      depth: [Conv, ReLU, AvgPool] groups of ``convnet`` (default 3).
 
     Returns:
       ``features(key, images) -> (n, p)``: ``images`` of shape ``(n, H, W, C)``; ``key``

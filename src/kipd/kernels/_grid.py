@@ -5,7 +5,7 @@ every conv and ReLU before the first pooling, on ``(2R_h+1)(2R_w+1)HW`` entries 
 (230k at 32x32). That stage is either the layer maps themselves (XLA) or a fused kernel
 (:class:`FusedStage`: C++ on a CPU, Pallas on a GPU) that computes the same numbers with
 each offset plane kept on chip through all its layers. A fused stage that also computes
-the pooling after it may offer the same for the later [conv, ReLU] blocks, each with its
+the pooling after it may offer the same for the later [conv, ReLU] groups, each with its
 pooling (:class:`BandStage`, on the band the previous stage left: the C++ kernel); the
 other layers (Flatten, the readout) run as layer maps.
 
@@ -16,63 +16,17 @@ variance that the diagonal pass recorded. So both passes use the same stage.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 
-from kipd.kernels._layers import Layer, conv, input_state, relu, serial
+from kipd.kernels._layers import Layer, input_state, serial
+from kipd.kernels._stages.stage import BandStage, FusedStage, Variances
 from kipd.kernels._state import KernelState, materialize
 
-Variances = tuple[jax.Array, ...]
 
-
-class BandStage(NamedTuple):
-    """A fused stage on a band: ``num_blocks`` x [conv, ReLU] after a pooling, with the
-    pooling after them when ``pool`` (hyperparameters bound).
-
-    Attributes:
-      band: ``band(nngp, ntk, var1, var2) -> (nngp, ntk)``: input bands
-        ``(n1, n2, 2R+1, 2R+1, H, W)``, the variances at each of its ReLUs ``(n, H, W)``;
-        outputs as the layers give them (pooled: ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``).
-      diagonal: ``diagonal(nngp, ntk, var) -> (nngp, ntk)``, each image's own band
-        ``(n, 2R+1, 2R+1, H, W)``.
-      variances: ``variances(nngp) -> var`` from each image's own NNGP band, with the same
-        operations as ``band``'s offset 0.
-    """
-
-    band: Callable[..., tuple[jax.Array, jax.Array]]
-    diagonal: Callable[..., tuple[jax.Array, jax.Array]]
-    variances: Callable[[jax.Array], Variances]
-
-
-class FusedStage(NamedTuple):
-    """A fused implementation of the full-resolution stage: the input band, then
-    ``num_blocks`` x [conv, ReLU], with hyperparameters (radius, ``W_std``, ``b_std``) bound;
-    with ``pools``, also the 2x2 average pooling that follows the stage.
-
-    Attributes:
-      band: ``band(x1, x2, var1, var2) -> (nngp, ntk)``: images ``(n1, H, W, C)``,
-        ``(n2, H, W, C)``, the variances at each of the stage's ReLUs ``(n, H, W)``;
-        outputs ``(n1, n2, 2R_h+1, 2R_w+1, H, W)`` (pooled: the band after the pooling,
-        ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``). Differentiable in all four.
-      diagonal: ``diagonal(x, var) -> (nngp, ntk)``, each image with itself,
-        ``(n, 2R_h+1, 2R_w+1, H, W)`` (or pooled); differentiable.
-      variances: ``variances(x) -> var``, the per-image variances at the stage's ReLUs,
-        computed with the same operations as ``band``'s offset 0; differentiable.
-      pools: whether ``band`` and ``diagonal`` include the pooling layer after the stage.
-      on_band: with ``pools``, ``on_band(num_blocks, pool) -> BandStage`` for the
-        [conv, ReLU] blocks after the pooling (None: those run as layer maps).
-    """
-
-    band: Callable[..., tuple[jax.Array, jax.Array]]
-    diagonal: Callable[..., tuple[jax.Array, jax.Array]]
-    variances: Callable[[jax.Array], Variances]
-    pools: bool = False
-    on_band: Callable[[int, bool], BandStage] | None = None
-
-
-def stage_blocks(layers: Sequence[Layer]) -> int:
-    """How many [conv, ReLU] blocks the full-resolution stage (the leading offsetwise
+def stage_relus(layers: Sequence[Layer]) -> int:
+    """How many [conv, ReLU] groups the full-resolution stage (the leading offsetwise
     layers) has."""
     return _stage_length(layers) // 2
 
@@ -103,12 +57,12 @@ def _fused_stages(
     later = []
     while stage.pools and stage.on_band is not None:
         tail = layers[position:]
-        blocks = _stage_length(tail)
-        if blocks == 0 or blocks % 2:  # not whole [conv, ReLU] blocks: layer maps
+        length = _stage_length(tail)
+        if length == 0 or length % 2:  # not whole [conv, ReLU] groups: layer maps
             break
         pools = pool_follows_stage(tail)
-        later.append((stage.on_band(blocks // 2, pools), blocks // 2))
-        position += blocks + (1 if pools else 0)
+        later.append((stage.on_band(length // 2, pools), length // 2))
+        position += length + (1 if pools else 0)
     return count // 2, later, serial(*layers[position:])
 
 
@@ -150,7 +104,7 @@ def grid_state(
     Args:
       layers: the network, in order.
       in_band: the band of offsets it needs at its input.
-      images1, images2: the images of the block.
+      images1, images2: the images of the chunk.
       var1, var2: their variances at every ReLU (:func:`diagonal_variances`).
       with_ntk: whether to carry the NTK.
       stage: a fused full-resolution stage, or ``None`` for the layer maps.
@@ -168,35 +122,3 @@ def grid_state(
         nngp=nngp, ntk=ntk if with_ntk else None, var1=var1, var2=var2, diagonal=False
     )
     return rest.kernel(materialize(state))
-
-
-def xla_stage(
-    x1: jax.Array,
-    x2: jax.Array | None,
-    var1: Variances = (),
-    var2: Variances = (),
-    *,
-    radius: int,
-    num_blocks: int,
-    W_std: float = 2**0.5,
-    b_std: float = 0.1,
-) -> KernelState:
-    """The full-resolution stage as layer maps: the reference every :class:`FusedStage`
-    must equal (input band, then ``num_blocks`` x [conv, ReLU], band of ``radius``).
-
-    Args:
-      x1, x2: ``(n1, H, W, C)``, ``(n2, H, W, C)``; ``x2=None`` is the diagonal pass.
-      var1, var2: for a grid pass, the variances at each ReLU, ``(n, H, W)`` each.
-
-    Returns:
-      The :class:`KernelState` after the stage: ``nngp`` / ``ntk`` of shape
-      ``(n1, n2, 2R+1, 2R+1, H, W)`` (grid) or ``(n1, 2R+1, 2R+1, H, W)`` with the
-      variances in ``var1`` (diagonal, NNGP only).
-    """
-    stage = serial(
-        *[layer for _ in range(num_blocks) for layer in (conv(W_std=W_std, b_std=b_std), relu())]
-    )
-    state = input_state(
-        x1, x2, (radius, radius), with_ntk=x2 is not None, var1=tuple(var1), var2=tuple(var2)
-    )
-    return stage.kernel(state)

@@ -44,7 +44,7 @@ class KernelState:
       var1: variances of x1 at the inputs of the ReLUs: ``(n1, H, W)`` or ``(n1,)`` each.
         A grid pass consumes them (one per ReLU, in order); a diagonal pass, which reads
         them off its own offset-0 entries, appends them. Computing them once per image
-        keeps a grid block from redoing per-image work for every pair.
+        keeps a grid chunk from redoing per-image work for every pair.
       var2: the same for x2 (unused by a diagonal pass).
       diagonal: whether this is the per-image (diagonal) pass.
     """

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from kipd import data, distill
+from kipd import data, runs
 from kipd.transfer._standard import EPOCHS, NETWORK_SEEDS, standard_protocol
 from kipd.transfer._train import (
     L2_STRENGTHS,
@@ -93,7 +93,7 @@ def transfer(
 
     Example:
       >>> ds = kipd.data.split_validation(kipd.data.load("fashion_mnist"), 5000)  # doctest: +SKIP
-      >>> d = kipd.distill.load_distilled("runs/quickstart")                   # doctest: +SKIP
+      >>> d = kipd.runs.load_distilled("runs/quickstart")                      # doctest: +SKIP
       >>> transfer(d.images, d.labels, ds, preprocessing=d.preprocessing,
       ...          arch="fc1", steps=1000).test_accuracy                        # doctest: +SKIP
 
@@ -232,7 +232,7 @@ def transfer_run(
         capped at a tenth of the train set).
       seed: seeds the validation split, the natural subset and the training key.
       zca, zca_regularization: the preprocessing of a released file, which does not record
-        it (default: the paper's for the dataset; :func:`kipd.distill.resolve`).
+        it (default: the paper's for the dataset; :func:`kipd.runs.resolve`).
       network_seeds, soft_labels, epochs: of the standard protocol
         (:func:`standard_protocol`).
       options: passed to :func:`transfer` (arch, width, norm, loss, steps, lr_factors, l2,
@@ -254,7 +254,7 @@ def transfer_run(
         )
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    resolved = distill.resolve(
+    resolved = runs.resolve(
         path, dataset=dataset, data_dir=data_dir, zca=zca, zca_regularization=zca_regularization
     )
     if resolved.note is not None and options.get("log") is not None:

@@ -17,8 +17,8 @@ import dataclasses
 from typing import Any
 
 from kipd import data
-from kipd.distill._config import PRESETS, KipConfig, LabelSolveConfig
-from kipd.distill._krr import LAMBDA0
+from kipd.distill import LAMBDA0
+from kipd.runs._config import PRESETS, KipConfig, LabelSolveConfig
 
 PAPER_TABLE_1: dict[tuple[str, int], dict[str, Any]] = {
     ("mnist", 1): {"label_solve": 73.4, "kip": (97.3, 0.1), "kip_aug": (96.5, 0.1)},
@@ -138,7 +138,7 @@ def paper_figure(config: KipConfig | LabelSolveConfig) -> tuple[float, float | N
     """Table 1's figure (%, and its std for KIP) where a run is the paper's setting, else
     ``None``: the same dataset and images per class, the ConvNet kernel (alone), and for
     KIP label learning, the row of its augmentation (none or some) and at least 1000
-    steps (docs/distill.md).
+    steps (docs/runs.md).
 
     Example:
       >>> paper_figure(KipConfig(dataset="cifar10", steps=1000)), paper_figure(KipConfig(steps=5))

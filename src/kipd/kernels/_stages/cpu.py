@@ -1,24 +1,17 @@
 """A fused C++ kernel (XLA FFI) for the full-resolution stage of the ConvNet kernel on CPUs.
 
-The stage is ``num_blocks`` times (3x3 'SAME' conv, ReLU) on the covariance band of
+The stage is ``num_relus`` times (3x3 'SAME' conv, ReLU) on the covariance band of
 ``_state.py``, NTK parameterization: what ``serial(conv(), relu(), ...).kernel`` computes
 on ``input_state(x1, x2, (R, R), with_ntk=True, var1=..., var2=...)``. On XLA:CPU its
 fusions of the 6-D band arrays (stacks of shifted slices, box filters) run at 1-3 ns per
 band entry per layer, far from what the arithmetic needs. A conv keeps the offset ``D``
-and a ReLU acts entry by entry, so ``_cpu_band.cc`` runs each (pair, offset plane) through
+and a ReLU acts entry by entry, so ``cpu_band.cc`` runs each (pair, offset plane) through
 the whole stage with the plane's ``H x W`` tile in cache: the arc-cosine polynomial is
 evaluated once per entry for both outputs, the rows whose second position lies outside
 the image are skipped, and the work is split over threads inside each call.
 
-Build. On first use the C++ source is compiled with ``g++`` (flags :data:`_FLAGS`; no
-fast-math, no FMA contraction: every operation is one IEEE float32 operation, in the
-order written, so the diagonal pass and the grid's offset-0 plane agree bit for bit) into
-``$KIPD_CACHE_DIR`` (default ``~/.cache/kipd``), under a name keyed by a hash of the
-source, the flags, the JAX version and the CPU (``-march=native``); the file is written to
-a temporary name and renamed, so concurrent processes never load a half-written library.
-It is loaded with ``ctypes`` and its handlers registered with
-``jax.ffi.register_ffi_target``.
-:func:`available` says whether that worked; nothing happens at import time.
+Build. ``cpu_build.py`` compiles ``cpu_band.cc`` on first use and registers its
+handlers; every function here raises a RuntimeError that says why if that failed.
 
 Exactness. The XLA path's grid pass gets ``c == 1`` exactly for a pixel with itself,
 which keeps the NTK diagonal exact and its gradient finite. Here
@@ -33,7 +26,7 @@ square root and division, so the two paths agree to float32 rounding, not bit fo
 Threads: ``$KIPD_CPU_THREADS`` if set, else the CPUs in the process's affinity mask (so a
 worker pinned to one core runs one thread); read at every call.
 
-The stages after a pooling. The ConvNet's later [conv, ReLU] blocks (each followed by the
+The stages after a pooling. The ConvNet's later [conv, ReLU] groups (each followed by the
 next pooling) run the same per-plane code on a band input instead of images
 (:func:`conv_relu_on_band`, :func:`conv_relu_on_band_diagonal`,
 :func:`conv_relu_on_band_variances`): as XLA fusions they cost ~17 ns per band entry
@@ -43,132 +36,23 @@ Their variance pass reads the offset-0 plane of each image's own band, which equ
 grid's plane of the pair (x, x) bit for bit, so c == 1 stays exact through every stage.
 
 Limits: float32 only (float64 raises ``ValueError``; the XLA path handles it); any
-``H, W, C``, radius (0 is ConvVec's stage) and number of blocks.
+``H, W, C``, radius (0 is ConvVec's stage) and number of [conv, ReLU] groups.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
-import hashlib
 import math
-import os
-import platform
-import subprocess
-import threading
-from pathlib import Path
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kipd import files
 from kipd.kernels._layers import pooled_radius
-
-_SOURCE = Path(__file__).with_name("_cpu_band.cc")
-FUSES_POOL = True
-"""The stage can include the 2x2 average pooling after it (``pool=True``)."""
-# -ffp-contract=off: no a*b+c -> FMA, which would round differently from XLA's path and,
-# worse, differently in two loops that must agree bit for bit. -fno-math-errno only drops
-# the errno store of sqrt (so sqrt vectorizes); the results stay IEEE.
-_FLAGS = (
-    "-O3", "-march=native", "-std=c++17", "-fno-fast-math", "-ffp-contract=off",
-    "-fno-math-errno", "-fPIC", "-shared", "-pthread",
-)
-_COMPILER = "g++"
-_TARGETS = {
-    "kipd_cpu_band_forward": "KipdCpuBandForward",
-    "kipd_cpu_band_backward": "KipdCpuBandBackward",
-    "kipd_cpu_diagonal_backward": "KipdCpuDiagonalBackward",
-    "kipd_cpu_variances": "KipdCpuVariances",
-    "kipd_cpu_band_on_band_forward": "KipdCpuBandOnBandForward",
-    "kipd_cpu_band_on_band_backward": "KipdCpuBandOnBandBackward",
-}
-
-_lock = threading.Lock()
-_state: dict = {}  # "library": the loaded ctypes.CDLL (kept alive), or "error": why not
-
-
-def _cpu_fingerprint() -> str:
-    """What ``-march=native`` depends on, so a shared cache never serves another CPU."""
-    cpuinfo = Path("/proc/cpuinfo")
-    # Without /proc (not Linux) the machine and processor names are all there is to key on.
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line for line in lines if line.startswith("model name")), "")
-    flags = next((line for line in lines if line.startswith("flags")), "")
-    return f"{platform.machine()}\n{platform.processor()}\n{model}\n{flags}"
-
-
-def _library_path() -> Path:
-    key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), _COMPILER.encode(),
-                 jax.__version__.encode(), jax.lib.__version__.encode(),
-                 _cpu_fingerprint().encode()):
-        key.update(part)
-        key.update(b"\0")
-    return files.cache_dir() / f"kipd_cpu_band-{key.hexdigest()[:20]}.so"
-
-
-def _build(path: Path) -> None:
-    """Compile the source to ``path`` via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with files.atomic_path(path) as temporary:
-        command = [_COMPILER, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o",
-                   str(temporary)]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        except FileNotFoundError:
-            raise RuntimeError(
-                f"no C++ compiler: {_COMPILER!r} is not on the PATH (the C++ CPU kernel is "
-                "compiled on first use; install g++, or use the XLA path)"
-            ) from None
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(command)} failed (exit {result.returncode}):\n{result.stderr}"
-            )
-
-
-def _load() -> ctypes.CDLL | None:
-    """Build (once per cache key), load and register the library; None if impossible."""
-    with _lock:
-        if "library" in _state or "error" in _state:
-            return _state.get("library")
-        try:
-            path = _library_path()
-            if not path.exists():
-                _build(path)
-            library = ctypes.CDLL(str(path))
-            for target, symbol in _TARGETS.items():
-                jax.ffi.register_ffi_target(
-                    target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
-                )
-        except Exception as error:  # no compiler, unwritable cache, bad build: report it
-            _state["error"] = f"{type(error).__name__}: {error}"
-            return None
-        _state["library"] = library
-        return library
-
-
-def available() -> bool:
-    """Whether the C++ kernel is usable here (compiled, loaded and registered).
-
-    The first call compiles it if the cache holds no build for this source, these flags,
-    this JAX and this CPU (a few seconds to a minute). Never raises: without ``g++`` (or
-    with a failed build) it returns False, and :func:`build_error` says why.
-    """
-    return _load() is not None
-
-
-def build_error() -> str | None:
-    """Why :func:`available` is False (the compiler's error, say), or None if it is True."""
-    return None if available() else _state.get("error")
-
-
-def _require() -> None:
-    if not available():
-        raise RuntimeError(f"the C++ CPU kernel is unavailable: {_state.get('error')}")
+from kipd.kernels._stages import cpu_build
+from kipd.kernels._stages.stage import BandStage, FusedStage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +60,7 @@ class _Spec:
     """Static parameters of one call (hashable: a ``custom_vjp`` static argument)."""
 
     radius: int
-    num_blocks: int
+    num_relus: int
     height: int
     width: int
     channels: int
@@ -321,7 +205,7 @@ def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
     """
     nngp = x if spec.band_input else jnp.sum(x * x, axis=-1) / spec.channels
     variances = []
-    for _ in range(spec.num_blocks):
+    for _ in range(spec.num_relus):
         nngp = spec.w2 * _box_mean(nngp) + spec.b2
         variances.append(nngp)
         nngp = _K_AT_ONE * nngp
@@ -330,7 +214,7 @@ def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _variances(spec: _Spec, x):
-    shape = (x.shape[0], spec.num_blocks, spec.height, spec.width)
+    shape = (x.shape[0], spec.num_relus, spec.height, spec.width)
     return _call("kipd_cpu_variances", _f32(shape), x, **spec.constants(),
                  band_input=np.int64(spec.band_input))
 
@@ -390,23 +274,23 @@ def _check_float32(name: str, array) -> jax.Array:
     return array
 
 
-def _spec(images, *, radius, num_blocks, W_std, b_std, pool=False) -> _Spec:
+def _spec(images, *, radius, num_relus, W_std, b_std, pool=False) -> _Spec:
     if images.ndim != 4:
         raise ValueError(f"images must be NHWC (n, H, W, C), got shape {images.shape}")
-    if radius < 0 or num_blocks < 1:
-        raise ValueError(f"need radius >= 0 and num_blocks >= 1, got {radius}, {num_blocks}")
+    if radius < 0 or num_relus < 1:
+        raise ValueError(f"need radius >= 0 and num_relus >= 1, got {radius}, {num_relus}")
     _, height, width, channels = images.shape
     if pool and (radius < 1 or min(height, width) < 2):
         raise ValueError(
             f"pool=True needs radius >= 1 and at least 2x2 pixels, got radius {radius} and "
             f"{height}x{width} images"
         )
-    _require()
-    return _Spec(int(radius), int(num_blocks), height, width, channels,
+    cpu_build.require()
+    return _Spec(int(radius), int(num_relus), height, width, channels,
                  float(W_std) ** 2, float(b_std) ** 2, bool(pool))
 
 
-def _band_spec(nngp, ntk, *, diagonal, num_blocks, W_std, b_std, pool) -> _Spec:
+def _band_spec(nngp, ntk, *, diagonal, num_relus, W_std, b_std, pool) -> _Spec:
     """The spec of a call on an input band ``(*batch, A, A, H, W)`` (batch: 1 axis with
     ``diagonal``, else 2)."""
     nngp, ntk = _check_float32("nngp", nngp), _check_float32("ntk", ntk)
@@ -420,8 +304,8 @@ def _band_spec(nngp, ntk, *, diagonal, num_blocks, W_std, b_std, pool) -> _Spec:
     if offsets != offsets_w or offsets % 2 != 1:
         raise ValueError(f"the input band needs a square, odd offset window, got {nngp.shape}")
     radius = (offsets - 1) // 2
-    if num_blocks < 1:
-        raise ValueError(f"need num_blocks >= 1, got {num_blocks}")
+    if num_relus < 1:
+        raise ValueError(f"need num_relus >= 1, got {num_relus}")
     if pool and min(height, width) < 2:
         raise ValueError(
             f"pooling needs at least 2x2 positions but the band has {height}x{width}: the "
@@ -430,17 +314,17 @@ def _band_spec(nngp, ntk, *, diagonal, num_blocks, W_std, b_std, pool) -> _Spec:
         )
     if pool and radius < 1:
         raise ValueError(f"pool=True needs an input band of radius >= 1, got {nngp.shape}")
-    _require()
-    return _Spec(radius, int(num_blocks), height, width, 1, float(W_std) ** 2,
+    cpu_build.require()
+    return _Spec(radius, int(num_relus), height, width, 1, float(W_std) ** 2,
                  float(b_std) ** 2, bool(pool), band_input=True, diagonal=diagonal)
 
 
 def _stack_variances(variances: Sequence[jax.Array], n: int, spec: _Spec, name: str):
     expected = (n, spec.height, spec.width)
     variances = [_check_float32(name, v) for v in variances]
-    if len(variances) != spec.num_blocks or any(v.shape != expected for v in variances):
+    if len(variances) != spec.num_relus or any(v.shape != expected for v in variances):
         raise ValueError(
-            f"{name} must hold num_blocks={spec.num_blocks} arrays of shape {expected}, got "
+            f"{name} must hold num_relus={spec.num_relus} arrays of shape {expected}, got "
             f"{[tuple(v.shape) for v in variances]}"
         )
     return jnp.stack(variances, axis=1)  # (n, L, H, W): one image's variances together
@@ -453,14 +337,14 @@ def conv_relu_band(
     var2: Sequence[jax.Array],
     *,
     radius: int,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
     pool: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """NNGP and NTK bands of every pair after ``num_blocks`` x (3x3 conv, ReLU), in C++.
+    """NNGP and NTK bands of every pair after ``num_relus`` x (3x3 conv, ReLU), in C++.
 
-    The same as ``serial(*[conv(W_std=W_std, b_std=b_std), relu()] * num_blocks).kernel``
+    The same as ``serial(*[conv(W_std=W_std, b_std=b_std), relu()] * num_relus).kernel``
     on ``input_state(x1, x2, (radius, radius), with_ntk=True, var1=var1, var2=var2)``
     (NTK parameterization; Arora et al. 2019, Sec. 4 and App. B) to float32 rounding,
     several times faster on a CPU. Differentiable in all four arguments (the backward is
@@ -469,12 +353,12 @@ def conv_relu_band(
     Args:
       x1: ``(n1, H, W, C)`` float32 images.
       x2: ``(n2, H, W, C)`` float32 images.
-      var1: ``num_blocks`` arrays ``(n1, H, W)``: the positive variances of x1 at each
+      var1: ``num_relus`` arrays ``(n1, H, W)``: the positive variances of x1 at each
         ReLU's input (:func:`conv_relu_variances` gives ones that make the correlation of
         a pixel with itself exactly 1).
       var2: the same for x2, ``(n2, H, W)`` each.
       radius: band half-width ``R`` in both directions.
-      num_blocks: number of (conv, ReLU) blocks.
+      num_relus: number of (conv, ReLU) groups.
       W_std, b_std: weight and bias standard deviations of the convs.
       pool: follow the stage by the 2x2 average pooling (stride 2) of
         :func:`kipd.kernels.avg_pool`, fused: each plane adds into its pair's pooled
@@ -492,7 +376,7 @@ def conv_relu_band(
       RuntimeError: if the kernel could not be built (see :func:`available`).
     """
     x1, x2 = _check_float32("x1", x1), _check_float32("x2", x2)
-    spec = _spec(x1, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std, pool=pool)
+    spec = _spec(x1, radius=radius, num_relus=num_relus, W_std=W_std, b_std=b_std, pool=pool)
     if x2.ndim != 4 or x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x2 {x2.shape} must match x1 {x1.shape} but for the batch axis")
     v1 = _stack_variances(var1, x1.shape[0], spec, "var1")
@@ -505,7 +389,7 @@ def conv_relu_band_diagonal(
     var: Sequence[jax.Array],
     *,
     radius: int,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
     pool: bool = False,
@@ -518,22 +402,22 @@ def conv_relu_band_diagonal(
 
     Args:
       x: ``(n, H, W, C)`` float32 images.
-      var: ``num_blocks`` arrays ``(n, H, W)``, the variances of x at each ReLU's input.
-      radius, num_blocks, W_std, b_std, pool: as for :func:`conv_relu_band`.
+      var: ``num_relus`` arrays ``(n, H, W)``, the variances of x at each ReLU's input.
+      radius, num_relus, W_std, b_std, pool: as for :func:`conv_relu_band`.
 
     Returns:
       ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` float32 (pooled: as for
       :func:`conv_relu_band`).
     """
     x = _check_float32("x", x)
-    spec = _spec(x, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std, pool=pool)
+    spec = _spec(x, radius=radius, num_relus=num_relus, W_std=W_std, b_std=b_std, pool=pool)
     return _diagonal(spec, x, _stack_variances(var, x.shape[0], spec, "var"))
 
 
 def conv_relu_variances(
     x: jax.Array,
     *,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
 ) -> tuple[jax.Array, ...]:
@@ -549,15 +433,15 @@ def conv_relu_variances(
 
     Args:
       x: ``(n, H, W, C)`` float32 images.
-      num_blocks, W_std, b_std: as for :func:`conv_relu_band`.
+      num_relus, W_std, b_std: as for :func:`conv_relu_band`.
 
     Returns:
-      ``num_blocks`` arrays ``(n, H, W)``, in ReLU order.
+      ``num_relus`` arrays ``(n, H, W)``, in ReLU order.
     """
     x = _check_float32("x", x)
-    spec = _spec(x, radius=0, num_blocks=num_blocks, W_std=W_std, b_std=b_std)
+    spec = _spec(x, radius=0, num_relus=num_relus, W_std=W_std, b_std=b_std)
     variances = _variances(spec, x)
-    return tuple(variances[:, block] for block in range(num_blocks))
+    return tuple(variances[:, k] for k in range(num_relus))
 
 
 def conv_relu_on_band(
@@ -566,30 +450,30 @@ def conv_relu_on_band(
     var1: Sequence[jax.Array],
     var2: Sequence[jax.Array],
     *,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
     pool: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """``num_blocks`` x (3x3 conv, ReLU) on the band of every pair, in C++: a stage after a
+    """``num_relus`` x (3x3 conv, ReLU) on the band of every pair, in C++: a stage after a
     pooling.
 
-    The same as ``serial(*[conv(W_std=W_std, b_std=b_std), relu()] * num_blocks)`` (then
+    The same as ``serial(*[conv(W_std=W_std, b_std=b_std), relu()] * num_relus)`` (then
     ``avg_pool()`` with ``pool``) applied to a grid :class:`~kipd.kernels._state.KernelState`
     holding these bands, to float32 rounding. Differentiable in all four arguments.
 
     Args:
       nngp, ntk: ``(n1, n2, 2R+1, 2R+1, H, W)`` float32 input bands (entries whose second
         position lies outside the image are ignored: they are zero in a band).
-      var1, var2: ``num_blocks`` arrays ``(n1, H, W)`` / ``(n2, H, W)`` each: the variances
+      var1, var2: ``num_relus`` arrays ``(n1, H, W)`` / ``(n2, H, W)`` each: the variances
         at each ReLU's input (:func:`conv_relu_on_band_variances`).
-      num_blocks, W_std, b_std, pool: as for :func:`conv_relu_band`.
+      num_relus, W_std, b_std, pool: as for :func:`conv_relu_band`.
 
     Returns:
       ``(nngp, ntk)``, each ``(n1, n2, 2R+1, 2R+1, H, W)``; with ``pool``,
       ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``, ``R' = (R - 1) // 2``.
     """
-    spec = _band_spec(nngp, ntk, diagonal=False, num_blocks=num_blocks, W_std=W_std,
+    spec = _band_spec(nngp, ntk, diagonal=False, num_relus=num_relus, W_std=W_std,
                       b_std=b_std, pool=pool)
     v1 = _stack_variances(var1, nngp.shape[0], spec, "var1")
     v2 = _stack_variances(var2, nngp.shape[1], spec, "var2")
@@ -601,7 +485,7 @@ def conv_relu_on_band_diagonal(
     ntk: jax.Array,
     var: Sequence[jax.Array],
     *,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
     pool: bool = False,
@@ -611,14 +495,14 @@ def conv_relu_on_band_diagonal(
 
     Args:
       nngp, ntk: ``(n, 2R+1, 2R+1, H, W)`` float32.
-      var: ``num_blocks`` arrays ``(n, H, W)``.
-      num_blocks, W_std, b_std, pool: as for :func:`conv_relu_band`.
+      var: ``num_relus`` arrays ``(n, H, W)``.
+      num_relus, W_std, b_std, pool: as for :func:`conv_relu_band`.
 
     Returns:
       ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` (pooled: as for
       :func:`conv_relu_on_band`).
     """
-    spec = _band_spec(nngp, ntk, diagonal=True, num_blocks=num_blocks, W_std=W_std,
+    spec = _band_spec(nngp, ntk, diagonal=True, num_relus=num_relus, W_std=W_std,
                       b_std=b_std, pool=pool)
     v = _stack_variances(var, nngp.shape[0], spec, "var")
     return _on_band(spec, nngp, ntk, v, v)
@@ -627,7 +511,7 @@ def conv_relu_on_band_diagonal(
 def conv_relu_on_band_variances(
     nngp: jax.Array,
     *,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
 ) -> tuple[jax.Array, ...]:
@@ -639,17 +523,49 @@ def conv_relu_on_band_variances(
 
     Args:
       nngp: ``(n, 2R+1, 2R+1, H, W)`` float32, each image's own NNGP band.
-      num_blocks, W_std, b_std: as for :func:`conv_relu_band`.
+      num_relus, W_std, b_std: as for :func:`conv_relu_band`.
 
     Returns:
-      ``num_blocks`` arrays ``(n, H, W)``, in ReLU order.
+      ``num_relus`` arrays ``(n, H, W)``, in ReLU order.
     """
     nngp = _check_float32("nngp", nngp)
     if nngp.ndim != 5 or nngp.shape[1] != nngp.shape[2] or nngp.shape[1] % 2 != 1:
         raise ValueError(f"nngp must be a diagonal band (n, A, A, H, W), A odd; got {nngp.shape}")
     radius = (nngp.shape[1] - 1) // 2
     plane = nngp[:, radius, radius]
-    spec = _band_spec(nngp, nngp, diagonal=True, num_blocks=num_blocks, W_std=W_std,
+    spec = _band_spec(nngp, nngp, diagonal=True, num_relus=num_relus, W_std=W_std,
                       b_std=b_std, pool=False)
     variances = _variances(dataclasses.replace(spec, radius=0), plane)
-    return tuple(variances[:, block] for block in range(num_blocks))
+    return tuple(variances[:, k] for k in range(num_relus))
+
+
+def stage(*, radius: int, num_relus: int, W_std: float, b_std: float, pool: bool) -> FusedStage:
+    """The C++ kernel's :class:`FusedStage` (a ``StageFactory``): it fuses the
+    pooling after the stage when there is one (``pools``), and then runs the later
+    [conv, ReLU] groups and their poolings on their bands too (``on_band``).
+
+    Raises:
+      RuntimeError: the C++ kernel could not be compiled here (the message says why).
+    """
+    if not cpu_build.available():
+        raise RuntimeError(
+            f"implementation='cpu' needs the C++ kernel, which did not build: "
+            f"{cpu_build.build_error()}; install g++ or use implementation='xla'"
+        )
+    hyper = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
+
+    def on_band(num_relus: int, pool: bool) -> BandStage:
+        later = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
+        return BandStage(
+            band=functools.partial(conv_relu_on_band, **later, pool=pool),
+            diagonal=functools.partial(conv_relu_on_band_diagonal, **later, pool=pool),
+            variances=functools.partial(conv_relu_on_band_variances, **later),
+        )
+
+    return FusedStage(
+        band=functools.partial(conv_relu_band, radius=radius, **hyper, pool=pool),
+        diagonal=functools.partial(conv_relu_band_diagonal, radius=radius, **hyper, pool=pool),
+        variances=functools.partial(conv_relu_variances, **hyper),
+        pools=pool,
+        on_band=on_band if pool else None,
+    )

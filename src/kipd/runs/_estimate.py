@@ -13,18 +13,15 @@ estimate includes it, and says so where it dominates.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
 from kipd import compute, data
-from kipd.distill._config import KipConfig, LabelSolveConfig
-from kipd.distill._krr import krr_loss
-
-Log = Callable[[str], None]
-"""``log(line)``: where a command's status lines go (``kipd`` prints them on stderr)."""
+from kipd.distill import krr_loss
+from kipd.runs._config import KipConfig, LabelSolveConfig
+from kipd.runs._context import Log, load_dataset
 
 ZCA_FIT = "ZCA fit"
 """The part of a run's estimate that fits its regularized ZCA."""
@@ -123,6 +120,8 @@ def _memory_limit() -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "RAM"
 
 
+# Over 60 lines: one straight sequence (measure each kernel, model the step and the run,
+# warn) whose last third is the JSON-able result, one entry per line.
 def plan_kip(
     config: KipConfig,
     *,
@@ -260,9 +259,7 @@ def plan_run(
     Example:
       >>> plan_run(KipConfig(kernels=("convnet",), target_batch_size=100))["step_seconds"]  # doctest: +SKIP
     """
-    if log is not None:
-        log(f"loading {config.dataset} ...")
-    dataset = data.load(config.dataset, data_dir=config.data_dir)
+    dataset = load_dataset(config, log)
     config = config.resolve(dataset)
     plan = plan_kip(
         config,
@@ -330,4 +327,41 @@ def kip_estimate(
             "evaluations": eval_entries * costs[0].forward_seconds / workers,
         },
         entries=steps * config.step_kernel_entries(num_classes) + eval_entries,
+    )
+
+
+def label_solve_estimate(
+    config: LabelSolveConfig,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    num_test: int,
+    *,
+    done_targets: int = 0,
+    workers: int = 1,
+    log: Log | None = None,
+) -> compute.Estimate:
+    """What the rest of a Label Solve run costs on this machine, from timed (cached) kernel
+    entries: ``K_ss`` and the rows of ``K(targets, support)`` not saved yet, then the test
+    evaluation of the natural and the solved labels (one kernel matrix).
+
+    Args:
+      config: a resolved config.
+      image_shape, num_classes, num_test: of its dataset (``num_test``: the final
+        evaluation's test images).
+      done_targets: target rows already saved (a resumed run).
+      workers: workers sharing the blocks.
+      log: where to say that a kernel is being timed.
+    """
+    support = config.images_per_class * num_classes  # the class-balanced support
+    remaining = config.target_size - done_targets
+    done = f", {done_targets} of them done" if done_targets else ""
+    return compute.kernel_estimate(
+        f"Label Solve of {support} images on {config.target_size} targets ({config.kernel}"
+        f"{done}), tested on {num_test} images",
+        compute.KernelSpec(config.kernel),
+        image_shape,
+        support,
+        {"targets": (remaining + support) * support, "test": num_test * support},
+        workers=workers,
+        log=log,
     )

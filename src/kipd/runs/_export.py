@@ -27,8 +27,9 @@ import numpy as np
 
 import kipd
 from kipd import files
-from kipd.distill._config import DistillError, command_line, resume_command
-from kipd.distill._rundir import CARD_FILE, CARD_HASHES, DISTILLED_FILE, card_hash, load_run
+from kipd.runs._config import command_line, resume_command
+from kipd.runs._errors import DistillError
+from kipd.runs._rundir import CARD_FILE, CARD_HASHES, DISTILLED_FILE, card_hash, load_run
 
 _FIELDS = {
     "images": "support images in model-input space (after the preprocessing): what the "
@@ -154,6 +155,6 @@ def _card(run: Any, arrays: dict[str, Any], config: dict[str, Any]) -> dict[str,
         "how_to_load": {
             "numpy": "z = numpy.load('distilled.npz'); z['images'], z['labels']",
             "pytorch": "torch.from_numpy(z['images']).permute(0, 3, 1, 2) (NHWC -> NCHW)",
-            "kipd": "kipd evaluate DIR / kipd transfer DIR / kipd.distill.load_distilled(DIR)",
+            "kipd": "kipd evaluate DIR / kipd transfer DIR / kipd.runs.load_distilled(DIR)",
         },
     }

@@ -1,13 +1,13 @@
 """A fused Pallas (Triton) kernel for the full-resolution stage of the ConvNet kernel.
 
-The stage is ``num_blocks`` times (3x3 'SAME' conv, ReLU) on the covariance band of
+The stage is ``num_relus`` times (3x3 'SAME' conv, ReLU) on the covariance band of
 ``_state.py``; the band of one pair splits into ``(2R+1)^2`` offset planes, and a conv
 keeps the offset ``D`` (docs/design.md, "Use the structure"), so one plane of one pair runs the
 whole stage on its own: here one program per (pair, plane) keeps it in registers from
 the raw images to the last ReLU. It computes what ``serial(conv, relu, ...)`` computes on
 ``input_state(x1, x2, (R, R), with_ntk=True, var1, var2)``, NTK parameterization.
 
-Layout. A plane is a power-of-two tile (Triton's block shapes; at least 16 per side, the
+Layout. A plane is a power-of-two tile (Triton needs power-of-two shapes; at least 16 per side, the
 smallest ``tt.dot``), positions ``p`` of the first image; 28x28 pads to 32x32, and the
 mask (``p`` and ``p + D`` inside the image) keeps padding and out-of-image entries at
 zero. Shifted reads are masked gathers at the shifted indices (fill 0 for images, 1 for
@@ -63,7 +63,7 @@ Limits: float32 only; the compiled path is CUDA (inline PTX), elsewhere use inte
 mode. Any ``H, W`` and radius work (offsets beyond the image are zero planes); the tile
 is ``next_power_of_two(max(16, H)) x next_power_of_two(max(16, W))``, so the design
 targets ``H, W <= 32``: registers per program grow with the tile area times
-``2C + 2 num_blocks`` plus the recomputed intermediates.
+``2C + 2 num_relus`` plus the recomputed intermediates.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from kipd.kernels._relu import _INV_2PI, _pi_minus_arccos
+from kipd.kernels._stages.stage import FusedStage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,7 @@ class _Spec:
     """Static shape and parameters of one launch (hashable: a ``custom_vjp`` static arg)."""
 
     radius: int
-    num_blocks: int
+    num_relus: int
     channels: int
     height: int
     width: int
@@ -216,7 +217,7 @@ def _forward_plane(tile, x1s, x2s, vars1, vars2, valid, with_ntk):
     nngp = functools.reduce(jnp.add, [a * b for a, b in zip(x1s, x2s)])
     nngp = _div(spec, nngp, float(len(x1s)))
     ntk, steps = None, []
-    for block in range(spec.num_blocks):
+    for relu in range(spec.num_relus):
         # Selects close each expression, so a mask that a compiler can prove all-true
         # never changes how the arithmetic around it is contracted into FMAs.
         nngp = jnp.where(valid, spec.w2 * tile.box(nngp) + spec.b2, 0.0)
@@ -226,7 +227,7 @@ def _forward_plane(tile, x1s, x2s, vars1, vars2, valid, with_ntk):
         if vars1 is None:
             here = there = jnp.where(valid, nngp, 1.0)
         else:
-            here, there = vars1[block], vars2[block]
+            here, there = vars1[relu], vars2[relu]
         # sqrt(v1 v2), not the product of roots: sqrt.rn(v * v) == v, so c == 1 exactly.
         std = _sqrt(spec, here * there)
         corr = jnp.clip(_div(spec, nngp, std), -1.0, 1.0)
@@ -256,9 +257,9 @@ def _backward_plane(tile, x1s, x2s, vars1, vars2, valid, g_nngp, g_ntk, g_vars):
     spec = tile.spec
     with_ntk = g_ntk is not None
     _, _, steps = _forward_plane(tile, x1s, x2s, vars1, vars2, valid, with_ntk)
-    g_std_std = [None] * spec.num_blocks
-    for block in reversed(range(spec.num_blocks)):
-        step = steps[block]
+    g_std_std = [None] * spec.num_relus
+    for relu in reversed(range(spec.num_relus)):
+        step = steps[relu]
         # ReLU: nngp' = k1(c) std, ntk' = k0(c) ntk, c = nngp / std.
         g_nngp = jnp.where(valid, g_nngp, 0.0)
         g_in = g_nngp * step.k0
@@ -279,15 +280,15 @@ def _backward_plane(tile, x1s, x2s, vars1, vars2, valid, g_nngp, g_ntk, g_vars):
             g_std = g_std - through_corr * step.corr
             g_ntk_in = g_ntk * step.k0
         if g_vars is None:
-            g_std_std[block] = g_std * step.std
+            g_std_std[relu] = g_std * step.std
         else:
             # Diagonal pass: std = sqrt(nngp * nngp), and nngp is the recorded variance.
-            g_in = g_in + g_std * _div(spec, step.nngp, step.std) + g_vars[block]
+            g_in = g_in + g_std * _div(spec, step.nngp, step.std) + g_vars[relu]
         # Conv: nngp' = w2 box(nngp) + b2, ntk' = nngp' + w2 box(ntk), box self-adjoint.
         if with_ntk:
             g_ntk_in = jnp.where(valid, g_ntk_in, 0.0)
             g_in = g_in + g_ntk_in
-            g_ntk = spec.w2 * tile.box(g_ntk_in) if block > 0 else None
+            g_ntk = spec.w2 * tile.box(g_ntk_in) if relu > 0 else None
         g_nngp = spec.w2 * tile.box(jnp.where(valid, g_in, 0.0))
     return g_nngp, g_std_std
 
@@ -316,11 +317,11 @@ def _forward_kernel(*refs, spec: _Spec, diagonal: bool):
     x2s = tile.load(x2_ref, j, spec.channels, rows2, cols2, inside2, 0.0)
     if diagonal:
         _, _, steps = _forward_plane(tile, x1s, x2s, None, None, valid, with_ntk=False)
-        for block, step in enumerate(steps):
-            plgpu.store(var_ref.at[i, block, rows, cols], step.nngp, mask=inside)
+        for relu, step in enumerate(steps):
+            plgpu.store(var_ref.at[i, relu, rows, cols], step.nngp, mask=inside)
         return
-    vars1 = tile.load(v1_ref, i, spec.num_blocks, rows, cols, inside, 1.0)
-    vars2 = tile.load(v2_ref, j, spec.num_blocks, rows2, cols2, inside2, 1.0)
+    vars1 = tile.load(v1_ref, i, spec.num_relus, rows, cols, inside, 1.0)
+    vars2 = tile.load(v2_ref, j, spec.num_relus, rows2, cols2, inside2, 1.0)
     nngp, ntk, _ = _forward_plane(tile, x1s, x2s, vars1, vars2, valid, with_ntk=True)
     plgpu.store(nngp_ref.at[i, j, a, b, rows, cols], nngp, mask=inside)
     plgpu.store(ntk_ref.at[i, j, a, b, rows, cols], ntk, mask=inside)
@@ -336,11 +337,11 @@ def _band_backward_kernel(x1_ref, x2_ref, v1_ref, v2_ref, gn_ref, gk_ref,
     """
     tile = _Tile(spec)
     hp, wp = spec.tile
-    channels, blocks, offsets = spec.channels, spec.num_blocks, spec.offsets
+    channels, relus, offsets = spec.channels, spec.num_relus, spec.offsets
     i, j = pl.program_id(0), pl.program_id(1)
     rows, cols, inside = tile.rows, tile.cols, tile.inside
     x1s = tile.load(x1_ref, i, channels, rows, cols, inside, 0.0)
-    vars1 = tile.load(v1_ref, i, blocks, rows, cols, inside, 1.0)
+    vars1 = tile.load(v1_ref, i, relus, rows, cols, inside, 1.0)
 
     def plane(index, sums):
         # lax, not jnp: jnp's floor division and modulo do not lower to Triton.
@@ -349,7 +350,7 @@ def _band_backward_kernel(x1_ref, x2_ref, v1_ref, v2_ref, gn_ref, gk_ref,
         rows2, cols2, inside2 = tile.shifted(d_rows, d_cols)
         valid = inside & inside2
         x2s = tile.load(x2_ref, j, channels, rows2, cols2, inside2, 0.0)
-        vars2 = tile.load(v2_ref, j, blocks, rows2, cols2, inside2, 1.0)
+        vars2 = tile.load(v2_ref, j, relus, rows2, cols2, inside2, 1.0)
         g_nngp = plgpu.load(gn_ref.at[i, j, a, b, rows, cols], mask=valid, other=0.0)
         g_ntk = plgpu.load(gk_ref.at[i, j, a, b, rows, cols], mask=valid, other=0.0)
         g_input, g_std_std = _backward_plane(
@@ -370,9 +371,9 @@ def _band_backward_kernel(x1_ref, x2_ref, v1_ref, v2_ref, gn_ref, gk_ref,
         )
 
     zero = jnp.zeros((hp, wp), jnp.float32)
-    init = ([zero] * channels, [zero] * channels, [zero] * blocks, [zero] * blocks)
+    init = ([zero] * channels, [zero] * channels, [zero] * relus, [zero] * relus)
     dx1, dx2, dv1, dv2 = jax.lax.fori_loop(0, offsets * offsets, plane, init)
-    vars2 = tile.load(v2_ref, j, blocks, rows, cols, inside, 1.0)
+    vars2 = tile.load(v2_ref, j, relus, rows, cols, inside, 1.0)
     for out, sums, scale in ((dx1_ref, dx1, None), (dx2_ref, dx2, None),
                              (dv1_ref, dv1, vars1), (dv2_ref, dv2, vars2)):
         for k, total in enumerate(sums):
@@ -387,7 +388,7 @@ def _diagonal_backward_kernel(x_ref, gv_ref, dx_ref, *, spec: _Spec):
     i = pl.program_id(0)
     rows, cols, inside = tile.rows, tile.cols, tile.inside
     xs = tile.load(x_ref, i, spec.channels, rows, cols, inside, 0.0)
-    g_vars = tile.load(gv_ref, i, spec.num_blocks, rows, cols, inside, 0.0)
+    g_vars = tile.load(gv_ref, i, spec.num_relus, rows, cols, inside, 0.0)
     zero = jnp.zeros(spec.tile, jnp.float32)
     g_input, _ = _backward_plane(tile, xs, xs, None, None, inside, zero, None, g_vars)
     for k, x in enumerate(xs):
@@ -421,7 +422,7 @@ def _band_bwd(spec, residuals, cotangents):
     n1, n2 = x1.shape[0], x2.shape[0]
     spatial = (spec.height, spec.width)
     x_part = _f32((n1, n2, spec.channels, *spatial))
-    v_part = _f32((n1, n2, spec.num_blocks, *spatial))
+    v_part = _f32((n1, n2, spec.num_relus, *spatial))
     call = spec.call(
         _band_backward_kernel, (n1, n2), (x_part, x_part, v_part, v_part),
         "conv_relu_band_bwd",
@@ -438,7 +439,7 @@ def _variances(spec: _Spec, x):
     n = x.shape[0]
     call = spec.call(
         functools.partial(_forward_kernel, diagonal=True), (n, 1, 1),
-        _f32((n, spec.num_blocks, spec.height, spec.width)), "conv_relu_variances",
+        _f32((n, spec.num_relus, spec.height, spec.width)), "conv_relu_variances",
     )
     return call(x)
 
@@ -456,15 +457,15 @@ def _variances_bwd(spec, x, g_vars):
 _variances.defvjp(_variances_fwd, _variances_bwd)
 
 
-def _spec(images, *, radius, num_blocks, W_std, b_std, interpret) -> _Spec:
+def _spec(images, *, radius, num_relus, W_std, b_std, interpret) -> _Spec:
     if images.ndim != 4:
         raise ValueError(f"images must be NHWC (n, H, W, C), got shape {images.shape}")
-    if radius < 0 or num_blocks < 1:
-        raise ValueError(f"need radius >= 0 and num_blocks >= 1, got {radius}, {num_blocks}")
+    if radius < 0 or num_relus < 1:
+        raise ValueError(f"need radius >= 0 and num_relus >= 1, got {radius}, {num_relus}")
     _, height, width, channels = images.shape
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    return _Spec(int(radius), int(num_blocks), channels, height, width,
+    return _Spec(int(radius), int(num_relus), channels, height, width,
                  float(W_std) ** 2, float(b_std) ** 2, bool(interpret))
 
 
@@ -474,9 +475,9 @@ def _channels_first(images) -> jax.Array:
 
 def _stack_variances(variances: Sequence[jax.Array], n: int, spec: _Spec, name: str):
     expected = (n, spec.height, spec.width)
-    if len(variances) != spec.num_blocks or any(v.shape != expected for v in variances):
+    if len(variances) != spec.num_relus or any(v.shape != expected for v in variances):
         raise ValueError(
-            f"{name} must hold num_blocks={spec.num_blocks} arrays of shape {expected}, got "
+            f"{name} must hold num_relus={spec.num_relus} arrays of shape {expected}, got "
             f"{[tuple(v.shape) for v in variances]}"
         )
     return jnp.stack([jnp.asarray(v, jnp.float32) for v in variances], axis=1)
@@ -489,14 +490,14 @@ def conv_relu_band(
     var2: Sequence[jax.Array],
     *,
     radius: int,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
     interpret: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """NNGP and NTK bands of every pair after ``num_blocks`` x (3x3 conv, ReLU).
+    """NNGP and NTK bands of every pair after ``num_relus`` x (3x3 conv, ReLU).
 
-    The same as ``serial(*[conv(W_std, b_std), relu()] * num_blocks).kernel`` applied to
+    The same as ``serial(*[conv(W_std, b_std), relu()] * num_relus).kernel`` applied to
     ``input_state(x1, x2, (radius, radius), with_ntk=True, var1=var1, var2=var2)``
     (NTK parameterization: the CNTK recursion of Arora et al. 2019, "On Exact Computation
     with an Infinitely Wide Neural Net", on a band of offsets), fused into one Pallas
@@ -505,12 +506,12 @@ def conv_relu_band(
     Args:
       x1: ``(n1, H, W, C)`` float32 images.
       x2: ``(n2, H, W, C)``.
-      var1: ``num_blocks`` arrays ``(n1, H, W)``, the positive variances of x1 at each
+      var1: ``num_relus`` arrays ``(n1, H, W)``, the positive variances of x1 at each
         ReLU's input (from a diagonal pass; :func:`conv_relu_variances` gives ones that
         make the correlation of a pixel with itself exactly 1).
       var2: the same for x2, ``(n2, H, W)`` each.
       radius: band half-width ``R`` in both directions.
-      num_blocks: number of (conv, ReLU) blocks.
+      num_relus: number of (conv, ReLU) groups.
       W_std, b_std: weight and bias standard deviations of the convs.
       interpret: run the kernel in Pallas interpret mode; ``None``: when the default
         backend is the CPU. The compiled path is Triton on CUDA.
@@ -520,7 +521,7 @@ def conv_relu_band(
       ``[i, j, a, b, h, w] = cov(x1_i[h, w], x2_j[h + a - R, w + b - R])``, zero where the
       second position lies outside the image.
     """
-    spec = _spec(x1, radius=radius, num_blocks=num_blocks, W_std=W_std, b_std=b_std,
+    spec = _spec(x1, radius=radius, num_relus=num_relus, W_std=W_std, b_std=b_std,
                  interpret=interpret)
     if x2.ndim != 4 or x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x2 {x2.shape} must match x1 {x1.shape} but for the batch axis")
@@ -532,7 +533,7 @@ def conv_relu_band(
 def conv_relu_variances(
     x: jax.Array,
     *,
-    num_blocks: int,
+    num_relus: int,
     W_std: float = 2**0.5,
     b_std: float = 0.1,
     interpret: bool | None = None,
@@ -547,12 +548,35 @@ def conv_relu_variances(
 
     Args:
       x: ``(n, H, W, C)`` float32 images.
-      num_blocks, W_std, b_std, interpret: as for :func:`conv_relu_band`.
+      num_relus, W_std, b_std, interpret: as for :func:`conv_relu_band`.
 
     Returns:
-      ``num_blocks`` arrays ``(n, H, W)``, in ReLU order.
+      ``num_relus`` arrays ``(n, H, W)``, in ReLU order.
     """
-    spec = _spec(x, radius=0, num_blocks=num_blocks, W_std=W_std, b_std=b_std,
+    spec = _spec(x, radius=0, num_relus=num_relus, W_std=W_std, b_std=b_std,
                  interpret=interpret)
     variances = _variances(spec, _channels_first(x))
-    return tuple(variances[:, block] for block in range(num_blocks))
+    return tuple(variances[:, k] for k in range(num_relus))
+
+
+def stage(*, radius: int, num_relus: int, W_std: float, b_std: float, pool: bool) -> FusedStage:
+    """The Pallas kernel's :class:`FusedStage` (a ``StageFactory``): the stage alone. It
+    does not fuse a pooling (``pool`` is ignored: ``pools`` is False, the pooling and
+    everything after it run as layer maps), and it has no diagonal kernel: the diagonal
+    pass runs each image with itself as a one-pair grid."""
+    del pool  # not fused: see the docstring
+    hyper = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
+    band = functools.partial(conv_relu_band, radius=radius, **hyper)
+
+    def diagonal(images, variances):
+        def one(image_and_variances):
+            image, image_variances = image_and_variances
+            side = tuple(v[None] for v in image_variances)
+            nngp, ntk = band(image[None], image[None], side, side)
+            return nngp[0, 0], ntk[0, 0]
+
+        return jax.lax.map(one, (images, tuple(variances)))
+
+    return FusedStage(
+        band=band, diagonal=diagonal, variances=functools.partial(conv_relu_variances, **hyper)
+    )

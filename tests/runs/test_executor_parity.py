@@ -9,7 +9,7 @@ into whole steps, so a tolerance would hide a run that diverges.
 import numpy as np
 import pytest
 
-from kipd import compute, distill
+from kipd import compute, runs
 
 ray = pytest.importorskip("ray", reason="the Ray executor is an extra: pip install 'kipd[ray]'")
 
@@ -23,7 +23,7 @@ def _config(dataset, **changes):
         target_batch_size=30, block_size=30, checkpoint_every=2, eval_every=4, eval_size=20,
         test_size=20, keep_best=1,
     )
-    return distill.KipConfig(**{**options, **changes})
+    return runs.KipConfig(**{**options, **changes})
 
 
 def _distilled(run_dir):
@@ -61,13 +61,13 @@ class _Killing:
 @pytest.fixture(scope="module")
 def kept(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("parity") / "kept"
-    distill.run_kip(_config(tiny_dataset), out, progress=False)
+    runs.run_kip(_config(tiny_dataset), out, progress=False)
     return _distilled(out)
 
 
 def test_recomputed_pullbacks_give_the_kept_run(tiny_dataset, kept, tmp_path):
     executor = compute.LocalExecutor(pullback_memory=0)
-    distill.run_kip(_config(tiny_dataset), tmp_path / "r", progress=False, executor=executor)
+    runs.run_kip(_config(tiny_dataset), tmp_path / "r", progress=False, executor=executor)
     for got, expected in zip(_distilled(tmp_path / "r"), kept, strict=True):
         assert np.array_equal(got, expected)
 
@@ -80,7 +80,7 @@ def test_ray_with_a_worker_killed_mid_pass_and_a_ray_run_resumed_locally_give_th
         # VJP pass: one of the two workers dies after its first block.
         one_dies = _Killing(cluster, 5, 1, lambda inner: inner.workers[:1])
         with pytest.warns(RuntimeWarning, match="worker died"):
-            distill.run_kip(_config(tiny_dataset), tmp_path / "ray", progress=False,
+            runs.run_kip(_config(tiny_dataset), tmp_path / "ray", progress=False,
                             executor=one_dies)
         assert cluster.workers_alive == 1
     for got, expected in zip(_distilled(tmp_path / "ray"), kept, strict=True):
@@ -89,10 +89,10 @@ def test_ray_with_a_worker_killed_mid_pass_and_a_ray_run_resumed_locally_give_th
     with compute.RayExecutor(workers=2, num_cpus=2) as cluster:
         # The 7th pass is step 3's VJP: the cluster dies after checkpoint 2.
         all_die = _Killing(cluster, 7, 1, lambda inner: list(inner.workers))
-        with pytest.raises(distill.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
-            distill.run_kip(_config(tiny_dataset), tmp_path / "moved", progress=False,
+        with pytest.raises(runs.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
+            runs.run_kip(_config(tiny_dataset), tmp_path / "moved", progress=False,
                             executor=all_die)
-    distill.run_kip(distill.resume_config(tmp_path / "moved"), tmp_path / "moved", resume=True,
+    runs.run_kip(runs.resume_config(tmp_path / "moved"), tmp_path / "moved", resume=True,
                     progress=False)
     for got, expected in zip(_distilled(tmp_path / "moved"), kept, strict=True):
         assert np.array_equal(got, expected)

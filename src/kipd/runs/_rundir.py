@@ -26,6 +26,9 @@ A run directory (the ``--out`` of ``kipd distill`` or ``kipd label-solve``) hold
     distilled.npz        at the end: the distilled set (layout of the paper's releases,
                          plus the config, preprocessing and initial set)
     summary.json         at the end: test accuracy of the natural init and distilled set
+    report.html          written by ``kipd report`` (``kipd.analysis``), any time after
+    figures/             written by ``kipd analyze figures``: images.png, labels.png,
+                         curves.png
 
 One process writes a run directory at a time: it holds ``.NAME.lock`` beside the
 directory (:func:`writer_lock`) from its first check to its last write. A new run is
@@ -56,19 +59,18 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 
 from kipd import data, files
-from kipd.distill import _checkpoint
-from kipd.distill._config import (
-    CONFIG_FILE,
-    DistillError,
+from kipd.runs import _checkpoint
+from kipd.runs._config import (
     KipConfig,
     LabelSolveConfig,
     command_line,
     config_differences,
     config_from_json,
-    load_config,
     resume_command,
 )
+from kipd.runs._errors import DistillError
 
+CONFIG_FILE = "config.json"
 PREPROCESSING_FILE = "preprocessing.npz"
 INIT_FILE = "init.npz"
 TEST_SUBSET_FILE = "test_subset.npz"
@@ -77,6 +79,8 @@ CHECKPOINTS = "checkpoints"
 KERNEL_ROWS = "kernel_rows"
 DISTILLED_FILE = "distilled.npz"
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"  # written by kipd.analysis, default of ``kipd report``
+FIGURES_DIR = "figures"  # written by kipd.analysis, default of ``kipd analyze figures``
 CARD_FILE = "card.json"  # an export's description (``_export``)
 CARD_HASHES = "sha256"  # the card's record of its own hash and of its arrays' (``_export``)
 _RECORDED_CONFIG = "config"  # in init.npz: the config the run started with
@@ -89,8 +93,8 @@ class Run(NamedTuple):
 
     Attributes:
       path: the run directory.
-      config: its resolved :class:`~kipd.distill.KipConfig` or
-        :class:`~kipd.distill.LabelSolveConfig`.
+      config: its resolved :class:`~kipd.runs.KipConfig` or
+        :class:`~kipd.runs.LabelSolveConfig`.
       preprocessing: the fitted preprocessing (``invert`` maps images back to pixels).
       init_images: ``(n, H, W, C)`` float32 initial support, preprocessed space.
       init_labels: ``(n, C)`` float32 initial labels (centred one-hot).
@@ -131,7 +135,7 @@ def is_run(path: str | os.PathLike) -> bool:
 
 
 def is_export(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder written by :func:`kipd.distill.export`."""
+    """Whether ``path`` is a folder written by :func:`kipd.runs.export`."""
     path = Path(path)
     return (path / CARD_FILE).is_file() and (path / DISTILLED_FILE).is_file()
 
@@ -203,6 +207,33 @@ def write_start(
     files.write_npz(folder / INIT_FILE, {**init, _RECORDED_CONFIG: np.array(_canonical(config))})
     write_test_subsets(folder, test_subsets)
     (folder / (CHECKPOINTS if isinstance(config, KipConfig) else KERNEL_ROWS)).mkdir(exist_ok=True)
+
+
+def load_config(run_dir: str | os.PathLike) -> Config:
+    """The resolved config recorded in a run directory.
+
+    Args:
+      run_dir: a folder written by :func:`run_kip` or :func:`run_label_solve`.
+
+    Returns:
+      Its :class:`KipConfig` or :class:`LabelSolveConfig`.
+
+    Raises:
+      DistillError: the folder holds no readable ``config.json``.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise DistillError(
+            f"{run_dir} is not a kipd run directory (it has no {CONFIG_FILE}): pass the --out "
+            "folder of a 'kipd distill' or 'kipd label-solve' run"
+        )
+    try:
+        return config_from_json(json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise DistillError(
+            f"{path} is damaged or not a kipd run config ({err}): restore it, or start the run "
+            "again with a new --out"
+        ) from err
 
 
 def _canonical(config: Config) -> str:
@@ -448,7 +479,7 @@ def checkpoint_supports(run: Run) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The support set at step 0 (the initial one) and at every kept, readable checkpoint.
 
     A KIP run keeps the ``keep_best`` checkpoints of lowest train loss and the latest one
-    (``docs/distill.md``), so the steps are those, not a regular grid. A damaged
+    (``docs/runs.md``), so the steps are those, not a regular grid. A damaged
     checkpoint is left out with a warning that names it.
 
     Args:
@@ -698,9 +729,11 @@ def _check_export(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         raise DistillError(f"{path.parent / CARD_FILE} cannot be trusted: {problem}; {again}")
 
 
+# Over 60 lines: one branch per kind of source (export, run directory, a run's
+# distilled.npz, a released file), each with its own message of what to do.
 def load_distilled(path: str | os.PathLike) -> Distilled:
     """Reads a distilled set: a finished run directory, its ``distilled.npz``, an export
-    (:func:`kipd.distill.export`), or a ``.npz`` in the paper's released layout
+    (:func:`kipd.runs.export`), or a ``.npz`` in the paper's released layout
     (``images`` NHWC preprocessed, ``labels``).
 
     Raises:

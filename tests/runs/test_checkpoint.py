@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from kipd import distill
-from kipd.distill import _checkpoint
+from kipd.runs import _checkpoint
 
 
 def _state(step):

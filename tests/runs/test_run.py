@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from kipd import data, distill
+from kipd import data, distill, runs
 from kipd import compute
-from kipd.distill import _run, _rundir
+from kipd.runs import _label_solve_run, _rundir
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _config(dataset, **changes):
         eval_size=20,
         keep_best=1,
     )
-    return distill.KipConfig(**{**options, **changes})
+    return runs.KipConfig(**{**options, **changes})
 
 
 def _records(run_dir, timed=True):
@@ -58,7 +58,7 @@ def _npz(path):
 
 def test_run_writes_a_complete_run_directory(dataset, tmp_path):
     out = tmp_path / "run"
-    summary = distill.run_kip(_config(dataset), out, progress=False)
+    summary = runs.run_kip(_config(dataset), out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints",
         "config.json",
@@ -69,7 +69,7 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
         "summary.json",
         "test_subset.npz",
     ]
-    config = distill.load_config(out)
+    config = runs.load_config(out)
     assert (config.lr, config.zca, config.target_batch_size) == (0.01, False, 30)  # resolved
     records = _records(out)
     assert [r["step"] for r in records] == list(range(7))
@@ -88,7 +88,7 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
     np.testing.assert_allclose(
         distilled["images_pixel"], preprocessing.invert(distilled["images"]), rtol=1e-6
     )
-    assert distill.load_distilled(out).config == config
+    assert runs.load_distilled(out).config == config
     init = _npz(out / "init.npz")
     np.testing.assert_array_equal(distilled["init_images"], init["images"])
     assert not np.array_equal(distilled["images"], init["images"])
@@ -96,20 +96,20 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
     assert summary["steps"] == 6 and summary["test_size"] == 30 and summary["support_size"] == 3
     assert summary["test_accuracy"] >= summary["init_test_accuracy"]
     # A finished run resumed with the same steps just reports its summary.
-    assert distill.run_kip(distill.resume_config(out), out, resume=True, progress=False) == summary
+    assert runs.run_kip(runs.resume_config(out), out, resume=True, progress=False) == summary
     # ... and on a smaller test set, evaluates both sets again there (same subset each time).
-    smaller = distill.run_kip(
-        distill.resume_config(out, test_size=10), out, resume=True, progress=False
+    smaller = runs.run_kip(
+        runs.resume_config(out, test_size=10), out, resume=True, progress=False
     )
     assert smaller["test_size"] == 10 and smaller["steps"] == 6
     assert json.loads((out / "summary.json").read_text()) == smaller
-    again = distill.run_kip(
-        distill.resume_config(out, test_size=10), out, resume=True, progress=False
+    again = runs.run_kip(
+        runs.resume_config(out, test_size=10), out, resume=True, progress=False
     )
     assert again == smaller
     # The final test subset of the summary is recorded, and evaluate reuses it.
-    assert len(distill.load_run(out).test_indices) == 10
-    assert distill.evaluate(out, progress=False)["test_accuracy"] == smaller["test_accuracy"]
+    assert len(runs.load_run(out).test_indices) == 10
+    assert runs.evaluate(out, progress=False)["test_accuracy"] == smaller["test_accuracy"]
 
 
 def _steps(run_dir):
@@ -129,7 +129,7 @@ def _steps(run_dir):
 )
 def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, changes):
     config = _config(dataset, steps=7, checkpoint_every=2, **changes)
-    distill.run_kip(config, tmp_path / "whole", progress=False)
+    runs.run_kip(config, tmp_path / "whole", progress=False)
 
     real_save = _rundir.save_checkpoint
 
@@ -140,11 +140,11 @@ def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, cha
 
     monkeypatch.setattr(_rundir, "save_checkpoint", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        distill.run_kip(config, tmp_path / "resumed", progress=False)
+        runs.run_kip(config, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(_rundir, "save_checkpoint", real_save)
     assert max(_steps(tmp_path / "resumed")) == 4
     first_leg = _rundir.elapsed_seconds(tmp_path / "resumed", 4)
-    summary = distill.run_kip(config, tmp_path / "resumed", resume=True, progress=False)
+    summary = runs.run_kip(config, tmp_path / "resumed", resume=True, progress=False)
     # The run's wall time carries the first leg (up to its checkpoint) into the second.
     elapsed = [r["elapsed"] for r in _records(tmp_path / "resumed") if "elapsed" in r]
     assert first_leg > 0 and elapsed == sorted(elapsed) and elapsed[4] > first_leg
@@ -165,23 +165,23 @@ def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, cha
 
 def test_run_directory_guards(dataset, tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(distill.DistillError, match="nothing to resume.*leave out --resume"):
-        distill.run_kip(_config(dataset), out, resume=True, progress=False)
-    distill.run_kip(_config(dataset, steps=2), out, progress=False)
-    with pytest.raises(distill.DistillError, match="already holds a run.*--resume"):
-        distill.run_kip(_config(dataset, steps=2), out, progress=False)
-    with pytest.raises(distill.DistillError, match="another config.*lr: 0.01 -> 0.5"):
-        distill.run_kip(
-            distill.resume_config(out, lr=0.5, steps=4), out, resume=True, progress=False
+    with pytest.raises(runs.DistillError, match="nothing to resume.*leave out --resume"):
+        runs.run_kip(_config(dataset), out, resume=True, progress=False)
+    runs.run_kip(_config(dataset, steps=2), out, progress=False)
+    with pytest.raises(runs.DistillError, match="already holds a run.*--resume"):
+        runs.run_kip(_config(dataset, steps=2), out, progress=False)
+    with pytest.raises(runs.DistillError, match="another config.*lr: 0.01 -> 0.5"):
+        runs.run_kip(
+            runs.resume_config(out, lr=0.5, steps=4), out, resume=True, progress=False
         )
-    with pytest.raises(distill.DistillError, match="past --steps 1"):
-        distill.run_kip(distill.resume_config(out, steps=1), out, resume=True, progress=False)
+    with pytest.raises(runs.DistillError, match="past --steps 1"):
+        runs.run_kip(runs.resume_config(out, steps=1), out, resume=True, progress=False)
     # A decaying learning rate ends at its own --steps: more would change every step's rate.
     decayed = tmp_path / "cosine"
-    distill.run_kip(_config(dataset, steps=2, lr_schedule="cosine"), decayed, progress=False)
-    with pytest.raises(distill.DistillError, match=r"steps: 2 -> 4 \(cosine learning rate\)"):
-        distill.run_kip(
-            distill.resume_config(decayed, steps=4), decayed, resume=True, progress=False
+    runs.run_kip(_config(dataset, steps=2, lr_schedule="cosine"), decayed, progress=False)
+    with pytest.raises(runs.DistillError, match=r"steps: 2 -> 4 \(cosine learning rate\)"):
+        runs.run_kip(
+            runs.resume_config(decayed, steps=4), decayed, resume=True, progress=False
         )
     assert not list(tmp_path.glob(".run*"))  # no temporary run folder left behind
 
@@ -194,15 +194,15 @@ def test_balanced_targets_need_enough_images_of_every_class(dataset, tmp_path):
         uneven = {**tiny, "x_train": tiny["x_train"][keep], "y_train": tiny["y_train"][keep]}
         np.savez(path, **uneven)
     config = _config(str(path), target_sampling="balanced", target_batch_size=60)
-    with pytest.raises(distill.DistillError, match="class 2 has 10.*--target-batch-size 30"):
-        distill.run_kip(config, tmp_path / "balanced", progress=False)
+    with pytest.raises(runs.DistillError, match="class 2 has 10.*--target-batch-size 30"):
+        runs.run_kip(config, tmp_path / "balanced", progress=False)
     assert not (tmp_path / "balanced").exists()
 
 
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(distill.DistillError, match="became (nan|inf).*last good state.*lower --lr"):
-        distill.run_kip(
+    with pytest.raises(runs.DistillError, match="became (nan|inf).*last good state.*lower --lr"):
+        runs.run_kip(
             _config(dataset, lr=1e30, steps=20, checkpoint_every=1, keep_best=20),
             out,
             progress=False,
@@ -218,7 +218,7 @@ def test_noise_init_sampling_and_augmentation(dataset, tmp_path):
     config = _config(
         dataset, kernels=("fc1", "fc2"), init="noise", augment=0.5, steps=4, learn_labels=False
     )
-    distill.run_kip(config, tmp_path / "run", progress=False)
+    runs.run_kip(config, tmp_path / "run", progress=False)
     records = _records(tmp_path / "run")
     assert {r["kernel"] for r in records[1:]} <= {"fc1", "fc2"}
     distilled = _npz(tmp_path / "run/distilled.npz")
@@ -228,15 +228,15 @@ def test_noise_init_sampling_and_augmentation(dataset, tmp_path):
 
 def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     out = tmp_path / "ls"
-    config = distill.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
-    summary = distill.run_label_solve(config, out, progress=False)
+    config = runs.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
+    summary = runs.run_label_solve(config, out, progress=False)
     assert summary["target_size"] == 90 and summary["support_size"] == 6
-    with pytest.raises(distill.DistillError, match="already holds a run: pass --resume"):
-        distill.run_label_solve(config, out, progress=False)
+    with pytest.raises(runs.DistillError, match="already holds a run: pass --resume"):
+        runs.run_label_solve(config, out, progress=False)
 
     # The stored labels are eq. (2) on the whole (preprocessed) train set.
     ds = data.load(dataset)
-    distilled = distill.load_distilled(out)
+    distilled = runs.load_distilled(out)
     preprocessing = data.Preprocessing.load(out / "preprocessing.npz")
     x_train = preprocessing.apply(ds.x_train)
     kernel = ntk("fc1")
@@ -247,37 +247,37 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     )
     np.testing.assert_allclose(distilled.labels, expected, rtol=1e-4, atol=1e-5)
 
-    result = distill.evaluate(out, progress=False)
+    result = runs.evaluate(out, progress=False)
     assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert result["init_test_accuracy"] == pytest.approx(summary["init_test_accuracy"])
 
     # --test-size: the same solve, read on a fixed random subset of the test set.
-    subset = distill.run_label_solve(
+    subset = runs.run_label_solve(
         dataclasses.replace(config, test_size=12), tmp_path / "ls12", progress=False
     )
     assert subset["test_size"] == 12
-    np.testing.assert_array_equal(distill.load_distilled(tmp_path / "ls12").labels, distilled.labels)
+    np.testing.assert_array_equal(runs.load_distilled(tmp_path / "ls12").labels, distilled.labels)
 
     released = tmp_path / "released.npz"
     np.savez(released, images=distilled.images, labels=distilled.labels)
     with pytest.raises(ValueError, match="--dataset"):
-        distill.evaluate(released, progress=False)
-    result = distill.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
+        runs.evaluate(released, progress=False)
+    result = runs.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
     assert set(result) == {"dataset", "kernel", "support_size", "test_size", "test_accuracy"}
 
     np.savez(released, images=distilled.images[:, :4], labels=distilled.labels)
     with pytest.raises(ValueError, match="pass the --dataset it was distilled from"):
-        distill.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
-    with pytest.raises(distill.DistillError, match="not a distilled set"):
+        runs.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
+    with pytest.raises(runs.DistillError, match="not a distilled set"):
         np.savez(released, pictures=distilled.images)
-        distill.evaluate(released, dataset=dataset, progress=False)
+        runs.evaluate(released, dataset=dataset, progress=False)
 
 
 def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_path, monkeypatch):
     """K(targets, support) is saved chunk by chunk: a kill loses only the chunk in progress."""
-    monkeypatch.setattr(_run, "KERNEL_ROWS_CHUNK_ENTRIES", 64 * 6)  # 64 rows of 6 support images
-    config = distill.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
-    whole = distill.run_label_solve(config, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(_label_solve_run, "KERNEL_ROWS_CHUNK_ENTRIES", 64 * 6)  # 64 rows of 6 support images
+    config = runs.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
+    whole = runs.run_label_solve(config, tmp_path / "whole", progress=False)
 
     real_write = _rundir.write_kernel_rows
     written = []
@@ -290,31 +290,31 @@ def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_p
     monkeypatch.setattr(_rundir, "write_kernel_rows", killed_at_the_second_chunk)
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        distill.run_label_solve(config, out, progress=False)
+        runs.run_label_solve(config, out, progress=False)
     assert sorted(p.name for p in (out / "kernel_rows").iterdir()) == ["rows_00000000.npz"]
-    with pytest.raises(distill.DistillError, match="not finished.*label-solve --out .* --resume"):
-        distill.load_run(out)
-    with pytest.raises(distill.DistillError, match="label_solve run: resume it with kipd label-solve"):
-        distill.resume_config(out)
+    with pytest.raises(runs.DistillError, match="not finished.*label-solve --out .* --resume"):
+        runs.load_run(out)
+    with pytest.raises(runs.DistillError, match="label_solve run: resume it with kipd label-solve"):
+        runs.resume_config(out)
 
     def counted(run_dir, first_row, rows):
         written.append(first_row)
         return real_write(run_dir, first_row, rows)
 
     monkeypatch.setattr(_rundir, "write_kernel_rows", counted)
-    resumed = distill.run_label_solve(
-        distill.resume_config(out, distill.LabelSolveConfig), out, resume=True, progress=False
+    resumed = runs.run_label_solve(
+        runs.resume_config(out, runs.LabelSolveConfig), out, resume=True, progress=False
     )
     assert written == [64]  # only the rows the kill lost
     np.testing.assert_array_equal(
-        distill.load_distilled(out).labels, distill.load_distilled(tmp_path / "whole").labels
+        runs.load_distilled(out).labels, runs.load_distilled(tmp_path / "whole").labels
     )
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     assert not (out / "kernel_rows").exists()
 
     # A finished run resumed: its summary, or (another --test-size) its labels read again.
-    assert distill.run_label_solve(config, out, resume=True, progress=False) == resumed
-    again = distill.run_label_solve(
+    assert runs.run_label_solve(config, out, resume=True, progress=False) == resumed
+    again = runs.run_label_solve(
         dataclasses.replace(config, test_size=12), out, resume=True, progress=False
     )
     assert again["test_size"] == 12 and written == [64]
@@ -340,7 +340,7 @@ def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_p
 )
 def test_config_validation_names_the_fix(changes, message):
     with pytest.raises(ValueError, match=message):
-        dataclasses.replace(distill.KipConfig(), **changes)
+        dataclasses.replace(runs.KipConfig(), **changes)
 
 
 def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
@@ -353,7 +353,7 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
     import ray
 
     local = _config(dataset, steps=5, block_size=16)
-    distill.run_kip(local, tmp_path / "local", progress=False)
+    runs.run_kip(local, tmp_path / "local", progress=False)
 
     passes = []
 
@@ -382,13 +382,13 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
         def __exit__(self, *exc):
             self.close()
 
-    with pytest.raises(distill.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
+    with pytest.raises(runs.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
         with DyingCluster() as cluster:
-            distill.run_kip(local, tmp_path / "ray", progress=False, executor=cluster)
+            runs.run_kip(local, tmp_path / "ray", progress=False, executor=cluster)
     assert not ray.is_initialized()  # the local cluster was stopped
     assert max(_steps(tmp_path / "ray")) == 2
     # Where blocks run is not part of the run: it resumes here, on the local executor.
-    distill.run_kip(distill.resume_config(tmp_path / "ray"), tmp_path / "ray", resume=True,
+    runs.run_kip(runs.resume_config(tmp_path / "ray"), tmp_path / "ray", resume=True,
                     progress=False)
     a, b = _npz(tmp_path / "local/distilled.npz"), _npz(tmp_path / "ray/distilled.npz")
     for key in ("images", "labels"):
@@ -397,8 +397,8 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
 
 def test_unknown_dataset_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="fashion_mnist"):
-        distill.run_kip(
-            distill.KipConfig(dataset="imagenet", kernels=("fc1",)),
+        runs.run_kip(
+            runs.KipConfig(dataset="imagenet", kernels=("fc1",)),
             tmp_path / "run",
             progress=False,
         )
@@ -408,15 +408,15 @@ def test_unknown_dataset_names_the_choices(tmp_path):
 @pytest.mark.slow
 def test_fashion_mnist_end_to_end(tmp_path):
     """Real Fashion-MNIST, 1 image per class, FC1 kernel: KIP and Label Solve both beat
-    the natural init on the whole test set (ConvNet numbers are in docs/distill.md)."""
-    config = distill.KipConfig(
+    the natural init on the whole test set (ConvNet numbers are in docs/runs.md)."""
+    config = runs.KipConfig(
         kernels=("fc1",), steps=30, target_batch_size=1000, eval_every=30, eval_size=500
     )
-    kip = distill.run_kip(config, tmp_path / "kip", progress=False)
+    kip = runs.run_kip(config, tmp_path / "kip", progress=False)
     assert kip["test_size"] == 10000 and kip["support_size"] == 10
     assert kip["test_accuracy"] - kip["init_test_accuracy"] > 0.08
-    ls = distill.run_label_solve(
-        distill.LabelSolveConfig(kernel="fc1"), tmp_path / "ls", progress=False
+    ls = runs.run_label_solve(
+        runs.LabelSolveConfig(kernel="fc1"), tmp_path / "ls", progress=False
     )
     assert ls["target_size"] == 60000
     assert ls["test_accuracy"] - ls["init_test_accuracy"] > 0.05

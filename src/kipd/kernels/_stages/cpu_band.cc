@@ -1,12 +1,13 @@
 // The full-resolution stage of the ConvNet kernel, fused for the CPU (XLA FFI handlers).
 //
-// The stage is num_blocks x (3x3 'SAME' conv, ReLU) on the covariance band of
+// The stage is num_relus x (3x3 'SAME' conv, ReLU) on the covariance band of
 // kipd/kernels/_state.py, NTK parameterization: band entry (pair, offset D, position p)
 // is cov(x1[p], x2[p + D]). A conv keeps the offset D and a ReLU acts entry by entry, so
 // each offset plane of each pair runs the whole stage on its own: here a plane's
 // H x W tile stays in L1/L2 from the raw images to the last ReLU, and only the final
-// outputs go to memory. _cpu.py builds, loads and documents this file; the semantics are
-// those of serial(conv, relu, ...).kernel(input_state(...)) in _layers.py / _relu.py.
+// outputs go to memory. cpu_build.py builds and loads this file, cpu.py binds and
+// documents it; the semantics are those of serial(conv, relu, ...).kernel(input_state(...))
+// in _layers.py / _relu.py.
 //
 // Pooling fused (attribute pool). When the 2x2 average pooling follows the stage (the
 // ConvNet), each plane's final tile is added into its pair's pooled band while still in
@@ -200,9 +201,9 @@ struct Geometry {
   // unused): the stages after a pooling.
   bool band_input;
 
-  Geometry(int64_t height, int64_t width, int64_t channels, int64_t blocks, int64_t radius,
+  Geometry(int64_t height, int64_t width, int64_t channels, int64_t relus, int64_t radius,
            float w2_, float b2_, bool pool_ = false, bool band_input_ = false)
-      : H(height), W(width), C(channels), L(blocks), R(radius), pool(pool_),
+      : H(height), W(width), C(channels), L(relus), R(radius), pool(pool_),
         w2_ninth(w2_ / 9.0f), b2(b2_), band_input(band_input_) {
     A = 2 * R + 1;
     Hc = H / 2;
@@ -273,16 +274,16 @@ struct Workspace {
   enum Tile { kNngpIn, kNtkIn, kNngpOut, kNtkOut, kGradNngp, kGradNtk, kErrNngp, kErrNtk,
               kFixedTiles };
   // Per ReLU, what its backward needs: input NTK, s, c (unclipped), k0, sin term.
-  enum Saved { kSavedNtk, kSavedStd, kSavedCorr, kSavedK0, kSavedSine, kSavedPerBlock };
+  enum Saved { kSavedNtk, kSavedStd, kSavedCorr, kSavedK0, kSavedSine, kSavedPerRelu };
 
   const Geometry& g;
   std::vector<float> memory;
   float* colmask;   // Wp: 1 where p and p + D lie in the image (column-wise), else 0
   float* zero_row;  // a zero row read in place of rows outside the plane's valid rows
-  float* record_row;  // kSelf: one row of a block's variances
+  float* record_row;  // kSelf: one row of a ReLU's variances
 
   explicit Workspace(const Geometry& geometry, bool with_saved) : g(geometry) {
-    const int64_t tiles = kFixedTiles + (with_saved ? kSavedPerBlock * g.L : 0);
+    const int64_t tiles = kFixedTiles + (with_saved ? kSavedPerRelu * g.L : 0);
     const int64_t row = kGuard + g.S + kGuard;
     memory.assign(tiles * g.tile + 3 * row + kLanes, 0.0f);
     float* rows = memory.data() + tiles * g.tile;
@@ -293,8 +294,8 @@ struct Workspace {
 
   // Row 0, column 0 of tile k.
   float* tile(int64_t k) { return memory.data() + k * g.tile + kGuard; }
-  float* saved(int64_t block, int64_t what) {
-    return tile(kFixedTiles + block * kSavedPerBlock + what);
+  float* saved(int64_t relu, int64_t what) {
+    return tile(kFixedTiles + relu * kSavedPerRelu + what);
   }
 };
 
@@ -448,7 +449,7 @@ inline void conv_relu_row(const Rows3& rows_nngp, const Rows3& rows_ntk, const V
 struct Sides {
   const float* x1;  // image of the first side, channel 0, row 0, column 0
   const float* x2;
-  // Its variances, roots and inverse roots, block 0, row 0, column 0 (unused in kSelf).
+  // Its variances, roots and inverse roots, ReLU 0, row 0, column 0 (unused in kSelf).
   VarianceRow v1;
   VarianceRow v2;
   // Band input instead of images: the pair's input band, planes of H x W (kSelf: the
@@ -471,7 +472,7 @@ inline void load_plane(float* tile, const float* plane_in, const Plane& plane, c
 struct PlaneOutputs {
   float* nngp = nullptr;    // kBand: the H x W output planes, rows of W floats
   float* ntk = nullptr;
-  float* record = nullptr;  // kSelf: the variance of each block, L planes of H x W
+  float* record = nullptr;  // kSelf: the variance at each ReLU, L planes of H x W
   float* pooled_nngp = nullptr;  // kBand with pool: the pair's pooled sums, added to
   float* pooled_ntk = nullptr;   // (instead of writing nngp / ntk)
 };
@@ -502,7 +503,7 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
   if (g.band_input) {
     const int64_t at = ((dh + g.R) * g.A + dw + g.R) * g.plane_floats();
     load_plane(nngp_in, in.band_nngp + at, plane, cm, g);
-    // The variance pass needs no NTK: its first block runs as the image stage's does.
+    // The variance pass needs no NTK: its first [conv, ReLU] runs as the image stage's does.
     if (mode != Mode::kSelf) load_plane(ntk_in, in.band_ntk + at, plane, cm, g);
   } else {
     for (int64_t h = plane.h0; h < plane.h1; ++h)
@@ -512,7 +513,7 @@ Plane forward_plane(const Geometry& g, Workspace& ws, const Sides& in, int64_t d
     // The first conv of the image stage has a zero input NTK (ntk = nngp after it); a band
     // input carries one.
     const bool first = l == 0 && (!g.band_input || mode == Mode::kSelf);
-    // The last block of the band writes its rows straight into the output planes when
+    // The last [conv, ReLU] of the band writes its rows straight into the output planes when
     // they are whole vectors wide (W == Wp), else into a tile copied out below.
     const bool direct = mode == Mode::kBand && !pooled && l == g.L - 1 && W == Wp;
     for (int64_t h = plane.h0; h < plane.h1; ++h) {
@@ -783,16 +784,16 @@ int thread_count(int64_t work_items) {
   return static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(work_items, 1)));
 }
 
-// body(thread, begin, end) over [0, total) in chunks handed out dynamically (the cores
+// body(thread, begin, end) over [0, total) in spans handed out dynamically (the cores
 // are shared, so a static split would wait for the slowest one).
 template <class Body>
-void parallel_chunks(int threads, int64_t total, int64_t chunk, Body&& body) {
+void parallel_spans(int threads, int64_t total, int64_t span, Body&& body) {
   std::atomic<int64_t> next{0};
   auto worker = [&](int thread) {
     for (;;) {
-      const int64_t begin = next.fetch_add(chunk);
+      const int64_t begin = next.fetch_add(span);
       if (begin >= total) return;
-      body(thread, begin, std::min(total, begin + chunk));
+      body(thread, begin, std::min(total, begin + span));
     }
   };
   std::vector<std::thread> pool;
@@ -825,11 +826,17 @@ void advise_huge_pages(void* data, int64_t bytes) {
 // enough for any core count this kernel meets, few enough to keep their memory small.
 constexpr int64_t kBackwardSlices = 16;
 
-int64_t chunk_size(int64_t total, int threads, int64_t planes) {
-  // ~8 chunks per thread for balance, at most one pair's planes so that a chunk's
+int64_t span_size(int64_t total, int threads, int64_t planes) {
+  // ~8 spans per thread for balance, at most one pair's planes so that a span's
   // accumulations stay on one pair's images.
   return std::max<int64_t>(1, std::min<int64_t>(planes, total / (8 * threads)));
 }
+
+// `return` the error of an ffi::Error expression that failed: the handlers' checks.
+#define KIPD_RETURN_IF_ERROR(expression)                                \
+  do {                                                                  \
+    if (ffi::Error kipd_error = (expression); kipd_error.failure()) return kipd_error; \
+  } while (false)
 
 // Shape checks of the handlers' inputs.
 ffi::Error check_images(const ffi::Buffer<ffi::F32>& x, const char* name) {
@@ -842,78 +849,39 @@ ffi::Error check_variances(const ffi::Buffer<ffi::F32>& v, int64_t n, int64_t he
                            int64_t width, const char* name) {
   auto vd = v.dimensions();
   if (vd.size() != 4 || vd[0] != n || vd[2] != height || vd[3] != width || vd[1] < 1)
-    return ffi::Error::InvalidArgument(std::string(name) + " must be (n, num_blocks, H, W)");
+    return ffi::Error::InvalidArgument(std::string(name) + " must be (n, num_relus, H, W)");
   return ffi::Error::Success();
 }
 
-ffi::Error check_stage(int64_t radius, int64_t pool, int64_t height, int64_t width,
-                       const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2) {
+// Both sides' variances and what the stage needs of its band and image.
+ffi::Error check_stage(int64_t n1, int64_t n2, int64_t height, int64_t width, int64_t radius,
+                       int64_t pool, const ffi::Buffer<ffi::F32>& v1,
+                       const ffi::Buffer<ffi::F32>& v2) {
+  KIPD_RETURN_IF_ERROR(check_variances(v1, n1, height, width, "var1"));
+  KIPD_RETURN_IF_ERROR(check_variances(v2, n2, height, width, "var2"));
   if (v1.dimensions()[1] != v2.dimensions()[1])
-    return ffi::Error::InvalidArgument("var1 and var2 must have the same num_blocks");
+    return ffi::Error::InvalidArgument("var1 and var2 must have the same num_relus");
   if (radius < 0) return ffi::Error::InvalidArgument("radius must be >= 0");
   if (pool && (radius < 1 || height < 2 || width < 2))
     return ffi::Error::InvalidArgument("pooling needs radius >= 1 and at least 2 x 2 pixels");
   return ffi::Error::Success();
 }
 
-ffi::Error check_pair(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F32>& x2,
-                      const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
-                      int64_t radius, int64_t pool) {
-  for (auto error : {check_images(x1, "x1"), check_images(x2, "x2")})
-    if (error.failure()) return error;
-  auto d1 = x1.dimensions(), d2 = x2.dimensions();
-  if (d1[1] != d2[1] || d1[2] != d2[2] || d1[3] != d2[3])
-    return ffi::Error::InvalidArgument("x1 and x2 must have the same H, W, C");
-  for (auto error : {check_variances(v1, d1[0], d1[1], d1[2], "var1"),
-                     check_variances(v2, d2[0], d2[1], d2[2], "var2")})
-    if (error.failure()) return error;
-  return check_stage(radius, pool, d1[1], d1[2], v1, v2);
-}
-
-// A band input: (n1, n2, A, A, H, W) for a grid, (n, A, A, H, W) with diagonal; the
-// NTK's shape is the NNGP's; A is odd. Sets n1, n2 and the geometry of the call.
-ffi::Error check_band_input(const ffi::Buffer<ffi::F32>& nngp, const ffi::Buffer<ffi::F32>& ntk,
-                            const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
-                            bool diagonal, int64_t pool, float w2, float b2, int64_t& n1,
-                            int64_t& n2, std::optional<Geometry>& geometry) {
-  auto d = nngp.dimensions();
-  const size_t rank = diagonal ? 5 : 6;
-  if (d.size() != rank)
-    return ffi::Error::InvalidArgument(
-        diagonal ? "the input band must be (n, A, A, H, W)"
-                 : "the input band must be (n1, n2, A, A, H, W)");
-  auto dk = ntk.dimensions();
-  if (dk.size() != rank || !std::equal(d.begin(), d.end(), dk.begin()))
-    return ffi::Error::InvalidArgument("the input NTK band must have the NNGP band's shape");
-  const int64_t offsets = d[rank - 4];
-  if (offsets != d[rank - 3] || offsets % 2 != 1)
-    return ffi::Error::InvalidArgument("the input band must have an odd, square offset window");
-  n1 = d[0];
-  n2 = diagonal ? d[0] : d[1];
-  const int64_t radius = (offsets - 1) / 2;
-  const int64_t height = d[rank - 2], width = d[rank - 1];
-  for (auto error : {check_variances(v1, n1, height, width, "var1"),
-                     check_variances(v2, n2, height, width, "var2")})
-    if (error.failure()) return error;
-  if (auto error = check_stage(radius, pool, height, width, v1, v2); error.failure())
-    return error;
-  geometry.emplace(height, width, 1, v1.dimensions()[1], radius, w2, b2, pool != 0, true);
-  return ffi::Error::Success();
-}
-
 // A call's inputs laid out for the planes: the padded images (or the input band) and the
 // padded variances of both sides. sides(pair) addresses one pair's.
 struct Operands {
-  const Geometry& g;
+  Geometry g;
   int64_t n1, n2;
   bool diagonal;
   std::vector<float> x1p, x2p;
   PaddedVariances v1p, v2p;
+  const float* v1;  // the variances as given, (n, L, H, W): their gradients divide by them
+  const float* v2;
   const float* band_nngp = nullptr;
   const float* band_ntk = nullptr;
 
   int64_t pairs() const { return diagonal ? n1 : n1 * n2; }
-  // Image i's rows of a side's padded variances, block 0, row 0, column 0.
+  // Image i's rows of a side's padded variances, ReLU 0, row 0, column 0.
   VarianceRow side_variances(const PaddedVariances& side, int64_t i) const {
     const int64_t at = i * g.variance_floats() + g.margin;
     return VarianceRow{side.var.data() + at, side.root.data() + at,
@@ -936,28 +904,71 @@ struct Operands {
   }
 };
 
-Operands image_operands(const Geometry& g, const ffi::Buffer<ffi::F32>& x1,
-                        const ffi::Buffer<ffi::F32>& x2, const ffi::Buffer<ffi::F32>& v1,
-                        const ffi::Buffer<ffi::F32>& v2, bool diagonal) {
-  const int64_t n1 = x1.dimensions()[0], n2 = x2.dimensions()[0];
-  return Operands{g, n1, n2, diagonal, pad_images(x1.typed_data(), n1, g),
-                  pad_images(x2.typed_data(), n2, g), pad_variances(v1.typed_data(), n1, g),
-                  pad_variances(v2.typed_data(), n2, g)};
+// The preamble of the handlers on images: check images (n, H, W, C) and variances
+// (n, L, H, W) of both sides and lay them out (diagonal: pairs (i, i), so n1 == n2).
+ffi::Error image_operands(const ffi::Buffer<ffi::F32>& x1, const ffi::Buffer<ffi::F32>& x2,
+                          const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
+                          int64_t radius, float w2, float b2, int64_t pool, bool diagonal,
+                          std::optional<Operands>& ops) {
+  KIPD_RETURN_IF_ERROR(check_images(x1, "x1"));
+  KIPD_RETURN_IF_ERROR(check_images(x2, "x2"));
+  auto d1 = x1.dimensions(), d2 = x2.dimensions();
+  if (d1[1] != d2[1] || d1[2] != d2[2] || d1[3] != d2[3])
+    return ffi::Error::InvalidArgument("x1 and x2 must have the same H, W, C");
+  const int64_t n1 = d1[0], n2 = d2[0];
+  if (diagonal && n1 != n2) return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
+  KIPD_RETURN_IF_ERROR(check_stage(n1, n2, d1[1], d1[2], radius, pool, v1, v2));
+  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
+  ops.emplace(Operands{g, n1, n2, diagonal, pad_images(x1.typed_data(), n1, g),
+                       pad_images(x2.typed_data(), n2, g), pad_variances(v1.typed_data(), n1, g),
+                       pad_variances(v2.typed_data(), n2, g), v1.typed_data(), v2.typed_data()});
+  return ffi::Error::Success();
 }
 
-Operands band_operands(const Geometry& g, const ffi::Buffer<ffi::F32>& nngp,
-                       const ffi::Buffer<ffi::F32>& ntk, const ffi::Buffer<ffi::F32>& v1,
-                       const ffi::Buffer<ffi::F32>& v2, int64_t n1, int64_t n2, bool diagonal) {
-  return Operands{g, n1, n2, diagonal, {}, {}, pad_variances(v1.typed_data(), n1, g),
-                  pad_variances(v2.typed_data(), n2, g), nngp.typed_data(), ntk.typed_data()};
+// The preamble of the handlers on a band input: check the band, (n1, n2, A, A, H, W) for
+// a grid, (n, A, A, H, W) with diagonal (A odd; the NTK's shape is the NNGP's), and the
+// variances, and lay them out.
+ffi::Error band_operands(const ffi::Buffer<ffi::F32>& nngp, const ffi::Buffer<ffi::F32>& ntk,
+                         const ffi::Buffer<ffi::F32>& v1, const ffi::Buffer<ffi::F32>& v2,
+                         float w2, float b2, int64_t pool, bool diagonal,
+                         std::optional<Operands>& ops) {
+  auto d = nngp.dimensions();
+  const size_t rank = diagonal ? 5 : 6;
+  if (d.size() != rank)
+    return ffi::Error::InvalidArgument(
+        diagonal ? "the input band must be (n, A, A, H, W)"
+                 : "the input band must be (n1, n2, A, A, H, W)");
+  auto dk = ntk.dimensions();
+  if (dk.size() != rank || !std::equal(d.begin(), d.end(), dk.begin()))
+    return ffi::Error::InvalidArgument("the input NTK band must have the NNGP band's shape");
+  const int64_t offsets = d[rank - 4];
+  if (offsets != d[rank - 3] || offsets % 2 != 1)
+    return ffi::Error::InvalidArgument("the input band must have an odd, square offset window");
+  const int64_t n1 = d[0], n2 = diagonal ? d[0] : d[1];
+  const int64_t radius = (offsets - 1) / 2;
+  const int64_t height = d[rank - 2], width = d[rank - 1];
+  KIPD_RETURN_IF_ERROR(check_stage(n1, n2, height, width, radius, pool, v1, v2));
+  const Geometry g(height, width, 1, v1.dimensions()[1], radius, w2, b2, pool != 0, true);
+  ops.emplace(Operands{g, n1, n2, diagonal, {}, {}, pad_variances(v1.typed_data(), n1, g),
+                       pad_variances(v2.typed_data(), n2, g), v1.typed_data(), v2.typed_data(),
+                       nngp.typed_data(), ntk.typed_data()});
+  return ffi::Error::Success();
 }
 
-ffi::Error check_outputs(const Geometry& g, int64_t pairs, ffi::ResultBuffer<ffi::F32>& nngp,
+ffi::Error check_outputs(const Operands& ops, ffi::ResultBuffer<ffi::F32>& nngp,
                          ffi::ResultBuffer<ffi::F32>& ntk) {
   for (auto* out : {&nngp, &ntk})
-    if (static_cast<int64_t>((*out)->element_count()) != pairs * g.output_floats())
+    if (static_cast<int64_t>((*out)->element_count()) != ops.pairs() * ops.g.output_floats())
       return ffi::Error::InvalidArgument("the outputs must have the (pooled) band's shape");
   return ffi::Error::Success();
+}
+
+// One workspace per thread.
+std::vector<Workspace> workspaces(const Geometry& g, int threads, bool with_saved) {
+  std::vector<Workspace> out;
+  out.reserve(threads);
+  for (int t = 0; t < threads; ++t) out.emplace_back(g, with_saved);
+  return out;
 }
 
 // The output band of every pair of the operands.
@@ -969,10 +980,8 @@ void band_forward(const Operands& ops, float* out_nngp, float* out_ntk) {
   if (g.pool) {
     // A pair is one work item: its planes add into its pooled band in plane order.
     const int threads = thread_count(pairs);
-    std::vector<Workspace> workspaces;
-    workspaces.reserve(threads);
-    for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
-    parallel_chunks(threads, pairs, 1, [&](int thread, int64_t begin, int64_t end) {
+    std::vector<Workspace> spaces = workspaces(g, threads, false);
+    parallel_spans(threads, pairs, 1, [&](int thread, int64_t begin, int64_t end) {
       for (int64_t pair = begin; pair < end; ++pair) {
         PlaneOutputs out;
         out.pooled_nngp = out_nngp + pair * g.output_floats();
@@ -981,7 +990,7 @@ void band_forward(const Operands& ops, float* out_nngp, float* out_ntk) {
         std::fill(out.pooled_ntk, out.pooled_ntk + g.output_floats(), 0.0f);
         const Sides in = ops.sides(pair);
         for (int64_t plane = 0; plane < g.planes; ++plane)
-          forward_plane<Mode::kBand>(g, workspaces[thread], in, plane / g.A - g.R,
+          forward_plane<Mode::kBand>(g, spaces[thread], in, plane / g.A - g.R,
                                      plane % g.A - g.R, out);
         // The mean of 16 entries: a power of two, so exact.
         for (int64_t k = 0; k < g.output_floats(); ++k) {
@@ -995,18 +1004,16 @@ void band_forward(const Operands& ops, float* out_nngp, float* out_ntk) {
   advise_huge_pages(out_nngp, total * g.H * g.W * sizeof(float));
   advise_huge_pages(out_ntk, total * g.H * g.W * sizeof(float));
   const int threads = thread_count(total);
-  std::vector<Workspace> workspaces;
-  workspaces.reserve(threads);
-  for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
-  parallel_chunks(threads, total, chunk_size(total, threads, g.planes),
-                  [&](int thread, int64_t begin, int64_t end) {
+  std::vector<Workspace> spaces = workspaces(g, threads, false);
+  parallel_spans(threads, total, span_size(total, threads, g.planes),
+                 [&](int thread, int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / g.planes, plane = item % g.planes;
       const int64_t offset = item * g.H * g.W;
       PlaneOutputs out;
       out.nngp = out_nngp + offset;
       out.ntk = out_ntk + offset;
-      forward_plane<Mode::kBand>(g, workspaces[thread], ops.sides(pair), plane / g.A - g.R,
+      forward_plane<Mode::kBand>(g, spaces[thread], ops.sides(pair), plane / g.A - g.R,
                                  plane % g.A - g.R, out);
     }
   });
@@ -1018,15 +1025,10 @@ ffi::Error BandForwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
                            ffi::ResultBuffer<ffi::F32> nngp, ffi::ResultBuffer<ffi::F32> ntk,
                            int64_t radius, float w2, float b2, int64_t diagonal,
                            int64_t pool) {
-  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
-  auto d1 = x1.dimensions();
-  if (diagonal && d1[0] != x2.dimensions()[0])
-    return ffi::Error::InvalidArgument("diagonal needs n1 == n2");
-  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
-  const int64_t pairs = diagonal ? d1[0] : d1[0] * x2.dimensions()[0];
-  if (auto error = check_outputs(g, pairs, nngp, ntk); error.failure()) return error;
-  band_forward(image_operands(g, x1, x2, v1, v2, diagonal != 0), nngp->typed_data(),
-               ntk->typed_data());
+  std::optional<Operands> ops;
+  KIPD_RETURN_IF_ERROR(image_operands(x1, x2, v1, v2, radius, w2, b2, pool, diagonal != 0, ops));
+  KIPD_RETURN_IF_ERROR(check_outputs(*ops, nngp, ntk));
+  band_forward(*ops, nngp->typed_data(), ntk->typed_data());
   return ffi::Error::Success();
 }
 
@@ -1037,17 +1039,10 @@ ffi::Error BandOnBandForwardImpl(ffi::Buffer<ffi::F32> in_nngp, ffi::Buffer<ffi:
                                  ffi::ResultBuffer<ffi::F32> nngp,
                                  ffi::ResultBuffer<ffi::F32> ntk, float w2, float b2,
                                  int64_t diagonal, int64_t pool) {
-  int64_t n1 = 0, n2 = 0;
-  std::optional<Geometry> geometry;
-  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, w2, b2, n1,
-                                    n2, geometry);
-      error.failure())
-    return error;
-  const Geometry& g = *geometry;
-  if (auto error = check_outputs(g, diagonal ? n1 : n1 * n2, nngp, ntk); error.failure())
-    return error;
-  band_forward(band_operands(g, in_nngp, in_ntk, v1, v2, n1, n2, diagonal != 0),
-               nngp->typed_data(), ntk->typed_data());
+  std::optional<Operands> ops;
+  KIPD_RETURN_IF_ERROR(band_operands(in_nngp, in_ntk, v1, v2, w2, b2, pool, diagonal != 0, ops));
+  KIPD_RETURN_IF_ERROR(check_outputs(*ops, nngp, ntk));
+  band_forward(*ops, nngp->typed_data(), ntk->typed_data());
   return ffi::Error::Success();
 }
 
@@ -1062,17 +1057,122 @@ struct Gradients {
   float* v2 = nullptr;
 };
 
+// The gradients a call computes of those asked for: a band input has no second image
+// (needs.x1 stands for the input band), and a diagonal call's two sides are one image.
+Needs call_needs(const Operands& ops, Needs needs) {
+  if (ops.g.band_input) needs.x2 = false;
+  if (ops.diagonal) {
+    needs.x1 = needs.x2 = needs.x1 || needs.x2;
+    needs.v1 = needs.v2 = needs.v1 || needs.v2;
+  }
+  return needs;
+}
+
+// The private accumulators of the slices of a backward call (band_backward), in the
+// padded layouts of each side's images and variances; with diagonal, the second side's
+// are the first's. A band input's cotangents are written per plane, not accumulated.
+class SliceAccumulators {
+ public:
+  SliceAccumulators(const Operands& ops, int64_t slices) : ops_(ops) {
+    const Geometry& g = ops.g;
+    image_part_ = g.band_input ? 0 : g.image_floats();
+    const int64_t side1 = ops.n1 * (image_part_ + g.variance_floats());
+    const int64_t side2 = ops.diagonal ? 0 : ops.n2 * (image_part_ + g.variance_floats());
+    per_slice_ = side1 + side2 + 2 * g.margin + kLanes;
+    memory_.assign(std::max<int64_t>(slices, 1) * per_slice_, 0.0f);
+  }
+
+  Accumulators of(int64_t slice) {
+    float* base = memory_.data() + slice * per_slice_ + ops_.g.margin;
+    Accumulators acc;
+    acc.x1 = base;
+    acc.v1 = base + ops_.n1 * image_part_;
+    acc.x2 = ops_.diagonal ? acc.x1 : acc.v1 + ops_.n1 * ops_.g.variance_floats();
+    acc.v2 = ops_.diagonal ? acc.v1 : acc.x2 + ops_.n2 * image_part_;
+    return acc;
+  }
+
+  // All slices summed into slice 0, in slice order.
+  Accumulators total(int64_t slices) {
+    for (int64_t slice = 1; slice < slices; ++slice) {
+      const float* from = memory_.data() + slice * per_slice_;
+      for (int64_t k = 0; k < per_slice_; ++k) memory_[k] += from[k];
+    }
+    return of(0);
+  }
+
+ private:
+  const Operands& ops_;
+  int64_t image_part_, per_slice_;
+  std::vector<float> memory_;
+};
+
+// The items [begin, end) of one slice -- (pair, plane) each -- transposed into the
+// slice's accumulators `mine` (a band input: its cotangents written to `out`). A null
+// cotangent is zero.
+void backward_items(const Operands& ops, Workspace& ws, const Accumulators& mine,
+                    int64_t begin, int64_t end, const float* cn, const float* ck,
+                    const Gradients& out, const Needs& needs) {
+  const Geometry& g = ops.g;
+  const bool image_grads = !g.band_input;
+  const bool band_grads = g.band_input && needs.x1;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t pair = item / g.planes, plane = item % g.planes;
+    const int64_t i = ops.first(pair), j = ops.second(pair);
+    Accumulators acc{image_grads && needs.x1 ? mine.x1 + i * g.image_floats() : nullptr,
+                     image_grads && needs.x2 ? mine.x2 + j * g.image_floats() : nullptr,
+                     needs.v1 ? mine.v1 + i * g.variance_floats() : nullptr,
+                     needs.v2 ? mine.v2 + j * g.variance_floats() : nullptr};
+    if (band_grads) {
+      acc.band_nngp = out.band_nngp + item * g.plane_floats();
+      acc.band_ntk = out.band_ntk + item * g.plane_floats();
+    }
+    // A pooled cotangent is the pair's; a band cotangent the plane's.
+    const int64_t offset = g.pool ? pair * g.output_floats() : item * g.H * g.W;
+    // The cotangents stream from memory, a plane (2 x H x W floats) per item: ask for
+    // the next item's into L2 now, so that they arrive while this one is computed.
+    if (!g.pool && item + 1 < end) {
+      const int64_t next = offset + g.H * g.W;
+      for (int64_t k = 0; k < g.H * g.W; k += 64 / sizeof(float)) {
+        if (cn) __builtin_prefetch(cn + next + k, 0, 2);
+        if (ck) __builtin_prefetch(ck + next + k, 0, 2);
+      }
+    }
+    backward_plane(g, ws, ops.sides(pair), plane / g.A - g.R, plane % g.A - g.R,
+                   cn ? cn + offset : nullptr, ck ? ck + offset : nullptr, acc);
+  }
+}
+
+// One side's gradients from its summed accumulators: d/dx = acc / C (the input band's
+// division by C, applied once), d/dv = sum(g_s s) / (2 v), since s = sqrt(v1 v2) has
+// ds/dv1 = s / (2 v1).
+void write_side(const Geometry& g, int64_t n, const float* acc_x, const float* acc_v,
+                const float* v, float* dx, float* dv, bool need_x, bool need_v) {
+  const float channels = static_cast<float>(g.C);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < g.H; ++h)
+      for (int64_t w = 0; w < g.W; ++w) {
+        if (need_x)
+          for (int64_t c = 0; c < g.C; ++c)
+            dx[((i * g.H + h) * g.W + w) * g.C + c] =
+                acc_x[i * g.image_floats() + (c * g.H + h) * g.Wpad + w] / channels;
+        if (need_v)
+          for (int64_t l = 0; l < g.L; ++l) {
+            const int64_t at = ((i * g.L + l) * g.H + h) * g.W + w;
+            dv[at] = acc_v[i * g.variance_floats() + (l * g.H + h) * g.Wpad + w] /
+                     (2.0f * v[at]);
+          }
+      }
+}
+
 // Gradients of the band w.r.t. the inputs (both images, or the input band) and both
 // variance sets. With diagonal, the second side's accumulators are the first's, and
 // only the first side's gradients are written. Only the gradients in `needs` are
 // computed and written (the others' outputs may be empty; for a band input, needs.x1
 // stands for the input band). An empty cotangent (no elements) stands for a zero one.
 ffi::Error band_backward(const Operands& ops, ffi::Buffer<ffi::F32>& cot_nngp,
-                         ffi::Buffer<ffi::F32>& cot_ntk, const float* v1, const float* v2,
-                         const Gradients& out, Needs needs) {
+                         ffi::Buffer<ffi::F32>& cot_ntk, const Gradients& out, Needs needs) {
   const Geometry& g = ops.g;
-  const int64_t n1 = ops.n1, n2 = ops.n2;
-  const bool diagonal = ops.diagonal;
   const int64_t pairs = ops.pairs();
   const int64_t total = pairs * g.planes;
   for (const auto* cot : {&cot_nngp, &cot_ntk}) {
@@ -1083,105 +1183,33 @@ ffi::Error band_backward(const Operands& ops, ffi::Buffer<ffi::F32>& cot_nngp,
   }
   const float* cn = cot_nngp.element_count() ? cot_nngp.typed_data() : nullptr;
   const float* ck = cot_ntk.element_count() ? cot_ntk.typed_data() : nullptr;
-  if (g.band_input) needs.x2 = false;
-  if (diagonal) {
-    needs.x1 = needs.x2 = needs.x1 || needs.x2;
-    needs.v1 = needs.v2 = needs.v1 || needs.v2;
-  }
-  const bool band_grads = g.band_input && needs.x1;
-  // Planes that the loop below skips (empty, or rows outside the valid range) have zero
-  // input cotangents.
-  if (band_grads) {
+  needs = call_needs(ops, needs);
+  // Planes that the items skip (empty, or rows outside the valid range) have zero input
+  // cotangents.
+  if (g.band_input && needs.x1) {
     std::fill(out.band_nngp, out.band_nngp + pairs * g.input_floats(), 0.0f);
     std::fill(out.band_ntk, out.band_ntk + pairs * g.input_floats(), 0.0f);
   }
   const bool nothing = (!cn && !ck) || !(needs.x1 || needs.x2 || needs.v1 || needs.v2);
   // The items are cut into a fixed number of slices that depends on the problem only,
-  // each with private accumulators, summed in slice order below: no atomics, and the
-  // same bits whichever thread ran a slice and however many threads there are (a block
+  // each with private accumulators, summed in slice order: no atomics, and the same bits
+  // whichever thread ran a slice and however many threads there are (a block of the plan
   // recomputed on another worker after a failure gives the identical gradient).
   const int64_t slices = nothing ? 0 : std::min<int64_t>(total, kBackwardSlices);
   const int threads = thread_count(slices);
-  // A band input's cotangents are written per plane, not accumulated.
-  const int64_t image_part = g.band_input ? 0 : g.image_floats();
-  const int64_t side1 = n1 * (image_part + g.variance_floats());
-  const int64_t side2 = diagonal ? 0 : n2 * (image_part + g.variance_floats());
-  const int64_t per_slice = side1 + side2 + 2 * g.margin + kLanes;
-  std::vector<float> accumulators(std::max<int64_t>(slices, 1) * per_slice, 0.0f);
-  auto accumulators_of = [&](int64_t slice) {
-    float* base = accumulators.data() + slice * per_slice + g.margin;
-    Accumulators acc;
-    acc.x1 = base;
-    acc.v1 = base + n1 * image_part;
-    acc.x2 = diagonal ? acc.x1 : acc.v1 + n1 * g.variance_floats();
-    acc.v2 = diagonal ? acc.v1 : acc.x2 + n2 * image_part;
-    return acc;
-  };
-  const bool image_grads = !g.band_input;
-  std::vector<Workspace> workspaces;
-  workspaces.reserve(threads);
-  for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, true);
-  parallel_chunks(threads, slices, 1, [&](int thread, int64_t first_slice, int64_t last_slice) {
-   for (int64_t slice = first_slice; slice < last_slice; ++slice) {
-    const Accumulators mine = accumulators_of(slice);
-    const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t pair = item / g.planes, plane = item % g.planes;
-      const int64_t i = ops.first(pair), j = ops.second(pair);
-      Accumulators acc{image_grads && needs.x1 ? mine.x1 + i * g.image_floats() : nullptr,
-                       image_grads && needs.x2 ? mine.x2 + j * g.image_floats() : nullptr,
-                       needs.v1 ? mine.v1 + i * g.variance_floats() : nullptr,
-                       needs.v2 ? mine.v2 + j * g.variance_floats() : nullptr};
-      if (band_grads) {
-        acc.band_nngp = out.band_nngp + item * g.plane_floats();
-        acc.band_ntk = out.band_ntk + item * g.plane_floats();
-      }
-      // A pooled cotangent is the pair's; a band cotangent the plane's.
-      const int64_t offset = g.pool ? pair * g.output_floats() : item * g.H * g.W;
-      // The cotangents stream from memory, a plane (2 x H x W floats) per item: ask for
-      // the next item's into L2 now, so that they arrive while this one is computed.
-      if (!g.pool && item + 1 < end) {
-        const int64_t next = offset + g.H * g.W;
-        for (int64_t k = 0; k < g.H * g.W; k += 64 / sizeof(float)) {
-          if (cn) __builtin_prefetch(cn + next + k, 0, 2);
-          if (ck) __builtin_prefetch(ck + next + k, 0, 2);
-        }
-      }
-      backward_plane(g, workspaces[thread], ops.sides(pair), plane / g.A - g.R,
-                     plane % g.A - g.R, cn ? cn + offset : nullptr, ck ? ck + offset : nullptr,
-                     acc);
-    }
-   }
+  SliceAccumulators accumulators(ops, slices);
+  std::vector<Workspace> spaces = workspaces(g, threads, true);
+  parallel_spans(threads, slices, 1, [&](int thread, int64_t first_slice, int64_t last_slice) {
+    for (int64_t slice = first_slice; slice < last_slice; ++slice)
+      backward_items(ops, spaces[thread], accumulators.of(slice), slice * total / slices,
+                     (slice + 1) * total / slices, cn, ck, out, needs);
   });
-  for (int64_t slice = 1; slice < slices; ++slice) {
-    const float* from = accumulators.data() + slice * per_slice;
-    float* to = accumulators.data();
-    for (int64_t k = 0; k < per_slice; ++k) to[k] += from[k];
-  }
-  const Accumulators total_acc = accumulators_of(0);
-  const float channels = static_cast<float>(g.C);
-  // d/dv = sum(g_s s) / (2 v): s = sqrt(v1 v2) has ds/dv1 = s / (2 v1).
-  auto write_side = [&](int64_t n, const float* acc_x, const float* acc_v, const float* v,
-                        float* dx, float* dv, bool need_x, bool need_v) {
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t h = 0; h < g.H; ++h)
-        for (int64_t w = 0; w < g.W; ++w) {
-          if (need_x)
-            for (int64_t c = 0; c < g.C; ++c)
-              dx[((i * g.H + h) * g.W + w) * g.C + c] =
-                  acc_x[i * g.image_floats() + (c * g.H + h) * g.Wpad + w] / channels;
-          if (need_v)
-            for (int64_t l = 0; l < g.L; ++l) {
-              const int64_t at = ((i * g.L + l) * g.H + h) * g.W + w;
-              dv[at] = acc_v[i * g.variance_floats() + (l * g.H + h) * g.Wpad + w] /
-                       (2.0f * v[at]);
-            }
-        }
-  };
-  write_side(n1, total_acc.x1, total_acc.v1, v1, out.x1, out.v1, image_grads && needs.x1,
+  const Accumulators sums = accumulators.total(slices);
+  const bool image_grads = !g.band_input;
+  write_side(g, ops.n1, sums.x1, sums.v1, ops.v1, out.x1, out.v1, image_grads && needs.x1,
              needs.v1);
-  if (!diagonal)
-    write_side(n2, total_acc.x2, total_acc.v2, v2, out.x2, out.v2, image_grads && needs.x2,
+  if (!ops.diagonal)
+    write_side(g, ops.n2, sums.x2, sums.v2, ops.v2, out.x2, out.v2, image_grads && needs.x2,
                needs.v2);
   return ffi::Error::Success();
 }
@@ -1207,34 +1235,28 @@ ffi::Error BandBackwardImpl(ffi::Buffer<ffi::F32> x1, ffi::Buffer<ffi::F32> x2,
                             int64_t need_x1, int64_t need_x2, int64_t need_v1,
                             int64_t need_v2) {
   const Needs needs{need_x1 != 0, need_x2 != 0, need_v1 != 0, need_v2 != 0};
-  if (auto error = check_gradients({{&dx1, &x1}, {&dx2, &x2}, {&dv1, &v1}, {&dv2, &v2}},
-                                   {needs.x1, needs.x2, needs.v1, needs.v2});
-      error.failure())
-    return error;
-  if (auto error = check_pair(x1, x2, v1, v2, radius, pool); error.failure()) return error;
-  auto d1 = x1.dimensions();
-  const Geometry g(d1[1], d1[2], d1[3], v1.dimensions()[1], radius, w2, b2, pool != 0);
+  KIPD_RETURN_IF_ERROR(check_gradients({{&dx1, &x1}, {&dx2, &x2}, {&dv1, &v1}, {&dv2, &v2}},
+                                       {needs.x1, needs.x2, needs.v1, needs.v2}));
+  std::optional<Operands> ops;
+  KIPD_RETURN_IF_ERROR(image_operands(x1, x2, v1, v2, radius, w2, b2, pool, false, ops));
   Gradients out;
   out.x1 = dx1->typed_data();
   out.x2 = dx2->typed_data();
   out.v1 = dv1->typed_data();
   out.v2 = dv2->typed_data();
-  return band_backward(image_operands(g, x1, x2, v1, v2, false), cot_nngp, cot_ntk,
-                       v1.typed_data(), v2.typed_data(), out, needs);
+  return band_backward(*ops, cot_nngp, cot_ntk, out, needs);
 }
 
 ffi::Error DiagonalBackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> v,
                                 ffi::Buffer<ffi::F32> cot_nngp, ffi::Buffer<ffi::F32> cot_ntk,
                                 ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dv,
                                 int64_t radius, float w2, float b2, int64_t pool) {
-  if (auto error = check_pair(x, x, v, v, radius, pool); error.failure()) return error;
-  auto d = x.dimensions();
-  const Geometry g(d[1], d[2], d[3], v.dimensions()[1], radius, w2, b2, pool != 0);
+  std::optional<Operands> ops;
+  KIPD_RETURN_IF_ERROR(image_operands(x, x, v, v, radius, w2, b2, pool, true, ops));
   Gradients out;
   out.x1 = dx->typed_data();
   out.v1 = dv->typed_data();
-  return band_backward(image_operands(g, x, x, v, v, true), cot_nngp, cot_ntk, v.typed_data(),
-                       v.typed_data(), out, Needs{true, true, true, true});
+  return band_backward(*ops, cot_nngp, cot_ntk, out, Needs{true, true, true, true});
 }
 
 // Cotangents of an input band and gradients of the variances (diagonal: the variances of
@@ -1250,26 +1272,17 @@ ffi::Error BandOnBandBackwardImpl(ffi::Buffer<ffi::F32> in_nngp, ffi::Buffer<ffi
                                   int64_t need_v1, int64_t need_v2) {
   const bool band = need_band != 0, first = need_v1 != 0;
   const bool second = need_v2 != 0 && diagonal == 0;
-  if (auto error = check_gradients(
-          {{&d_nngp, &in_nngp}, {&d_ntk, &in_ntk}, {&dv1, &v1}, {&dv2, &v2}},
-          {band, band, first, second});
-      error.failure())
-    return error;
-  int64_t n1 = 0, n2 = 0;
-  std::optional<Geometry> geometry;
-  if (auto error = check_band_input(in_nngp, in_ntk, v1, v2, diagonal != 0, pool, w2, b2, n1,
-                                    n2, geometry);
-      error.failure())
-    return error;
-  const Geometry& g = *geometry;
+  KIPD_RETURN_IF_ERROR(check_gradients(
+      {{&d_nngp, &in_nngp}, {&d_ntk, &in_ntk}, {&dv1, &v1}, {&dv2, &v2}},
+      {band, band, first, second}));
+  std::optional<Operands> ops;
+  KIPD_RETURN_IF_ERROR(band_operands(in_nngp, in_ntk, v1, v2, w2, b2, pool, diagonal != 0, ops));
   Gradients out;
   out.band_nngp = d_nngp->typed_data();
   out.band_ntk = d_ntk->typed_data();
   out.v1 = dv1->typed_data();
   out.v2 = dv2->typed_data();
-  return band_backward(band_operands(g, in_nngp, in_ntk, v1, v2, n1, n2, diagonal != 0),
-                       cot_nngp, cot_ntk, v1.typed_data(), v2.typed_data(), out,
-                       Needs{band, false, first, second});
+  return band_backward(*ops, cot_nngp, cot_ntk, out, Needs{band, false, first, second});
 }
 
 // Per image, the variances at each ReLU's input: offset 0 of the image with itself. With
@@ -1282,7 +1295,7 @@ ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> va
                                                   : "x must be (n, H, W, C)");
   auto vd = var->dimensions();
   if (vd.size() != 4 || vd[0] != d[0] || vd[2] != d[1] || vd[3] != d[2] || vd[1] < 1)
-    return ffi::Error::InvalidArgument("the variances must be (n, num_blocks, H, W)");
+    return ffi::Error::InvalidArgument("the variances must be (n, num_relus, H, W)");
   const int64_t n = d[0];
   if (n == 0) return ffi::Error::Success();
   // Radius 0: the geometry (margins, padded rows) differs from the band's, but the
@@ -1292,10 +1305,8 @@ ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> va
       band_input ? std::vector<float>{} : pad_images(x.typed_data(), n, g);
   float* out = var->typed_data();
   const int threads = thread_count(n);
-  std::vector<Workspace> workspaces;
-  workspaces.reserve(threads);
-  for (int t = 0; t < threads; ++t) workspaces.emplace_back(g, false);
-  parallel_chunks(threads, n, 1, [&](int thread, int64_t begin, int64_t end) {
+  std::vector<Workspace> spaces = workspaces(g, threads, false);
+  parallel_spans(threads, n, 1, [&](int thread, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       Sides in{nullptr, nullptr, {}, {}};
       if (band_input) {
@@ -1305,7 +1316,7 @@ ffi::Error VariancesImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> va
       }
       PlaneOutputs outputs;
       outputs.record = out + i * g.L * g.H * g.W;
-      forward_plane<Mode::kSelf>(g, workspaces[thread], in, 0, 0, outputs);
+      forward_plane<Mode::kSelf>(g, spaces[thread], in, 0, 0, outputs);
     }
   });
   return ffi::Error::Success();

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from kipd import cli, data, distill, files
+from kipd import cli, data, files, runs
 
 
 def test_export_evaluates_exactly_like_the_run(tiny_run, tmp_path, capsys):
@@ -20,14 +20,14 @@ def test_export_evaluates_exactly_like_the_run(tiny_run, tmp_path, capsys):
     for name, field in card["files"]["distilled.npz"].items():
         assert list(arrays[name].shape) == field["shape"] and field["description"], name
     assert card["preprocessing"]["method"] == "standard" and card["kernel"] == "fc1"
-    run = distill.load_run(tiny_run)
+    run = runs.load_run(tiny_run)
     np.testing.assert_array_equal(arrays["hard_labels"], np.argmax(run.labels, axis=1))
     preprocessing = data.Preprocessing.from_dict(arrays)  # the arrays suffice, no run needed
     np.testing.assert_allclose(preprocessing.apply(arrays["images_pixel"]), arrays["images"],
                                atol=1e-4)
 
-    from_run = distill.evaluate(tiny_run, progress=False)
-    from_export = distill.evaluate(out, progress=False)
+    from_run = runs.evaluate(tiny_run, progress=False)
+    from_export = runs.evaluate(out, progress=False)
     assert from_export == from_run  # same arrays, test images, kernel and ridge: exactly
     assert from_run["test_accuracy"] == run.summary["test_accuracy"]
 
@@ -35,20 +35,20 @@ def test_export_evaluates_exactly_like_the_run(tiny_run, tmp_path, capsys):
 def test_export_refuses_unfinished_runs_and_used_folders(tiny_run, tmp_path):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("")
-    with pytest.raises(distill.DistillError, match="not empty"):
-        distill.export(tiny_run, tmp_path / "used")
+    with pytest.raises(runs.DistillError, match="not empty"):
+        runs.export(tiny_run, tmp_path / "used")
 
 
 def test_a_released_file_says_what_it_assumed(tiny_run, tiny_dataset, tmp_path):
-    run = distill.load_run(tiny_run)
+    run = runs.load_run(tiny_run)
     released = tmp_path / "released.npz"
     np.savez(released, images=run.images, labels=run.labels)
     lines = []
-    result = distill.evaluate(released, dataset=tiny_dataset, progress=False, log=lines.append)
+    result = runs.evaluate(released, dataset=tiny_dataset, progress=False, log=lines.append)
     assert any("does not record its preprocessing: assumed standard" in line for line in lines)
     assert 0 <= result["test_accuracy"] <= 1
     with pytest.raises(ValueError, match="records its preprocessing"):
-        distill.evaluate(tiny_run, zca=True, progress=False)
+        runs.evaluate(tiny_run, zca=True, progress=False)
 
 
 def test_an_export_is_readable_by_others(tiny_run, tmp_path, umask_022):
@@ -103,32 +103,32 @@ def test_an_edited_export_is_refused(tiny_run, tmp_path, capsys, edit, message):
 
 def test_an_export_file_without_its_hash_is_refused_on_its_own(tiny_run, tmp_path):
     out = tmp_path / "export"
-    distill.export(tiny_run, out)
+    runs.export(tiny_run, out)
     alone = tmp_path / "alone.npz"
     np.savez(alone, **files.read_npz(out / "distilled.npz"))  # the hash left out
-    with pytest.raises(distill.DistillError, match="is a kipd export but carries no content hash"):
-        distill.load_distilled(alone)
+    with pytest.raises(runs.DistillError, match="is a kipd export but carries no content hash"):
+        runs.load_distilled(alone)
 
 
 def test_a_zca_run_stores_its_whitening_once_and_an_export_says_its_size(
     tiny_dataset, tmp_path, capsys
 ):
-    config = distill.KipConfig(
+    config = runs.KipConfig(
         dataset=tiny_dataset, kernels=("fc1",), zca=True, steps=2, target_batch_size=30,
         checkpoint_every=2, eval_every=2, eval_size=15, keep_best=1,
     )
     run = tmp_path / "zca"
-    distill.run_kip(config, run, progress=False)
+    runs.run_kip(config, run, progress=False)
     stored = data.Preprocessing.load(run / "preprocessing.npz")
     assert stored.whitening.dtype == stored.coloring.dtype == np.float32
     with np.load(run / "distilled.npz") as arrays:  # not a second copy of the d x d matrices
         assert not data.Preprocessing.stored_in(arrays)
-    loaded = distill.load_distilled(run / "distilled.npz").preprocessing
+    loaded = runs.load_distilled(run / "distilled.npz").preprocessing
     np.testing.assert_array_equal(loaded.whitening, stored.whitening)
     # Away from its run, the file's config fits the same preprocessing again.
     moved = tmp_path / "moved.npz"
     moved.write_bytes((run / "distilled.npz").read_bytes())
-    assert distill.evaluate(moved, progress=False) == distill.evaluate(run, progress=False)
+    assert runs.evaluate(moved, progress=False) == runs.evaluate(run, progress=False)
 
     assert cli.main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
     printed = capsys.readouterr().out

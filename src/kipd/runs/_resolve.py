@@ -15,9 +15,8 @@ import numpy as np
 
 import kipd.kernels
 from kipd import data
-from kipd.distill._config import DistillError
-from kipd.distill._krr import LAMBDA0
-from kipd.distill._rundir import Distilled, Run, load_distilled, test_subsets
+from kipd.distill import LAMBDA0
+from kipd.runs._rundir import Distilled, Run, load_distilled, test_subsets
 
 DEFAULT_KERNEL = "convnet"
 """The KRR kernel of a released file, which does not record one (the paper's Table 1)."""
@@ -53,6 +52,9 @@ class Resolved(NamedTuple):
         return np.asarray(images), np.asarray(self.dataset.y_test[indices])
 
 
+# Over 60 lines: one decision per attribute of ``Resolved`` (set, dataset, preprocessing,
+# test subset, kernel), in the order each needs the one before; every branch is a kind of
+# source that the docstring names.
 def resolve(
     source: str | os.PathLike | Run,
     *,

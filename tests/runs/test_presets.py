@@ -2,7 +2,7 @@
 
 import pytest
 
-from kipd import distill
+from kipd import runs
 
 # Appendix A: "Adam with learning rate 0.04 for CIFAR-10 and CIFAR-100, and 0.01 for the
 # remaining datasets"; "lambda = 100 for SVHN and 0.1 for CIFAR-10 and CIFAR-100"; ZCA for
@@ -23,28 +23,28 @@ APPENDIX_A = {
 @pytest.mark.parametrize("dataset", sorted(APPENDIX_A))
 @pytest.mark.parametrize("augment", [0.0, 0.5])
 def test_paper_preset_is_appendix_a(dataset, augment):
-    config = distill.preset_config(distill.KipConfig, "paper", dataset=dataset, augment=augment)
+    config = runs.preset_config(runs.KipConfig, "paper", dataset=dataset, augment=augment)
     zca, regularization, lr = APPENDIX_A[dataset][augment > 0]
     assert (config.zca, config.zca_regularization, config.lr) == (zca, regularization, lr)
     assert config.learn_labels and config.kernels == ("convnet",) and config.lambda0 == 1e-6
     assert (config.target_batch_size, config.steps) == (5000, 50000)
     assert (config.checkpoint_every, config.keep_best) == (50, 5)
     assert config.preset == "paper" and config.preset_overrides == ()
-    solve = distill.preset_config(distill.LabelSolveConfig, "paper", dataset=dataset)
+    solve = runs.preset_config(runs.LabelSolveConfig, "paper", dataset=dataset)
     assert (solve.zca, solve.kernel, solve.target_size) == (zca, "convnet", None)
 
 
 def test_explicit_options_override_and_are_recorded():
-    config = distill.preset_config(
-        distill.KipConfig, "paper", dataset="cifar10", steps=2000, target_batch_size=500, seed=3
+    config = runs.preset_config(
+        runs.KipConfig, "paper", dataset="cifar10", steps=2000, target_batch_size=500, seed=3
     )
     assert (config.steps, config.target_batch_size, config.lr) == (2000, 500, 0.04)
     assert config.preset_overrides == ("steps", "target_batch_size")  # seed: not a preset value
-    assert distill.paper_figure(config) == (64.7, 0.2)
+    assert runs.paper_figure(config) == (64.7, 0.2)
 
 
 def test_rows_the_paper_does_not_have_are_refused():
     with pytest.raises(ValueError, match="Table 1 has cifar100 with 1, 10 images per class"):
-        distill.preset_config(distill.KipConfig, "paper", dataset="cifar100", images_per_class=50)
+        runs.preset_config(runs.KipConfig, "paper", dataset="cifar100", images_per_class=50)
     with pytest.raises(ValueError, match="Table 1's datasets"):
-        distill.preset_config(distill.KipConfig, "paper", dataset="my_data.npz")
+        runs.preset_config(runs.KipConfig, "paper", dataset="my_data.npz")

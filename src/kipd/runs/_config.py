@@ -2,26 +2,22 @@
 
 A config names everything a run depends on. Options left ``None`` take the paper's
 defaults for the dataset when the run starts (:meth:`KipConfig.resolve`); the resolved
-config is what a run directory's ``config.json`` records and what ``--resume`` checks.
+config is what a run directory's ``config.json`` records (``_rundir`` reads and writes it)
+and what ``--resume`` checks (``_resume``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import shlex
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import kipd.kernels
 from kipd import data
-from kipd.distill._krr import LAMBDA0
-from kipd.distill._label_solve import RCOND
-
-CONFIG_FILE = "config.json"
+from kipd.distill import LAMBDA0, RCOND
 
 PRESETS = ("paper",)
 """Named presets (``_presets``): ``paper`` is Table 1 with appendix A's settings."""
@@ -44,11 +40,6 @@ def _cli(default: Any, **options: Any) -> Any:
     """A field with its command-line spelling (``flag``, ``metavar``, ``choices``); the
     help text is the field's line under ``Attributes:`` (``kipd.cli`` reads both)."""
     return dataclasses.field(default=default, metadata={"cli": options})
-
-
-class DistillError(Exception):
-    """A run cannot start or go on: its directory is in the way or inconsistent, or its
-    loss diverged. The message says what happened and what to do."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -159,7 +150,7 @@ class KipConfig(_Common):
         ``seed``). A 100-image ConvNet set against 10,000 test images is 2M kernel
         entries, over an hour on a CPU; readings during training use ``eval_size``.
       preset: ``paper``: start from the paper's settings for the dataset and images per
-        class (Table 1, appendix A; see docs/distill.md); options given explicitly
+        class (Table 1, appendix A; see docs/runs.md); options given explicitly
         override its values.
       preset_overrides: the options given explicitly that replaced a preset value.
       kernels: kernel names, comma-separated: ``fc<n>`` (n dense layers, e.g. ``fc1``),
@@ -356,6 +347,7 @@ def command_line(*words: str | int | os.PathLike) -> str:
     where it needs to be (a path with a space, say).
 
     Example:
+      >>> from pathlib import Path
       >>> command_line("kipd", "distill", "--out", Path("runs/sp ace"), "--resume")
       "kipd distill --out 'runs/sp ace' --resume"
     """
@@ -372,81 +364,6 @@ def resume_command(run_dir: str | os.PathLike, config: _Common | type[_Common]) 
       config: the run's config, or its class.
     """
     return command_line("kipd", config.COMMAND, "--out", run_dir, "--resume")
-
-
-def check_resumable_folder(out: str | Path) -> None:
-    """Fails with what will work if ``out`` holds no run to resume."""
-    out = Path(out)
-    if not out.exists():
-        raise DistillError(
-            f"nothing to resume at {out}: it does not exist; leave out --resume to start a "
-            "new run there"
-        )
-    if not (out / CONFIG_FILE).is_file():
-        raise DistillError(
-            f"nothing to resume at {out}: it is not a kipd run directory (no {CONFIG_FILE}); "
-            "choose another --out for a new run (kipd never writes into a folder it did not "
-            "create)"
-        )
-
-
-def load_config(run_dir: str | Path) -> KipConfig | LabelSolveConfig:
-    """The resolved config recorded in a run directory.
-
-    Args:
-      run_dir: a folder written by :func:`run_kip` or :func:`run_label_solve`.
-
-    Returns:
-      Its :class:`KipConfig` or :class:`LabelSolveConfig`.
-
-    Raises:
-      DistillError: the folder holds no readable ``config.json``.
-    """
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise DistillError(
-            f"{run_dir} is not a kipd run directory (it has no {CONFIG_FILE}): pass the --out "
-            "folder of a 'kipd distill' or 'kipd label-solve' run"
-        )
-    try:
-        return config_from_json(json.loads(path.read_text()))
-    except (ValueError, TypeError) as err:
-        raise DistillError(
-            f"{path} is damaged or not a kipd run config ({err}): restore it, or start the run "
-            "again with a new --out"
-        ) from err
-
-
-_Config = TypeVar("_Config", "KipConfig", "LabelSolveConfig")
-
-
-def resume_config(
-    run_dir: str | Path, config_class: type[_Config] = KipConfig, **changes: Any
-) -> _Config:
-    """The config of the run in ``run_dir`` with ``changes`` applied, to resume it.
-
-    Args:
-      run_dir: a run directory of ``config_class``'s algorithm.
-      config_class: :class:`KipConfig` (``run_kip``) or :class:`LabelSolveConfig`
-        (``run_label_solve``).
-      **changes: options to change; the run refuses all but ``steps``, ``data_dir``,
-        ``test_size`` and ``block_size`` if they differ from the run's.
-
-    Returns:
-      The config to pass to ``run_kip(config, run_dir, resume=True)`` (or
-      ``run_label_solve``).
-
-    Raises:
-      DistillError: ``run_dir`` is not a run directory of that algorithm.
-    """
-    check_resumable_folder(run_dir)
-    saved = load_config(run_dir)
-    if not isinstance(saved, config_class):
-        raise DistillError(
-            f"{run_dir} is a {saved.ALGORITHM} run: resume it with "
-            f"{resume_command(run_dir, saved)}"
-        )
-    return dataclasses.replace(saved, **changes)
 
 
 def config_differences(saved: _Common, requested: _Common) -> list[str]:

@@ -1,0 +1,39 @@
+"""What a run is given besides its config: where its status lines go, where its kernel
+blocks run, and its dataset (loaded with a word to the log).
+
+Every command of this layer (a KIP or Label Solve run, ``evaluate``, ``--plan``) takes the
+same ``log`` and ``executor`` arguments; their meaning lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from kipd import compute, data
+from kipd.runs._config import KipConfig, LabelSolveConfig
+
+Log = Callable[[str], None]
+"""``log(line)``: where a command's status lines go (``kipd`` prints them on stderr)."""
+
+
+def say(log: Log | None, line: str) -> None:
+    """Says ``line`` to ``log``; nothing without one."""
+    if log is not None:
+        log(line)
+
+
+@contextlib.contextmanager
+def executor_for(executor: compute.Executor | None) -> Iterator[compute.Executor]:
+    """The caller's executor (left open), or a local one for this call."""
+    if executor is not None:
+        yield executor
+        return
+    with compute.LocalExecutor() as local:
+        yield local
+
+
+def load_dataset(config: KipConfig | LabelSolveConfig, log: Log | None) -> data.Dataset:
+    """The dataset of a config, said first (loading a large one takes seconds)."""
+    say(log, f"loading {config.dataset} ...")
+    return data.load(config.dataset, data_dir=config.data_dir)
