@@ -52,18 +52,24 @@ def _rss_mib() -> float:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", required=True, help="fc<n>, convvec<n> or convnet")
-    p.add_argument("--shape", default=None,
-                   help="H,W,C of the images, e.g. 32,32,3 (default: from --inputs)")
+    p.add_argument(
+        "--shape", default=None, help="H,W,C of the images, e.g. 32,32,3 (default: from --inputs)"
+    )
     p.add_argument("--n1", type=int, default=None, help="rows of the kernel block")
     p.add_argument("--n2", type=int, default=None, help="columns of the kernel block")
     p.add_argument("--repeats", type=int, default=2, help="timed steady calls (>= 1)")
-    p.add_argument("--x64", action=argparse.BooleanOptionalAction, default=False,
-                   help="float64 (jax_enable_x64) instead of float32")
+    p.add_argument(
+        "--x64",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="float64 (jax_enable_x64) instead of float32",
+    )
     p.add_argument("--seed", type=int, default=0, help="numpy seed of the random inputs")
     p.add_argument("--inputs", default=None, help=".npz with x1 [and x2] (NHWC)")
     p.add_argument("--save-kernels", default=None, help="write NT's nngp/ntk to this .npz")
-    p.add_argument("--get", default="ntk", choices=("ntk", "nngp"),
-                   help="kernel that is timed (default ntk)")
+    p.add_argument(
+        "--get", default="ntk", choices=("ntk", "nngp"), help="kernel that is timed (default ntk)"
+    )
     p.add_argument("--depth", type=int, default=3, help="convnet pooling blocks")
     p.add_argument("--W-std", dest="w_std", type=float, default=math.sqrt(2.0))
     p.add_argument("--b-std", dest="b_std", type=float, default=0.1)
@@ -91,8 +97,10 @@ def get_inputs(p, args):
         if args.shape and tuple(int(s) for s in args.shape.split(",")) != shape:
             p.error(f"--shape {args.shape} does not match x1 in {args.inputs}: {shape}")
         if x1.ndim != 4 or (x2 is not None and x2.shape[1:] != x1.shape[1:]):
-            p.error(f"x1/x2 in {args.inputs} must be NHWC with equal image shapes, got "
-                    f"{x1.shape} and {None if x2 is None else x2.shape}")
+            p.error(
+                f"x1/x2 in {args.inputs} must be NHWC with equal image shapes, got "
+                f"{x1.shape} and {None if x2 is None else x2.shape}"
+            )
         for name, n, x in (("n1", args.n1, x1), ("n2", args.n2, x2)):
             if n is not None and x is not None and n != len(x):
                 p.error(f"--{name} {n} does not match {len(x)} images in {args.inputs}")
@@ -118,18 +126,24 @@ def layers(arch, w_std, b_std, depth):
         return stax.Conv(1, (3, 3), padding="SAME", W_std=w_std, b_std=b_std)
 
     if arch.startswith("fc") and arch[2:].isdigit():
-        return ([stax.Flatten()] + [l for _ in range(int(arch[2:]))
-                                    for l in (dense(), stax.Relu())] + [dense()])
+        return (
+            [stax.Flatten()]
+            + [layer for _ in range(int(arch[2:])) for layer in (dense(), stax.Relu())]
+            + [dense()]
+        )
     if arch.startswith("convvec") and arch[7:].isdigit():
-        return ([l for _ in range(int(arch[7:])) for l in (conv(), stax.Relu())]
-                + [stax.Flatten(), dense()])
+        return [layer for _ in range(int(arch[7:])) for layer in (conv(), stax.Relu())] + [
+            stax.Flatten(),
+            dense(),
+        ]
     if arch == "convnet":
         out = [conv(), stax.Relu()]
         for _ in range(depth):
             out += [conv(), stax.Relu(), stax.AvgPool((2, 2), strides=(2, 2))]
         return out + [stax.Flatten(), dense()]
-    raise SystemExit(f"_nt_reference.py: unknown --arch {arch!r} "
-                     "(expected fc<n>, convvec<n> or convnet)")
+    raise SystemExit(
+        f"_nt_reference.py: unknown --arch {arch!r} (expected fc<n>, convvec<n> or convnet)"
+    )
 
 
 def timed(name, jitted, *xs, repeats, pairs):
@@ -192,6 +206,7 @@ def main(argv=None):
     res.update(timed("fwd", fwd, x1, x2, repeats=args.repeats, pairs=pairs))
 
     if not args.no_vjp:
+
         def grad_sum_k(a, b):
             k, pullback = jax.vjp(lambda a_: kernel_fn(a_, b, get), a)
             (g,) = pullback(jnp.ones_like(k))
@@ -211,26 +226,40 @@ def main(argv=None):
         tmp = f"{path}.tmp.npz"
         np.savez(tmp, **out)
         os.replace(tmp, path)
-        res.update(save_kernels=os.path.abspath(path),
-                   save_kernels_s=time.perf_counter() - t0)
+        res.update(save_kernels=os.path.abspath(path), save_kernels_s=time.perf_counter() - t0)
 
     dev = jax.devices()[0]
     res = dict(
-        library="neural-tangents", arch=args.arch, shape=list(x1_np.shape[1:]),
-        n1=n1, n2=n2, pairs=pairs, get=get, repeats=args.repeats,
-        dtype=np.dtype(dtype).name, x64=bool(args.x64), seed=args.seed,
+        library="neural-tangents",
+        arch=args.arch,
+        shape=list(x1_np.shape[1:]),
+        n1=n1,
+        n2=n2,
+        pairs=pairs,
+        get=get,
+        repeats=args.repeats,
+        dtype=np.dtype(dtype).name,
+        x64=bool(args.x64),
+        seed=args.seed,
         inputs=os.path.abspath(args.inputs) if args.inputs else None,
         x2_is_x1=x2_np is None,
-        W_std=args.w_std, b_std=args.b_std,
+        W_std=args.w_std,
+        b_std=args.b_std,
         depth=args.depth if args.arch == "convnet" else None,
         **res,
-        peak_rss_mib=_rss_mib(), rss_after_import_mib=rss_after_import,
-        import_s=import_s, total_s=time.perf_counter() - t_start,
+        peak_rss_mib=_rss_mib(),
+        rss_after_import_mib=rss_after_import,
+        import_s=import_s,
+        total_s=time.perf_counter() - t_start,
         device=f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
         n_cpus=os.cpu_count(),
-        versions={"neural_tangents": neural_tangents.__version__,
-                  "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                  "numpy": np.__version__, "python": sys.version.split()[0]},
+        versions={
+            "neural_tangents": neural_tangents.__version__,
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "numpy": np.__version__,
+            "python": sys.version.split()[0],
+        },
     )
     _JSON_OUT.write(json.dumps(res) + "\n")
     _JSON_OUT.flush()

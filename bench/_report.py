@@ -8,8 +8,8 @@ import argparse
 import functools
 import os
 import platform
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -4,7 +4,7 @@ One command for a fresh GPU machine whose JAX has the CUDA plugin (no network, k
 not installed; run from the repository root):
 
     PYTHONPATH=src python3 bench/gpu.py --out $OUT          # <= ~8 minutes (--budget-s 420)
-    python3 bench/gpu.py --smoke --out /tmp/gpusmoke        # every section on the CPU, tiny shapes, ~1 min
+    python3 bench/gpu.py --smoke --out /tmp/gpusmoke        # each section on the CPU, tiny, ~1 min
 
 What it measures, in order, each section in its own try/except (a failure is reported
 in the table and the rest still runs) and with the results written after every section
@@ -56,8 +56,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,15 +90,34 @@ class Config:
 
 
 FULL = Config(
-    shapes=((32, 32, 3), (28, 28, 1)), depth=None, exact_sizes=(4, 3), side=64,
-    blocks=(16, 64, 256, 1024), implementations=("xla", "pallas"), kip_shape=(32, 32, 3),
-    kip_support=100, kip_targets=5000, repeats=3, first_guess_s=40.0, kip_reserve_s=150.0,
+    shapes=((32, 32, 3), (28, 28, 1)),
+    depth=None,
+    exact_sizes=(4, 3),
+    side=64,
+    blocks=(16, 64, 256, 1024),
+    implementations=("xla", "pallas"),
+    kip_shape=(32, 32, 3),
+    kip_support=100,
+    kip_targets=5000,
+    repeats=3,
+    first_guess_s=40.0,
+    kip_reserve_s=150.0,
     smoke=False,
 )
 SMOKE = Config(
-    shapes=((12, 12, 3), (12, 12, 1)), depth=1, exact_sizes=(4, 3), side=2, blocks=(4,),
-    implementations=("xla", "pallas"), kip_shape=(12, 12, 3), kip_support=4, kip_targets=20,
-    repeats=1, first_guess_s=5.0, kip_reserve_s=20.0, smoke=True,
+    shapes=((12, 12, 3), (12, 12, 1)),
+    depth=1,
+    exact_sizes=(4, 3),
+    side=2,
+    blocks=(4,),
+    implementations=("xla", "pallas"),
+    kip_shape=(12, 12, 3),
+    kip_support=4,
+    kip_targets=20,
+    repeats=1,
+    first_guess_s=5.0,
+    kip_reserve_s=20.0,
+    smoke=True,
 )
 
 
@@ -145,7 +165,9 @@ def shape_name(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def build_kernel(cfg: Config, implementation: str, pairs_per_block: int | None = None) -> tuple[Callable, str]:
+def build_kernel(
+    cfg: Config, implementation: str, pairs_per_block: int | None = None
+) -> tuple[Callable, str]:
     """``kipd.kernels.make`` for one implementation; returns the kernel and a note.
 
     ``implementation`` is "xla", "pallas" or "auto" (no keyword). Where this kipd's
@@ -167,7 +189,9 @@ def build_kernel(cfg: Config, implementation: str, pairs_per_block: int | None =
         if "implementation" not in str(err):
             raise
         if implementation == "xla":
-            return kipd.kernels.make(ARCH, **kwargs), "make() has no implementation=: default (XLA) path"
+            return kipd.kernels.make(
+                ARCH, **kwargs
+            ), "make() has no implementation=: default (XLA) path"
         raise RuntimeError("n/a: make() has no implementation= keyword") from err
 
 
@@ -212,7 +236,9 @@ def run_section(report: Report, name: str, fn: Callable[[dict], None], min_left_
     """Run one section into ``report``: skipped when the budget is short, failures caught."""
     result = report.section(name)
     if CLOCK.left() < min_left_s:
-        result["status"] = f"skipped: {CLOCK.left():.0f} s of the budget left, needs ~{min_left_s:.0f} s"
+        result["status"] = (
+            f"skipped: {CLOCK.left():.0f} s of the budget left, needs ~{min_left_s:.0f} s"
+        )
         log(f"section {name}: {result['status']}")
         report.write()
         return
@@ -250,8 +276,11 @@ def section_environment(result: dict) -> None:
     result.update(
         python=sys.version.split()[0],
         jax=jax.__version__,
-        packages={d.metadata["Name"]: d.version for d in importlib.metadata.distributions()
-                  if "jax" in (d.metadata["Name"] or "").lower()},
+        packages={
+            d.metadata["Name"]: d.version
+            for d in importlib.metadata.distributions()
+            if "jax" in (d.metadata["Name"] or "").lower()
+        },
         backend=jax.default_backend(),
         devices=[f"{d.platform}:{d.id} {getattr(d, 'device_kind', '')}" for d in devices],
         device_kind=getattr(devices[0], "device_kind", devices[0].platform),
@@ -286,8 +315,15 @@ def start_reference(cfg: Config, inputs: Path, output: Path) -> subprocess.Popen
     """The float64 CPU reference in a subprocess (x64 is process-global in JAX; a separate
     process keeps it, and the CPU platform, away from the float32 GPU runs)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
-    cmd = [sys.executable, __file__, "--reference", str(inputs), str(output),
-           "--reference-depth", "" if cfg.depth is None else str(cfg.depth)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--reference",
+        str(inputs),
+        str(output),
+        "--reference-depth",
+        "" if cfg.depth is None else str(cfg.depth),
+    ]
     # Output to files, not pipes: nobody reads a pipe until the GPU side is done, and a
     # full pipe would stall the reference.
     log_path = output.with_suffix(".log")
@@ -312,7 +348,10 @@ def reference_worker(inputs: str, output: str, depth: str) -> None:
             x2 = jnp.asarray(data[f"x2_{name}"], jnp.float64)
             for call, (a, b) in (("cross", (x1, x2)), ("self", (x1, x1))):
                 nngp, ntk = kernel(a, b, get=("nngp", "ntk"))
-                out[f"{name}_{call}_nngp"], out[f"{name}_{call}_ntk"] = np.asarray(nngp), np.asarray(ntk)
+                out[f"{name}_{call}_nngp"], out[f"{name}_{call}_ntk"] = (
+                    np.asarray(nngp),
+                    np.asarray(ntk),
+                )
             assert out[f"{name}_cross_ntk"].dtype == np.float64
     np.savez(output, **out)
     print(json.dumps({"ok": True, "platform": jax.devices()[0].platform, "note": note}))
@@ -363,8 +402,9 @@ def device_kernels(kernel: Callable, x1: np.ndarray, x2: np.ndarray) -> dict[str
     return out
 
 
-def section_exactness(cfg: Config, reference: subprocess.Popen, ref_path: Path,
-                      inputs: dict[str, np.ndarray]) -> Callable[[dict], None]:
+def section_exactness(
+    cfg: Config, reference: subprocess.Popen, ref_path: Path, inputs: dict[str, np.ndarray]
+) -> Callable[[dict], None]:
     def run(result: dict) -> None:
         import jax
 
@@ -379,7 +419,10 @@ def section_exactness(cfg: Config, reference: subprocess.Popen, ref_path: Path,
                 log(f"  exactness {name} {impl}")
                 try:
                     kernel, note = build_kernel(cfg, impl)
-                    ours[name, impl] = (device_kernels(kernel, inputs[f"x1_{name}"], inputs[f"x2_{name}"]), note)
+                    ours[name, impl] = (
+                        device_kernels(kernel, inputs[f"x1_{name}"], inputs[f"x2_{name}"]),
+                        note,
+                    )
                 except Exception as err:  # noqa: BLE001
                     ours[name, impl] = err
         result["device"] = str(jax.devices()[0])
@@ -405,16 +448,24 @@ def section_exactness(cfg: Config, reference: subprocess.Popen, ref_path: Path,
                         continue
                     ref_call = "cross" if call == "K(x1, x2)" else "self"
                     for kind, array in zip(("nngp", "ntk"), got):
-                        errs = relative_errors(array, ref[f"{name}_{ref_call}_{kind}"], ref_call == "self")
+                        errs = relative_errors(
+                            array, ref[f"{name}_{ref_call}_{kind}"], ref_call == "self"
+                        )
                         row.update({f"{kind}_{part}": err for part, err in errs.items()})
                     errors = [v for k, v in row.items() if k.startswith(("nngp_", "ntk_"))]
                     worst = float("nan") if np.isnan(errors).any() else max(errors)
-                    row["status"] = "ok" if worst < EXACT_TOLERANCE else f"error {worst:.1e} (tolerance {EXACT_TOLERANCE:.0e})"
+                    row["status"] = (
+                        "ok"
+                        if worst < EXACT_TOLERANCE
+                        else f"error {worst:.1e} (tolerance {EXACT_TOLERANCE:.0e})"
+                    )
                     rows.append(row)
         result["rows"] = rows
         bad = [r for r in rows if r["status"] != "ok"]
         if bad:
-            result["status"] = f"ok: {len(rows) - len(bad)} of {len(rows)} rows within tolerance (see table)"
+            result["status"] = (
+                f"ok: {len(rows) - len(bad)} of {len(rows)} rows within tolerance (see table)"
+            )
 
     return run
 
@@ -447,8 +498,13 @@ def measure(kernel: Callable, shape: tuple[int, ...], side: int, kind: str, repe
         jax.block_until_ready(compiled(x1, x2))
         times.append(time.perf_counter() - started)
     pairs = side * side
-    return {"compile_s": compile_s, "first_call_s": first_s, "times_s": times,
-            "pairs": pairs, "pairs_per_s": pairs / statistics.median(times)}
+    return {
+        "compile_s": compile_s,
+        "first_call_s": first_s,
+        "times_s": times,
+        "pairs": pairs,
+        "pairs_per_s": pairs / statistics.median(times),
+    }
 
 
 def section_throughput(cfg: Config, report: Report) -> Callable[[dict], None]:
@@ -459,12 +515,21 @@ def section_throughput(cfg: Config, report: Report) -> Callable[[dict], None]:
         # Pass 1: make's default block for every shape and implementation (the numbers
         # that matter most come first); pass 2: the sweep, while the budget lasts.
         plan = [(shape, impl, None) for shape in cfg.shapes for impl in cfg.implementations]
-        plan += [(shape, impl, block) for shape in cfg.shapes for impl in cfg.implementations
-                 for block in cfg.blocks]
+        plan += [
+            (shape, impl, block)
+            for shape in cfg.shapes
+            for impl in cfg.implementations
+            for block in cfg.blocks
+        ]
         for shape, impl, block in plan:
             name = shape_name(shape)
             for kind in ("fwd", "vjp"):
-                entry = {"shape": name, "implementation": impl, "pairs_per_block": block, "kind": kind}
+                entry = {
+                    "shape": name,
+                    "implementation": impl,
+                    "pairs_per_block": block,
+                    "kind": kind,
+                }
                 entries.append(entry)
                 why = stopped.get((name, impl, kind))
                 guess = expected.get((impl, kind), cfg.first_guess_s)
@@ -477,9 +542,13 @@ def section_throughput(cfg: Config, report: Report) -> Callable[[dict], None]:
                 started = time.monotonic()
                 try:
                     kernel, note = build_kernel(cfg, impl, block)
-                    entry.update(measure(kernel, shape, cfg.side, kind, cfg.repeats), note=note, status="ok")
-                    log(f"  {name} {impl} block {block or 'default'} {kind}: "
-                        f"{entry['pairs_per_s']:.0f} pairs/s, compile {entry['compile_s']:.1f} s")
+                    entry.update(
+                        measure(kernel, shape, cfg.side, kind, cfg.repeats), note=note, status="ok"
+                    )
+                    log(
+                        f"  {name} {impl} block {block or 'default'} {kind}: "
+                        f"{entry['pairs_per_s']:.0f} pairs/s, compile {entry['compile_s']:.1f} s"
+                    )
                 except Exception as err:  # noqa: BLE001
                     entry["status"] = f"failed: {short_error(err)}"
                     log(f"  {name} {impl} block {block or 'default'} {kind}: {entry['status']}")
@@ -496,9 +565,13 @@ def section_throughput(cfg: Config, report: Report) -> Callable[[dict], None]:
         done = sum(e.get("status") == "ok" for e in entries)
         if done == 0:
             skipped = all(e.get("status", "").startswith("skipped: budget") for e in entries)
-            result["status"] = "skipped: budget" if skipped else "failed: no measurement succeeded (see table)"
+            result["status"] = (
+                "skipped: budget" if skipped else "failed: no measurement succeeded (see table)"
+            )
         elif done < len(entries):
-            result["status"] = f"ok: {done} of {len(entries)} measurements (others failed or skipped, see table)"
+            result["status"] = (
+                f"ok: {done} of {len(entries)} measurements (others failed or skipped, see table)"
+            )
 
     return run
 
@@ -509,8 +582,10 @@ def best_blocks(entries: list[dict]) -> list[dict]:
     for e in entries:
         if e.get("status") != "ok":
             continue
-        row = best.setdefault((e["shape"], e["implementation"]),
-                              {"shape": e["shape"], "implementation": e["implementation"]})
+        row = best.setdefault(
+            (e["shape"], e["implementation"]),
+            {"shape": e["shape"], "implementation": e["implementation"]},
+        )
         if e["pairs_per_s"] > row.get(f"{e['kind']}_pairs_per_s", 0.0):
             row[f"{e['kind']}_pairs_per_s"] = e["pairs_per_s"]
             row[f"{e['kind']}_block"] = e["pairs_per_block"] or "default"
@@ -538,10 +613,15 @@ def kip_step_seconds(spec: Any, cfg: Config, targets: int) -> float:
 
     support = random_images(cfg.kip_support, cfg.kip_shape, 3)
     target_images = random_images(targets, cfg.kip_shape, 4)
-    labels = (np.eye(10, dtype=np.float32)[np.arange(cfg.kip_support + targets) % 10] - 0.1)
+    labels = np.eye(10, dtype=np.float32)[np.arange(cfg.kip_support + targets) % 10] - 0.1
     started = time.perf_counter()
     (loss, _), grads = compute.value_and_grad(
-        kip_loss, spec, support, target_images, labels[: cfg.kip_support], labels[cfg.kip_support:],
+        kip_loss,
+        spec,
+        support,
+        target_images,
+        labels[: cfg.kip_support],
+        labels[cfg.kip_support :],
         executor=compute.LocalExecutor(),
     )
     jax.block_until_ready((loss, grads))
@@ -554,7 +634,9 @@ def kip_pairs(cfg: Config, targets: int) -> int:
     return targets * cfg.kip_support + cfg.kip_support**2
 
 
-def predicted_step_s(throughput: dict, cfg: Config, impls: tuple[str, ...]) -> tuple[float, float] | None:
+def predicted_step_s(
+    throughput: dict, cfg: Config, impls: tuple[str, ...]
+) -> tuple[float, float] | None:
     """(step seconds, compile seconds) predicted from section c's default-block numbers
     at the KIP image shape; the slowest of ``impls`` (the default implementation may be
     any of them, and overrunning the budget costs more than a smaller step)."""
@@ -562,8 +644,12 @@ def predicted_step_s(throughput: dict, cfg: Config, impls: tuple[str, ...]) -> t
     for impl in impls:
         rates: dict[str, dict] = {}
         for e in throughput.get("entries", []):
-            if (e.get("status") == "ok" and e["shape"] == shape_name(cfg.kip_shape)
-                    and e["implementation"] == impl and e["pairs_per_block"] is None):
+            if (
+                e.get("status") == "ok"
+                and e["shape"] == shape_name(cfg.kip_shape)
+                and e["implementation"] == impl
+                and e["pairs_per_block"] is None
+            ):
                 rates[e["kind"]] = e
         if set(rates) == {"fwd", "vjp"}:
             pairs = kip_pairs(cfg, cfg.kip_targets)
@@ -586,7 +672,9 @@ def run_kip(spec: Any, cfg: Config, prediction: tuple[float, float] | None) -> d
         warm = kip_step_seconds(spec, cfg, probe)
         step = kip_step_seconds(spec, cfg, probe)
         if probe == cfg.kip_targets:  # the probe was the whole step
-            return dict(out, targets=probe, warmup_s=warm, step_s=step, step_s_full=step, how="measured")
+            return dict(
+                out, targets=probe, warmup_s=warm, step_s=step, step_s_full=step, how="measured"
+            )
         out["probe"] = {"targets": probe, "warmup_s": warm, "step_s": step}
         prediction = (step * kip_pairs(cfg, cfg.kip_targets) / kip_pairs(cfg, probe), warm - step)
     step_s, compile_s = prediction
@@ -600,13 +688,18 @@ def run_kip(spec: Any, cfg: Config, prediction: tuple[float, float] | None) -> d
         targets = max(1, min(cfg.kip_targets, fit))
         if fit < 1:
             raise RuntimeError(f"skipped: budget ({available:.0f} s left, step ~{step_s:.0f} s)")
-    log(f"  KIP {spec}: {cfg.kip_support} support x {targets} targets (predicted step {step_s:.1f} s)")
+    log(
+        f"  KIP {spec}: {cfg.kip_support} support x {targets} targets (predicted step "
+        f"{step_s:.1f} s)"
+    )
     out["targets"] = targets
     out["warmup_s"] = kip_step_seconds(spec, cfg, targets)
     out["step_s"] = kip_step_seconds(spec, cfg, targets)
     scale = kip_pairs(cfg, cfg.kip_targets) / kip_pairs(cfg, targets)
     out["step_s_full"] = out["step_s"] * scale
-    out["how"] = "measured" if targets == cfg.kip_targets else f"scaled from {targets} targets by pairs"
+    out["how"] = (
+        "measured" if targets == cfg.kip_targets else f"scaled from {targets} targets by pairs"
+    )
     log(f"  KIP step {out['step_s_full']:.2f} s ({out['how']}), warm-up {out['warmup_s']:.1f} s")
     return out
 
@@ -617,8 +710,14 @@ def section_kip(cfg: Config, report: Report) -> Callable[[dict], None]:
 
         throughput = report.section("throughput")
         kip_shape = shape_name(cfg.kip_shape)
-        best = [b for b in throughput.get("best", []) if b["shape"] == kip_shape and "vjp_pairs_per_s" in b]
-        best_impl = max(best, key=lambda b: b["vjp_pairs_per_s"])["implementation"] if best else None
+        best = [
+            b
+            for b in throughput.get("best", [])
+            if b["shape"] == kip_shape and "vjp_pairs_per_s" in b
+        ]
+        best_impl = (
+            max(best, key=lambda b: b["vjp_pairs_per_s"])["implementation"] if best else None
+        )
         result["best_implementation"] = best_impl
         # The best implementation first (the number that matters if the budget runs
         # short), then KernelSpec's default ("auto", which may well be the same one).
@@ -629,16 +728,22 @@ def section_kip(cfg: Config, report: Report) -> Callable[[dict], None]:
                 runs.append((f"best: {best_impl}", spec, (best_impl,)))
             else:
                 result["best_note"] = "n/a: KernelSpec has no implementation field"
-        runs.append(("default (auto)", KernelSpec(ARCH, get="ntk", depth=cfg.depth), cfg.implementations))
+        runs.append(
+            ("default (auto)", KernelSpec(ARCH, get="ntk", depth=cfg.depth), cfg.implementations)
+        )
         rows = result.setdefault("rows", [])
         for label, spec, rate_impls in runs:
             row = {"implementation": label}
             rows.append(row)
             try:
-                row.update(run_kip(spec, cfg, predicted_step_s(throughput, cfg, rate_impls)), status="ok")
+                row.update(
+                    run_kip(spec, cfg, predicted_step_s(throughput, cfg, rate_impls)), status="ok"
+                )
             except Exception as err:  # noqa: BLE001
                 message = str(err)
-                row["status"] = message if message.startswith("skipped") else f"failed: {short_error(err)}"
+                row["status"] = (
+                    message if message.startswith("skipped") else f"failed: {short_error(err)}"
+                )
                 row["traceback"] = traceback.format_exc()[-3000:]
             report.write()
         if rows and all(r["status"] != "ok" for r in rows):
@@ -677,39 +782,83 @@ def render_markdown(data: dict) -> str:
         f"devices {', '.join(env.get('devices', []))}; kipd `make` keywords: "
         f"{', '.join(env.get('make_parameters', []))}; {data.get('elapsed_s', 0):.0f} s of a "
         f"{data['budget_s']:.0f} s budget. `PYTHONPATH=src python3 bench/gpu.py`"
-        + (" --smoke (CPU, tiny shapes: tests the script, measures nothing)" if cfg["smoke"] else ""),
+        + (
+            " --smoke (CPU, tiny shapes: tests the script, measures nothing)"
+            if cfg["smoke"]
+            else ""
+        ),
         "",
     ]
-    lines += _table(["section", "status", "seconds"],
-                    [[name, s.get("status", "running"), _num(s.get("seconds"))] for name, s in sections.items()])
+    lines += _table(
+        ["section", "status", "seconds"],
+        [
+            [name, s.get("status", "running"), _num(s.get("seconds"))]
+            for name, s in sections.items()
+        ],
+    )
 
     exact = sections.get("exactness", {})
     if exact.get("rows"):
         n1, n2 = cfg["exact_sizes"]
-        lines += ["", "## Exactness: float32 on the device vs float64 on the CPU", "",
-                  f"max |K - K_ref| / max |K_ref| over the off-diagonal and the diagonal entries "
-                  f"(K(x1, x2): all entries, in the off-diag columns); "
-                  f"x1 {n1} images, x2 {n2}; K(x) is `kernel(x1)` (x2=None, the symmetric path), "
-                  f"K(x, x) is `kernel(x1, x1)`. ok: below {EXACT_TOLERANCE:.0e}.", ""]
+        lines += [
+            "",
+            "## Exactness: float32 on the device vs float64 on the CPU",
+            "",
+            f"max |K - K_ref| / max |K_ref| over the off-diagonal and the diagonal entries "
+            f"(K(x1, x2): all entries, in the off-diag columns); "
+            f"x1 {n1} images, x2 {n2}; K(x) is `kernel(x1)` (x2=None, the symmetric path), "
+            f"K(x, x) is `kernel(x1, x1)`. ok: below {EXACT_TOLERANCE:.0e}.",
+            "",
+        ]
         lines += _table(
-            ["shape", "implementation", "call", "NTK off-diag", "NTK diag", "NNGP off-diag", "NNGP diag", "status"],
-            [[r["shape"], r["implementation"], r["call"], _num(r.get("ntk_off_diag"), ".1e"),
-              _num(r.get("ntk_diag"), ".1e"), _num(r.get("nngp_off_diag"), ".1e"),
-              _num(r.get("nngp_diag"), ".1e"), r["status"] + (f" ({r['note']})" if r.get("note") else "")]
-             for r in exact["rows"]])
+            [
+                "shape",
+                "implementation",
+                "call",
+                "NTK off-diag",
+                "NTK diag",
+                "NNGP off-diag",
+                "NNGP diag",
+                "status",
+            ],
+            [
+                [
+                    r["shape"],
+                    r["implementation"],
+                    r["call"],
+                    _num(r.get("ntk_off_diag"), ".1e"),
+                    _num(r.get("ntk_diag"), ".1e"),
+                    _num(r.get("nngp_off_diag"), ".1e"),
+                    _num(r.get("nngp_diag"), ".1e"),
+                    r["status"] + (f" ({r['note']})" if r.get("note") else ""),
+                ]
+                for r in exact["rows"]
+            ],
+        )
 
     throughput = sections.get("throughput", {})
     if throughput.get("entries"):
         side = cfg["side"]
-        lines += ["", f"## Throughput: ConvNet NTK, {side} x {side} = {side * side} pairs per call", "",
-                  "fwd+VJP: the gradient of sum(K) with respect to x1. Block: `pairs_per_block` of "
-                  "`make` (default: make's own choice). Median of the timed calls after one warm-up.", ""]
+        lines += [
+            "",
+            f"## Throughput: ConvNet NTK, {side} x {side} = {side * side} pairs per call",
+            "",
+            "fwd+VJP: the gradient of sum(K) with respect to x1. Block: `pairs_per_block` of "
+            "`make` (default: make's own choice). Median of the timed calls after one warm-up.",
+            "",
+        ]
         merged: dict[tuple, dict] = {}
         # Grouped by shape and implementation (the run order interleaves them), default first.
         order = {name: i for i, name in enumerate(shape_name(tuple(s)) for s in cfg["shapes"])}
         impls = {name: i for i, name in enumerate(cfg["implementations"])}
-        entries = sorted(throughput["entries"], key=lambda e: (
-            order.get(e["shape"], 99), impls.get(e["implementation"], 99), e["pairs_per_block"] or 0))
+        entries = sorted(
+            throughput["entries"],
+            key=lambda e: (
+                order.get(e["shape"], 99),
+                impls.get(e["implementation"], 99),
+                e["pairs_per_block"] or 0,
+            ),
+        )
         for e in entries:
             key = (e["shape"], e["implementation"], e["pairs_per_block"])
             merged.setdefault(key, {})[e["kind"]] = e
@@ -719,32 +868,93 @@ def render_markdown(data: dict) -> str:
             problems: dict[str, list[str]] = {}  # status -> kinds, so a shared reason shows once
             for k, e in kinds.items():
                 if e.get("status") != "ok":
-                    problems.setdefault(e.get("status", "running"), []).append("fwd+VJP" if k == "vjp" else k)
+                    problems.setdefault(e.get("status", "running"), []).append(
+                        "fwd+VJP" if k == "vjp" else k
+                    )
             status = "; ".join(f"{', '.join(ks)}: {st}" for st, ks in problems.items()) or "ok"
-            rows.append([shape, impl, block or "default", _num(fwd.get("pairs_per_s"), ",.0f"),
-                         _num(vjp.get("pairs_per_s"), ",.0f"), _num(fwd.get("compile_s")),
-                         _num(vjp.get("compile_s")), status])
-        lines += _table(["shape", "implementation", "block", "fwd pairs/s", "fwd+VJP pairs/s",
-                         "fwd compile s", "fwd+VJP compile s", "status"], rows)
+            rows.append(
+                [
+                    shape,
+                    impl,
+                    block or "default",
+                    _num(fwd.get("pairs_per_s"), ",.0f"),
+                    _num(vjp.get("pairs_per_s"), ",.0f"),
+                    _num(fwd.get("compile_s")),
+                    _num(vjp.get("compile_s")),
+                    status,
+                ]
+            )
+        lines += _table(
+            [
+                "shape",
+                "implementation",
+                "block",
+                "fwd pairs/s",
+                "fwd+VJP pairs/s",
+                "fwd compile s",
+                "fwd+VJP compile s",
+                "status",
+            ],
+            rows,
+        )
         if throughput.get("best"):
             lines += ["", "Best block per implementation:", ""]
             lines += _table(
-                ["shape", "implementation", "fwd: best block", "fwd pairs/s", "fwd+VJP: best block", "fwd+VJP pairs/s"],
-                [[b["shape"], b["implementation"], b.get("fwd_block", ""), _num(b.get("fwd_pairs_per_s"), ",.0f"),
-                  b.get("vjp_block", ""), _num(b.get("vjp_pairs_per_s"), ",.0f")] for b in throughput["best"]])
+                [
+                    "shape",
+                    "implementation",
+                    "fwd: best block",
+                    "fwd pairs/s",
+                    "fwd+VJP: best block",
+                    "fwd+VJP pairs/s",
+                ],
+                [
+                    [
+                        b["shape"],
+                        b["implementation"],
+                        b.get("fwd_block", ""),
+                        _num(b.get("fwd_pairs_per_s"), ",.0f"),
+                        b.get("vjp_block", ""),
+                        _num(b.get("vjp_pairs_per_s"), ",.0f"),
+                    ]
+                    for b in throughput["best"]
+                ],
+            )
 
     kip = sections.get("kip_step", {})
     if kip.get("rows"):
         shape = "x".join(str(s) for s in cfg["kip_shape"])
-        lines += ["", f"## One KIP step: {cfg['kip_support']} support x {cfg['kip_targets']} targets, "
-                      f"{shape}, ConvNet NTK", "",
-                  "`kipd.compute.value_and_grad` (forward blocks, `kipd.distill.krr_loss` and dL/dK, "
-                  "VJP blocks) on a `LocalExecutor`; seconds of one step after one warm-up step."
-                  + (f" {kip['best_note']}." if kip.get("best_note") else ""), ""]
+        lines += [
+            "",
+            f"## One KIP step: {cfg['kip_support']} support x {cfg['kip_targets']} targets, "
+            f"{shape}, ConvNet NTK",
+            "",
+            "`kipd.compute.value_and_grad` (forward blocks, `kipd.distill.krr_loss` and dL/dK, "
+            "VJP blocks) on a `LocalExecutor`; seconds of one step after one warm-up step."
+            + (f" {kip['best_note']}." if kip.get("best_note") else ""),
+            "",
+        ]
         lines += _table(
-            ["implementation", "step s", "how", "warm-up s (compile + step)", "predicted step s", "status"],
-            [[r["implementation"], _num(r.get("step_s_full"), ".2f"), r.get("how", ""),
-              _num(r.get("warmup_s")), _num(r.get("predicted_step_s")), r["status"]] for r in kip["rows"]])
+            [
+                "implementation",
+                "step s",
+                "how",
+                "warm-up s (compile + step)",
+                "predicted step s",
+                "status",
+            ],
+            [
+                [
+                    r["implementation"],
+                    _num(r.get("step_s_full"), ".2f"),
+                    r.get("how", ""),
+                    _num(r.get("warmup_s")),
+                    _num(r.get("predicted_step_s")),
+                    r["status"],
+                ]
+                for r in kip["rows"]
+            ],
+        )
 
     failures = [(name, s) for name, s in sections.items() if "traceback" in s]
     for name, s in failures:
@@ -759,11 +969,18 @@ def render_markdown(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     global CLOCK
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, help="also write gpu.md and gpu.json here")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="global deadline, seconds (default 420)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="every section on the CPU with tiny shapes (tests the script); writes to --out only")
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="global deadline, seconds (default 420)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every section on the CPU with tiny shapes (tests the script); writes to --out only",
+    )
     parser.add_argument("--reference", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--reference-depth", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -791,8 +1008,12 @@ def main(argv: list[str] | None = None) -> None:
         reference = start_reference(cfg, inputs_path, ref_path)
         try:
             run_section(report, "environment", section_environment, 0.0)
-            run_section(report, "exactness", section_exactness(cfg, reference, ref_path, inputs),
-                        cfg.kip_reserve_s)
+            run_section(
+                report,
+                "exactness",
+                section_exactness(cfg, reference, ref_path, inputs),
+                cfg.kip_reserve_s,
+            )
             run_section(report, "throughput", section_throughput(cfg, report), cfg.kip_reserve_s)
             run_section(report, "kip_step", section_kip(cfg, report), 10.0)
         finally:
@@ -800,7 +1021,10 @@ def main(argv: list[str] | None = None) -> None:
                 reference.kill()
                 reference.wait()
     report.write()
-    log(f"done in {CLOCK.elapsed():.0f} s; tables in {', '.join(str(d / 'gpu.md') for d in out_dirs)}")
+    log(
+        f"done in {CLOCK.elapsed():.0f} s; tables in "
+        f"{', '.join(str(d / 'gpu.md') for d in out_dirs)}"
+    )
 
 
 if __name__ == "__main__":

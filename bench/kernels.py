@@ -39,8 +39,9 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -239,9 +240,16 @@ def limit_worker(config: dict) -> dict:
         for _ in range(calls):
             compiled(x).block_until_ready()
 
-    threads_all = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    out = {"size": size, "ops_per_call": ops_per_call, "xla_flops_per_call": _cost(compiled),
-           "threads_all": threads_all, "calls_per_thread": calls}
+    threads_all = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+    out = {
+        "size": size,
+        "ops_per_call": ops_per_call,
+        "xla_flops_per_call": _cost(compiled),
+        "threads_all": threads_all,
+        "calls_per_thread": calls,
+    }
     for label, threads in (("1", 1), ("all", threads_all)):
         best = 0.0
         for _ in range(config.get("trials", 3)):
@@ -269,10 +277,13 @@ def materialize_baseline(commit: str) -> Path:
     """
     full = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if full.returncode != 0:
-        raise SystemExit(f"bench/kernels.py: baseline commit {commit!r} not found: {full.stderr.strip()}")
+        raise SystemExit(
+            f"bench/kernels.py: baseline commit {commit!r} not found: {full.stderr.strip()}"
+        )
     sha = full.stdout.strip()
     root = REPO_ROOT / ".bench-venv" / f"kipd-{commit}"
     marker = root / ".kipd-baseline-commit"
@@ -282,7 +293,9 @@ def materialize_baseline(commit: str) -> Path:
         ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", sha, "src"], capture_output=True
     )
     if archive.returncode != 0:
-        raise SystemExit(f"bench/kernels.py: git archive {sha} failed: {archive.stderr.decode()[-500:]}")
+        raise SystemExit(
+            f"bench/kernels.py: git archive {sha} failed: {archive.stderr.decode()[-500:]}"
+        )
     if root.exists():
         shutil.rmtree(root)
     partial = root.with_name(root.name + ".partial")
@@ -342,19 +355,30 @@ def run_setting(setting: tuple, args: argparse.Namespace, baseline: Path | None)
     with tempfile.TemporaryDirectory() as tmp:
         inputs = os.path.join(tmp, "inputs.npz")
         _write_inputs(inputs, shape, nt_n1, nt_n2)
-        config = dict(arch=arch, shape=list(shape), n1=n1, n2=n2, inputs=inputs,
-                      repeats=args.repeats, cost_side=cost_side)
+        config = dict(
+            arch=arch,
+            shape=list(shape),
+            n1=n1,
+            n2=n2,
+            inputs=inputs,
+            repeats=args.repeats,
+            cost_side=cost_side,
+        )
         row["kipd"] = _run_worker("--worker", dict(config, symmetric=True), REPO_ROOT / "src")
         print(f"# {name}: kipd {row['kipd']['fwd_pairs_per_s']:.1f} fwd pairs/s", file=sys.stderr)
         # The same tree with its XLA stage: what the layer maps alone give (float64, or no g++).
         row["kipd_xla"] = _run_worker(
-            "--worker", dict(config, make_kwargs={"implementation": "xla"}, cost_side=0),
+            "--worker",
+            dict(config, make_kwargs={"implementation": "xla"}, cost_side=0),
             REPO_ROOT / "src",
         )
         if baseline is not None:
             row["baseline"] = _run_worker("--worker", config, baseline / "src")
-            print(f"# {name}: kipd {args.baseline_commit} "
-                  f"{row['baseline']['fwd_pairs_per_s']:.1f} fwd pairs/s", file=sys.stderr)
+            print(
+                f"# {name}: kipd {args.baseline_commit} "
+                f"{row['baseline']['fwd_pairs_per_s']:.1f} fwd pairs/s",
+                file=sys.stderr,
+            )
         if not args.kipd_only:
             nt_kernels = os.path.join(tmp, "nt.npz")
             row["nt"] = run_reference(
@@ -380,14 +404,16 @@ def arithmetic_limit(rows: list[dict], throughput: dict) -> list[dict]:
         if "ops_per_pair" not in ours or ours["ops_per_pair"] <= 0:
             continue
         pairs_per_s = throughput["gops_all"] * 1e9 / ours["ops_per_pair"]
-        limits.append({
-            "setting": row["setting"],
-            "gops": throughput["gops_all"],
-            "mops_per_pair": ours["ops_per_pair"] / 1e6,
-            "pairs_per_s": pairs_per_s,
-            "kipd_fwd_fraction": ours["fwd_pairs_per_s"] / pairs_per_s,
-            "cost_has_loop": ours["cost_has_loop"],
-        })
+        limits.append(
+            {
+                "setting": row["setting"],
+                "gops": throughput["gops_all"],
+                "mops_per_pair": ours["ops_per_pair"] / 1e6,
+                "pairs_per_s": pairs_per_s,
+                "kipd_fwd_fraction": ours["fwd_pairs_per_s"] / pairs_per_s,
+                "cost_has_loop": ours["cost_has_loop"],
+            }
+        )
     return limits
 
 
@@ -405,30 +431,41 @@ def print_table(rows: list[dict], baseline_label: str) -> None:
     for row in rows:
         s = row["setting"]
         for library, key in (
-            ("kipd", "kipd"), ("kipd, XLA stage", "kipd_xla"), (baseline_label, "baseline"),
+            ("kipd", "kipd"),
+            ("kipd, XLA stage", "kipd_xla"),
+            (baseline_label, "baseline"),
             ("neural-tangents", "nt"),
         ):
             if key not in row:
                 continue
             r = row[key]
-            error = (f"{r['max_rel_err_ntk']:.1e}, {r['max_rel_err_nngp']:.1e}"
-                     if "max_rel_err_ntk" in r else "")
+            error = (
+                f"{r['max_rel_err_ntk']:.1e}, {r['max_rel_err_nngp']:.1e}"
+                if "max_rel_err_ntk" in r
+                else ""
+            )
             print(
                 f"| {s} | {library} | {r['fwd_pairs_per_s']:.1f} | {r['vjp_pairs_per_s']:.1f} "
-                f"| {r['fwd_compile_s']:.1f} | {r['vjp_compile_s']:.1f} | {r['peak_rss_mib']:.0f} | {error} |"
+                f"| {r['fwd_compile_s']:.1f} | {r['vjp_compile_s']:.1f} | {r['peak_rss_mib']:.0f} "
+                f"| {error} |"
             )
         ours = row["kipd"]
         if "sym_fwd_pairs_per_s" in ours:
             n = ours["n1"]
-            print(f"| {s} | kipd K(x) symmetric, {n}x{n} | {ours['sym_fwd_pairs_per_s']:.1f} | "
-                  f"| {ours['sym_fwd_compile_s']:.1f} | | | |")
+            print(
+                f"| {s} | kipd K(x) symmetric, {n}x{n} | {ours['sym_fwd_pairs_per_s']:.1f} | "
+                f"| {ours['sym_fwd_compile_s']:.1f} | | | |"
+            )
             speedup = ours["sym_fwd_pairs_per_s"] / ours["fwd_pairs_per_s"]
             print(f"| {s} | **K(x) / K(x, x')** | **{_fmt_ratio(speedup)}** | | | | | |")
         for label, key in ((f"kipd / {baseline_label[5:]}", "baseline"), ("kipd / NT", "nt")):
             if key in row:
                 fwd = ours["fwd_pairs_per_s"] / row[key]["fwd_pairs_per_s"]
                 vjp = ours["vjp_pairs_per_s"] / row[key]["vjp_pairs_per_s"]
-                print(f"| {s} | **ratio {label}** | **{_fmt_ratio(fwd)}** | **{_fmt_ratio(vjp)}** | | | | |")
+                print(
+                    f"| {s} | **ratio {label}** | **{_fmt_ratio(fwd)}** | **{_fmt_ratio(vjp)}** | "
+                    "| | | |"
+                )
 
 
 def print_sources(rows: list[dict], baseline_label: str) -> None:
@@ -442,31 +479,51 @@ def print_sources(rows: list[dict], baseline_label: str) -> None:
             src = Path(r["kipd_file"]).resolve().parent.parent
             if src.is_relative_to(REPO_ROOT):
                 src = src.relative_to(REPO_ROOT)
-            print(f"{label}: {src}/kipd (jax {r['jax']}; make keywords {', '.join(r['make_parameters'][1:])})")
+            print(
+                f"{label}: {src}/kipd (jax {r['jax']}; make keywords "
+                f"{', '.join(r['make_parameters'][1:])})"
+            )
 
 
 def print_limits(limits: list[dict], throughput: dict) -> None:
     print()
-    print(f"float32 elementwise throughput of JAX here: {throughput['gops_all']:.1f} Gop/s on "
-          f"{throughput['threads_all']} threads ({throughput['gops_1']:.1f} Gop/s on 1); "
-          "ops per pair from XLA's cost analysis of kipd's forward (flops + transcendentals)")
+    print(
+        f"float32 elementwise throughput of JAX here: {throughput['gops_all']:.1f} Gop/s on "
+        f"{throughput['threads_all']} threads ({throughput['gops_1']:.1f} Gop/s on 1); "
+        "ops per pair from XLA's cost analysis of kipd's forward (flops + transcendentals)"
+    )
     for lim in limits:
-        warning = " (XLA counted a loop body once: ops undercounted)" if lim["cost_has_loop"] else ""
-        print(f"arithmetic limit here: {lim['gops']:.1f} Gop/s / {lim['mops_per_pair']:.2f} Mop per pair "
-              f"= {lim['pairs_per_s']:,.0f} pairs/s  [{lim['setting']}: kipd fwd at "
-              f"{100 * lim['kipd_fwd_fraction']:.0f}%]{warning}")
+        warning = (
+            " (XLA counted a loop body once: ops undercounted)" if lim["cost_has_loop"] else ""
+        )
+        print(
+            f"arithmetic limit here: {lim['gops']:.1f} Gop/s / {lim['mops_per_pair']:.2f} Mop per "
+            "pair "
+            f"= {lim['pairs_per_s']:,.0f} pairs/s  [{lim['setting']}: kipd fwd at "
+            f"{100 * lim['kipd_fwd_fraction']:.0f}%]{warning}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", action="append", help="run only these settings (repeatable)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
     parser.add_argument("--kipd-only", action="store_true", help="skip neural-tangents")
     parser.add_argument("--no-baseline", action="store_true", help="skip the previous release")
-    parser.add_argument("--baseline-commit", default=BASELINE_COMMIT,
-                        help=f"the previous release (default {BASELINE_COMMIT})")
-    parser.add_argument("--json", help="also write every number (rows, CPU throughput, arithmetic limit) to this JSON file")
-    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # 2x2 blocks: tests the script
+    parser.add_argument(
+        "--baseline-commit",
+        default=BASELINE_COMMIT,
+        help=f"the previous release (default {BASELINE_COMMIT})",
+    )
+    parser.add_argument(
+        "--json",
+        help="also write every number (rows, CPU throughput, arithmetic limit) to this JSON file",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help=argparse.SUPPRESS
+    )  # 2x2 blocks: tests the script
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--limit-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -492,10 +549,15 @@ def main(argv: list[str] | None = None) -> None:
     print_sources(rows, baseline_label)
     print_limits(limits, throughput)
     if args.json:
-        meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": sys.version.split()[0],
-                "cpus": os.cpu_count(), "baseline_commit": args.baseline_commit,
-                "baseline_src": None if baseline is None else str(baseline / "src"),
-                "smoke": args.smoke, "repeats": args.repeats}
+        meta = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "baseline_commit": args.baseline_commit,
+            "baseline_src": None if baseline is None else str(baseline / "src"),
+            "smoke": args.smoke,
+            "repeats": args.repeats,
+        }
         result = {"meta": meta, "throughput": throughput, "arithmetic_limit": limits, "rows": rows}
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
 

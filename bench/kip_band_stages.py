@@ -63,7 +63,8 @@ def main() -> None:
         f"KIP step through kipd.compute.value_and_grad: {args.kernel}, "
         f"{'x'.join(map(str, shape))} images, {args.support} support, "
         f"{jax.devices()[0].platform}, jax {jax.__version__}; seconds per step\n",
-        "| targets | " + " | ".join(f"{name} (s)" for name in VARIANTS)
+        "| targets | "
+        + " | ".join(f"{name} (s)" for name in VARIANTS)
         + " | before / now | max abs grad difference |",
         "|---|---|---|---|---|",
     ]
@@ -79,7 +80,8 @@ def main() -> None:
         now = VARIANTS[-1]
         difference = float(np.max(np.abs(grads[now] - grads["before"])))
         lines.append(
-            f"| {targets} | " + " | ".join(f"{seconds[name]:.3f}" for name in VARIANTS)
+            f"| {targets} | "
+            + " | ".join(f"{seconds[name]:.3f}" for name in VARIANTS)
             + f" | {seconds['before'] / seconds[now]:.2f} | "
             f"{difference:.1e} (of max {np.max(np.abs(grads['before'])):.1e}) |"
         )

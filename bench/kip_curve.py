@@ -1,6 +1,7 @@
 """KIP runs side by side by cost: test accuracy against kernel entries spent.
 
-    python bench/kip_curve.py runs/a runs/b --out bench/results/kip_curve.md --png docs/kip_curve.png
+    python bench/kip_curve.py runs/a runs/b --out bench/results/kip_curve.md \
+        --png docs/kip_curve.png
 
 Reads each run directory (finished or still training): its test readings (``metrics.jsonl``,
 the fixed evaluation subset) and its config, whose ``step_kernel_entries`` gives the cost of

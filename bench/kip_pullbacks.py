@@ -51,9 +51,7 @@ def main() -> None:
         for name, executor in (("recompute", recomputing), ("keep", keeping)):
             seconds[name] = _timed(lambda: step(executor=executor), args.repeats)
             grads[name] = np.asarray(step(executor=executor)[1][0])
-        plan = compute.plan_blocks(
-            args.support, targets, compute.default_block_size(spec, shape)
-        )
+        plan = compute.plan_blocks(args.support, targets, compute.default_block_size(spec, shape))
         shared = {
             "support": compute._plan.pad_rows(support, plan.padded_support_size),
             "targets": compute._plan.pad_rows(target_images, plan.padded_target_size),

@@ -66,7 +66,8 @@ def main() -> None:
         return n_t * args.support + args.support**2
 
     print(
-        f"KIP step: kernel {args.kernel}, images {'x'.join(map(str, shape))}, {args.support} support, "
+        f"KIP step: kernel {args.kernel}, images {'x'.join(map(str, shape))}, {args.support} "
+        "support, "
         f"{jax.devices()[0].platform} ({os.cpu_count()} cores), jax {jax.__version__}"
     )
     probe = _step_seconds(kernel, args.support, args.probe, shape, args.repeats)
@@ -81,7 +82,8 @@ def main() -> None:
             print(f"{n_t:>8} {pairs(n_t):>13,} {seconds:>10.1f}  measured")
         else:
             print(
-                f"{n_t:>8} {pairs(n_t):>13,} {predicted:>10.0f}  estimated from the largest measured step (over --budget-s)"
+                f"{n_t:>8} {pairs(n_t):>13,} {predicted:>10.0f}  estimated from the largest "
+                "measured step (over --budget-s)"
             )
 
 

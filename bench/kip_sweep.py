@@ -10,7 +10,8 @@ CPU takes minutes there, so a handful of settings can be compared before one is 
 CPU. Each run is ``python -m kipd.cli distill COMMON FLAGS --out OUT/NAME`` in its own process
 (at most ``--parallel`` at a time, JAX told not to preallocate the device's memory so that
 they share it), its output in ``OUT/NAME.log``. At the deadline the runs still going are
-stopped with Ctrl-C (SIGINT); their run directories keep the test readings so far. The table (``OUT/sweep.md``,
+stopped with Ctrl-C (SIGINT); their run directories keep the test readings so far. The
+table (``OUT/sweep.md``,
 every number in ``OUT/sweep.json``) gives per run: its steps done, seconds per step (median),
 the readings on the run's fixed test subset at a quarter, half, three quarters and the end of
 the steps done, the best reading, and for a finished run the whole test set's accuracy at the
@@ -110,7 +111,8 @@ def _table(rows: list[dict[str, Any]], header: str) -> str:
             f"| {row['name']} | `{row['flags']}` | {row['status']} | {row.get('steps_done', 0)} "
             f"| {'' if seconds is None else f'{seconds:.3f}'} "
             + " ".join(f"| {_reading_at(readings, f)}" for f in (0.25, 0.5, 0.75, 1.0))
-            + f" | {'' if best is None else f'{100 * best[1]:.1f}% ({best[0]})'} | {last} | {best5} |"
+            + f" | {'' if best is None else f'{100 * best[1]:.1f}% ({best[0]})'} | {last} | "
+            f"{best5} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -121,7 +123,11 @@ def main() -> None:
     )
     parser.add_argument("--out", required=True, help="folder of the run directories and the table")
     parser.add_argument(
-        "--run", action="append", type=_parse_run, required=True, metavar="'NAME: FLAGS'",
+        "--run",
+        action="append",
+        type=_parse_run,
+        required=True,
+        metavar="'NAME: FLAGS'",
         help="one run: a name and its kipd distill flags (repeat the option)",
     )
     parser.add_argument(
@@ -145,12 +151,22 @@ def main() -> None:
     while waiting or running:
         while waiting and len(running) < args.parallel and time.monotonic() < deadline:
             name, flags = waiting.pop(0)
-            command = [sys.executable, "-m", "kipd.cli", "distill", *common, *flags,
-                       "--out", str(out / name)]
+            command = [
+                sys.executable,
+                "-m",
+                "kipd.cli",
+                "distill",
+                *common,
+                *flags,
+                "--out",
+                str(out / name),
+            ]
             running[name] = _launch(name, command, out)
         for name, process in list(running.items()):
             if process.poll() is not None:
-                statuses[name] = "done" if process.returncode == 0 else f"failed ({process.returncode})"
+                statuses[name] = (
+                    "done" if process.returncode == 0 else f"failed ({process.returncode})"
+                )
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: {statuses[name]}", flush=True)
                 del running[name]
         if time.monotonic() >= deadline:

@@ -17,8 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_SCRIPT = Path(__file__).resolve().parent / "_nt_reference.py"
@@ -48,8 +48,11 @@ def _check_python(py: str | os.PathLike, origin: str) -> str:
 
 def _tail(text: str, lines: int = 30) -> str:
     """Last lines of a stderr, without TensorFlow's start-up chatter (absl 'I0000 ...')."""
-    keep = [l for l in text.strip().splitlines()
-            if not l.startswith(("WARNING: All log messages before absl", "I0000 ", "W0000 "))]
+    keep = [
+        line
+        for line in text.strip().splitlines()
+        if not line.startswith(("WARNING: All log messages before absl", "I0000 ", "W0000 "))
+    ]
     return "\n".join(keep[-lines:])
 
 
@@ -58,8 +61,11 @@ def _create_venv(venv: Path, base_python: str) -> None:
     if venv.exists():  # a half-made one from an interrupted earlier attempt
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    print(f"nt_env: creating the neural-tangents reference venv {venv} with {base_python} "
-          f"(pip install {' '.join(NT_PINS)}; takes a few minutes once)", file=sys.stderr)
+    print(
+        f"nt_env: creating the neural-tangents reference venv {venv} with {base_python} "
+        f"(pip install {' '.join(NT_PINS)}; takes a few minutes once)",
+        file=sys.stderr,
+    )
     steps = [
         [base_python, "-m", "venv", str(venv)],
         [str(_venv_python(venv)), "-m", "pip", "install", "--quiet", *NT_PINS],
@@ -71,7 +77,8 @@ def _create_venv(venv: Path, base_python: str) -> None:
                 f"making the neural-tangents venv failed at: {' '.join(cmd)}\n"
                 f"{_tail(proc.stdout + proc.stderr)}\n"
                 "Set KIPD_NT_PYTHON to an existing Python that has neural-tangents 0.6.5, "
-                "or KIPD_NT_BASE_PYTHON to a Python 3.9-3.12 to build the venv from.")
+                "or KIPD_NT_BASE_PYTHON to a Python 3.9-3.12 to build the venv from."
+            )
     (venv / _READY_MARKER).write_text(" ".join(NT_PINS) + "\n")
 
 
@@ -124,8 +131,19 @@ def run_reference(
     the tail of NT's stderr when the run fails.
     """
     py = nt_python(python)
-    cmd = [py, str(REFERENCE_SCRIPT), "--arch", arch, "--repeats", str(int(repeats)),
-           "--x64" if x64 else "--no-x64", "--seed", str(int(seed)), "--get", get]
+    cmd = [
+        py,
+        str(REFERENCE_SCRIPT),
+        "--arch",
+        arch,
+        "--repeats",
+        str(int(repeats)),
+        "--x64" if x64 else "--no-x64",
+        "--seed",
+        str(int(seed)),
+        "--get",
+        get,
+    ]
     if shape is not None:
         cmd += ["--shape", ",".join(str(int(s)) for s in shape)]
     if n1 is not None:
@@ -148,19 +166,22 @@ def run_reference(
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise NTReferenceError(f"neural-tangents reference timed out after {timeout} s: "
-                               f"{' '.join(cmd)}\n{_tail(err)}") from None
-    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+        raise NTReferenceError(
+            f"neural-tangents reference timed out after {timeout} s: {' '.join(cmd)}\n{_tail(err)}"
+        ) from None
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
         raise NTReferenceError(
             f"neural-tangents reference failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-            f"--- stderr tail ---\n{_tail(proc.stderr)}")
+            f"--- stderr tail ---\n{_tail(proc.stderr)}"
+        )
     try:
         return json.loads(lines[-1])
     except json.JSONDecodeError as e:
         raise NTReferenceError(
             f"neural-tangents reference printed no JSON ({e}): {lines[-1][:200]!r}\n"
-            f"--- stderr tail ---\n{_tail(proc.stderr)}") from None
+            f"--- stderr tail ---\n{_tail(proc.stderr)}"
+        ) from None
 
 
 if __name__ == "__main__":  # python bench/nt_env.py  -> prints the NT python

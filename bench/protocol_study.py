@@ -26,9 +26,7 @@ from kipd import data, runs
 
 
 def _study_run(args: argparse.Namespace, num_classes: int, target_batch: int, folder: Path) -> dict:
-    step_entries = runs.KipConfig(target_batch_size=target_batch).step_kernel_entries(
-        num_classes
-    )
+    step_entries = runs.KipConfig(target_batch_size=target_batch).step_kernel_entries(num_classes)
     steps = max(1, args.budget // step_entries)
     every = max(1, steps // args.readings)
     config = runs.preset_config(
@@ -72,9 +70,9 @@ def _markdown(args: argparse.Namespace, results: list[dict], command: str) -> st
         "- readings: test accuracy of the support at that budget, on the run's fixed "
         "1000-image test subset",
         "",
-        "| kernel entries spent | " + " | ".join(
-            f"B = {r['target_batch']} ({r['steps']} steps)" for r in results
-        ) + " |",
+        "| kernel entries spent | "
+        + " | ".join(f"B = {r['target_batch']} ({r['steps']} steps)" for r in results)
+        + " |",
         "|---|" + "---|" * len(results),
     ]
     # Readings at the budgets every run was read at (runs are read at equal fractions).

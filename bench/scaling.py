@@ -65,7 +65,9 @@ def _max_difference(a, b) -> float:
     (loss_a, _), grads_a = a
     (loss_b, _), grads_b = b
     diffs = [abs(float(loss_a) - float(loss_b))]
-    diffs += [float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(grads_a, grads_b)]
+    diffs += [
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(grads_a, grads_b)
+    ]
     return max(diffs)
 
 
@@ -89,8 +91,10 @@ def main() -> None:
     shape = (28, 28, 1)
     spec = compute.KernelSpec(args.kernel)
     block_size = compute.default_block_size(spec, shape)
-    print(f"kipd block plan on {os.cpu_count()} CPU cores; kernel {args.kernel}, images {shape}, "
-          f"default block size {block_size}")
+    print(
+        f"kipd block plan on {os.cpu_count()} CPU cores; kernel {args.kernel}, images {shape}, "
+        f"default block size {block_size}"
+    )
 
     # 1. Overhead per block vs one block of compute at the default block size.
     block = compute.estimate_step(spec, shape, block_size, block_size, repeats=args.repeats)
@@ -109,7 +113,10 @@ def main() -> None:
         f"1. overhead per block vs one {block_size}x{block_size} {args.kernel} forward block "
         f"({block_compute:.2f} s)",
         ("executor", "overhead per block", "share of a block's compute"),
-        [(k, f"{1000 * v:.2f} ms", f"{100 * v / block_compute:.3f}%") for k, v in overheads.items()],
+        [
+            (k, f"{1000 * v:.2f} ms", f"{100 * v / block_compute:.3f}%")
+            for k, v in overheads.items()
+        ],
     )
 
     # 2. One step on each executor.
@@ -119,7 +126,12 @@ def main() -> None:
         f"({len(plan.blocks)} blocks per pass)",
         ("executor", "step", "vs local", "max |difference| from local"),
         [
-            (k, f"{v:.2f} s", f"{steps['local'] / v:.2f}x", f"{_max_difference(results[k], results['local']):.1e}")
+            (
+                k,
+                f"{v:.2f} s",
+                f"{steps['local'] / v:.2f}x",
+                f"{_max_difference(results[k], results['local']):.1e}",
+            )
             for k, v in steps.items()
         ],
     )
@@ -127,31 +139,59 @@ def main() -> None:
     # 3. --plan's estimate of the same step.
     labels = problem[2], problem[3]
     estimate = compute.estimate_step(
-        spec, shape, args.support, args.targets, loss_fn=kip_loss, loss_args=labels,
-        overhead_seconds=overheads["local"], repeats=args.repeats,
+        spec,
+        shape,
+        args.support,
+        args.targets,
+        loss_fn=kip_loss,
+        loss_args=labels,
+        overhead_seconds=overheads["local"],
+        repeats=args.repeats,
     )
     predicted, measured = estimate.step_seconds(1), steps["local"]
     _table(
         "3. --plan's estimate vs the measured local step",
         ("estimated", "measured", "error"),
-        [(f"{predicted:.2f} s", f"{measured:.2f} s", f"{100 * (predicted - measured) / measured:+.1f}%")],
+        [
+            (
+                f"{predicted:.2f} s",
+                f"{measured:.2f} s",
+                f"{100 * (predicted - measured) / measured:+.1f}%",
+            )
+        ],
     )
 
     if args.skip_paper:
         return
     # 4. The paper's setting, modelled from blocks timed here.
     paper = compute.estimate_step(
-        spec, (32, 32, 3), 100, 5000, overhead_seconds=overheads["ray, 2 workers"],
+        spec,
+        (32, 32, 3),
+        100,
+        5000,
+        overhead_seconds=overheads["ray, 2 workers"],
         repeats=1,
     )
-    rows = [(n, f"{paper.step_seconds(n):,.0f} s", f"{paper.step_seconds(n) / PAPER_V100_STEP_SECONDS:.2f}")
-            for n in (1, 2, 8, 32, 128)]
-    match = math.ceil(paper.compute_seconds() / max(PAPER_V100_STEP_SECONDS - paper.step_seconds(10**9), 1e-9))
+    rows = [
+        (
+            n,
+            f"{paper.step_seconds(n):,.0f} s",
+            f"{paper.step_seconds(n) / PAPER_V100_STEP_SECONDS:.2f}",
+        )
+        for n in (1, 2, 8, 32, 128)
+    ]
+    match = math.ceil(
+        paper.compute_seconds() / max(PAPER_V100_STEP_SECONDS - paper.step_seconds(10**9), 1e-9)
+    )
     _table(
         f"4. modelled step, 100 support x 5000 targets at 32x32x3 ({len(paper.plan.blocks)} blocks "
         f"per pass; forward block {paper.forward_seconds['ts']:.2f} s, VJP block "
         f"{paper.vjp_seconds['ts']:.2f} s on one worker of this machine)",
-        ("workers like this machine", "step", f"vs the paper's {PAPER_V100_STEP_SECONDS:.0f} s on one V100"),
+        (
+            "workers like this machine",
+            "step",
+            f"vs the paper's {PAPER_V100_STEP_SECONDS:.0f} s on one V100",
+        ),
         rows,
     )
     print(f"  workers like this machine needed to match one V100 of the paper: {match}")

@@ -15,8 +15,8 @@ plus 20 x 80^2 pairs of K_ss. Each draw is still a uniformly random class-balanc
 subset *of the pool*, but the pool is one random sample of the train set, so the mean
 estimates the accuracy given that pool (the pool's own sampling error is not averaged
 out), and draws of 8 from 40 per class overlap (1.6 shared images per class between two
-draws, on average), so the spread over draws is that of draws within the pool. ``--pool-per-class 0`` draws from the whole train
-set, as the paper did.
+draws, on average), so the spread over draws is that of draws within the pool.
+``--pool-per-class 0`` draws from the whole train set, as the paper did.
 """
 
 from __future__ import annotations

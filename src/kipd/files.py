@@ -101,7 +101,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Calls ``write(file)`` on a temporary binary file beside ``path``, syncs it to disk,
     then renames it onto ``path``.
 
@@ -120,8 +120,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             raise
         # The bare "[Errno 28]" names no file; the old file (if any) is still in place.
         raise OSError(
-            errno.ENOSPC, f"no space left on the device while writing {path} (the previous "
-            "version, if any, is intact): free some space and run the command again"
+            errno.ENOSPC,
+            f"no space left on the device while writing {path} (the previous "
+            "version, if any, is intact): free some space and run the command again",
         ) from err
 
 
@@ -199,7 +200,8 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
     if HASH_KEY in arrays:
         raise ValueError(f"{HASH_KEY!r} is reserved for the content hash")
-    atomic_write(path, lambda f: np.savez(f, **arrays, **{HASH_KEY: _content_hash(arrays)}))
+    hashed: dict[str, Any] = {**arrays, HASH_KEY: _content_hash(arrays)}
+    atomic_write(path, lambda f: np.savez(f, **hashed))
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -229,7 +231,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             path, "it holds Python objects (pickled arrays), which kipd does not load"
         ) from err
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
-        raise DamagedFileError(path, f"the archive cannot be read ({type(err).__name__}: {err})") from err
+        raise DamagedFileError(
+            path, f"the archive cannot be read ({type(err).__name__}: {err})"
+        ) from err
     stored = arrays.pop(HASH_KEY, None)
     if stored is not None and str(stored) != _content_hash(arrays):
         raise DamagedFileError(path, "its arrays do not match the content hash stored with them")

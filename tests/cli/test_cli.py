@@ -1,8 +1,6 @@
 """The kipd command: help with examples, the three sub-commands, and error messages."""
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import shlex
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 
 from kipd import cli, files
+from kipd.cli import _run_printers
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +197,19 @@ def test_nan_pixels_are_named(tmp_path, capsys):
     x_train = rng.random((12, 4, 4, 1))
     x_train[[3, 7], 1, 2] = np.nan
     path = tmp_path / "holes.npz"
-    np.savez(path, x_train=x_train, y_train=np.arange(12) % 3, x_test=rng.random((3, 4, 4, 1)),
-             y_test=np.arange(3))
-    assert cli.main(["distill", "--dataset", str(path), "--kernel", "fc1",
-                     "--out", str(tmp_path / "run")]) == 1
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=np.arange(12) % 3,
+        x_test=rng.random((3, 4, 4, 1)),
+        y_test=np.arange(3),
+    )
+    assert (
+        cli.main(
+            ["distill", "--dataset", str(path), "--kernel", "fc1", "--out", str(tmp_path / "run")]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "x_train holds 2 NaN values, in 2 of its 12 images (indices 3, 7)" in err
     assert "np.nan_to_num" in err and "[nan, nan]" not in err
@@ -213,20 +221,29 @@ def test_a_short_run_is_not_compared_with_the_paper():
     short = runs.KipConfig(dataset="fashion_mnist", steps=5)
     assert runs.paper_figure(short) is None
     assert runs.paper_figure(dataclasses.replace(short, steps=1000)) == (82.9, 0.2)
-    printed = {"algorithm": "kip", "steps": 5, "dataset": "fashion_mnist", "support_size": 10,
-               "kernel": "convnet", "test_size": 100, "init_test_accuracy": 0.5,
-               "test_accuracy": 0.6, "seconds": 3.0}
+    printed = {
+        "algorithm": "kip",
+        "steps": 5,
+        "dataset": "fashion_mnist",
+        "support_size": 10,
+        "kernel": "convnet",
+        "test_size": 100,
+        "init_test_accuracy": 0.5,
+        "test_accuracy": 0.6,
+        "seconds": 3.0,
+    }
     assert "paper" not in _summary_text(printed)
-    paper = {**printed, "paper_test_accuracy": 0.829, "paper_test_accuracy_std": 0.002,
-             "gap_to_paper": -0.229}
+    paper = {
+        **printed,
+        "paper_test_accuracy": 0.829,
+        "paper_test_accuracy_std": 0.002,
+        "gap_to_paper": -0.229,
+    }
     assert "paper, Table 1" in _summary_text(paper)
 
 
 def _summary_text(summary):
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        cli._print_summary(summary, "runs/x")
-    return buffer.getvalue()
+    return _run_printers.format_summary(summary, "runs/x")
 
 
 def test_a_slow_zca_fit_is_priced_said_and_named(tmp_path, capsys, monkeypatch):
@@ -235,11 +252,28 @@ def test_a_slow_zca_fit_is_priced_said_and_named(tmp_path, capsys, monkeypatch):
     for the cube of the features of large images)."""
     rng = np.random.default_rng(0)
     path = tmp_path / "rgb.npz"
-    np.savez(path, x_train=rng.random((30, 4, 4, 3)), y_train=np.arange(30) % 3,
-             x_test=rng.random((6, 4, 4, 3)), y_test=np.arange(6) % 3)
+    np.savez(
+        path,
+        x_train=rng.random((30, 4, 4, 3)),
+        y_train=np.arange(30) % 3,
+        x_test=rng.random((6, 4, 4, 3)),
+        y_test=np.arange(6) % 3,
+    )
     monkeypatch.setattr("kipd.data.zca_fit_seconds", lambda n, shape: 900.0)
-    args = ["distill", "--dataset", str(path), "--kernel", "fc1", "--steps", "1",
-            "--target-batch-size", "10", "--eval-size", "6", "--quiet"]
+    args = [
+        "distill",
+        "--dataset",
+        str(path),
+        "--kernel",
+        "fc1",
+        "--steps",
+        "1",
+        "--target-batch-size",
+        "10",
+        "--eval-size",
+        "6",
+        "--quiet",
+    ]
     monkeypatch.setattr(cli.compute, "DAY_SECONDS", 600.0)
     assert cli.main([*args, "--out", str(tmp_path / "over")]) == 1
     err = capsys.readouterr().err
@@ -282,8 +316,22 @@ def test_existing_run_and_changed_config_are_refused(dataset, tmp_path, capsys):
 def test_cost_is_said_before_commitment(dataset, tmp_path, capsys, monkeypatch):
     """An estimate: line first; over the budget nothing starts without --yes."""
     out = tmp_path / "run"
-    args = ["distill", "--dataset", dataset, "--kernel", "fc1", "--steps", "2",
-            "--target-batch-size", "20", "--eval-size", "10", "--out", str(out), "--quiet"]
+    args = [
+        "distill",
+        "--dataset",
+        dataset,
+        "--kernel",
+        "fc1",
+        "--steps",
+        "2",
+        "--target-batch-size",
+        "20",
+        "--eval-size",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     monkeypatch.setattr(cli.compute, "DAY_SECONDS", 1e-9)  # every run is "too long"
     assert cli.main(args) == 1
     err = capsys.readouterr().err
@@ -291,16 +339,34 @@ def test_cost_is_said_before_commitment(dataset, tmp_path, capsys, monkeypatch):
     assert "so it was not started. Pass --yes" in err and not out.exists()
     assert cli.main([*args, "--yes"]) == 0
     assert "estimate:" in capsys.readouterr().err
-    for command in (["evaluate", str(out)], ["label-solve", "--dataset", dataset, "--kernel",
-                                              "fc1", "--out", str(tmp_path / "ls")]):
+    for command in (
+        ["evaluate", str(out)],
+        ["label-solve", "--dataset", dataset, "--kernel", "fc1", "--out", str(tmp_path / "ls")],
+    ):
         assert cli.main([*command, "--quiet"]) == 1
         assert "estimate: " in capsys.readouterr().err
 
 
-def test_damaged_files_resume_from_the_previous_checkpoint_or_fail_cleanly(dataset, tmp_path, capsys):
+def test_damaged_files_resume_from_the_previous_checkpoint_or_fail_cleanly(
+    dataset, tmp_path, capsys
+):
     out = tmp_path / "run"
-    args = ["distill", "--dataset", dataset, "--kernel", "fc1", "--steps", "4",
-            "--checkpoint-every", "2", "--eval-size", "10", "--out", str(out), "--quiet"]
+    args = [
+        "distill",
+        "--dataset",
+        dataset,
+        "--kernel",
+        "fc1",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--eval-size",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     capsys.readouterr()
     latest = out / "checkpoints" / "step_00000004.npz"
@@ -323,20 +389,29 @@ def test_bad_data_is_refused(tmp_path, capsys):
     labels = np.arange(40) % 10
     labels[0] = 57
     typo = tmp_path / "typo.npz"
-    np.savez(typo, x_train=rng.random((40, 4, 4, 1)), y_train=labels,
-             x_test=rng.random((10, 4, 4, 1)), y_test=np.arange(10))
+    np.savez(
+        typo,
+        x_train=rng.random((40, 4, 4, 1)),
+        y_train=labels,
+        x_test=rng.random((10, 4, 4, 1)),
+        y_test=np.arange(10),
+    )
     for args, message in (
         (["--dataset", "fashion_mnist", "--data-dir", "/nonexistent"], "is not a folder"),
         (["--dataset", str(typo)], "47 of 58 classes have no train images"),
     ):
-        assert cli.main(["label-solve", *args, "--kernel", "fc1", "--out", str(tmp_path / "x")]) == 1
+        assert (
+            cli.main(["label-solve", *args, "--kernel", "fc1", "--out", str(tmp_path / "x")]) == 1
+        )
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
 
 
 def test_import_kipd_reaches_every_subpackage():
     code = "import kipd; print(kipd.kernels.make('fc1') is not None, kipd.distill.LAMBDA0)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["True", "1e-06"]
 
 

@@ -15,12 +15,16 @@ def test_blocked_gradient_equals_jax_grad_in_float64(name, block_size, pullback_
     # default depth 3 at a fraction of the float64 compile time.
     spec = compute.KernelSpec(name, depth=1 if name == "convnet" else None)
     with jax.enable_x64(True):
-        support, targets, support_labels, target_labels = make_problem(
-            np.float64, shape=(4, 4, 1)
-        )
+        support, targets, support_labels, target_labels = make_problem(np.float64, shape=(4, 4, 1))
         (loss, predictions), (d_images, d_labels, _) = compute.value_and_grad(
-            kip_loss, spec, support, targets, support_labels, target_labels,
-            block_size=block_size, executor=compute.LocalExecutor(pullback_memory=pullback_memory),
+            kip_loss,
+            spec,
+            support,
+            targets,
+            support_labels,
+            target_labels,
+            block_size=block_size,
+            executor=compute.LocalExecutor(pullback_memory=pullback_memory),
         )
         (loss_ref, predictions_ref), (d_images_ref, d_labels_ref) = whole_value_and_grad(
             spec, support, targets, support_labels, target_labels
@@ -42,7 +46,10 @@ def test_kernel_matrix_by_blocks_equals_one_call(reference):
     got = compute.kernel_matrix(spec, targets, support, block_size=3, desc=None)
     np.testing.assert_allclose(got, spec.build()(targets, support), rtol=1e-6, atol=1e-6)
     compute.kernel_matrix(
-        spec, targets, support, block_size=3,
+        spec,
+        targets,
+        support,
+        block_size=3,
         executor=_CountingExecutor(compute.LocalExecutor(), progress),
     )
     assert len(progress) == 8  # 4 target blocks (of 3 rows) x 2 support blocks (of 2 rows)
@@ -79,7 +86,9 @@ def test_the_local_executor_keeps_pullbacks_only_where_they_fit(reference):
         phases[memory] = executor.phases
     # Both linearize (the values the gradient path uses); one keeps the pullbacks.
     assert phases == {None: ["linearize", "vjp"], 1: ["linearize", "vjp"]}
-    for a, b in zip(jax.tree_util.tree_leaves(outputs[None]), jax.tree_util.tree_leaves(outputs[1])):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(outputs[None]), jax.tree_util.tree_leaves(outputs[1])
+    ):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="pullback_memory must be >= 0"):
         compute.LocalExecutor(pullback_memory=-1)

@@ -24,8 +24,12 @@ def _forward(plan, support, targets):
     """Every block of the plan under the linear kernel, from padded arrays."""
     results = []
     for block in plan.blocks:
-        rows = _rows(support if block.kind == "ss" else targets, plan,
-                     "support" if block.kind == "ss" else "target", block.row)
+        rows = _rows(
+            support if block.kind == "ss" else targets,
+            plan,
+            "support" if block.kind == "ss" else "target",
+            block.row,
+        )
         results.append(rows @ _rows(support, plan, "support", block.col).T)
     return results
 
@@ -47,7 +51,9 @@ def test_assembled_blocks_equal_the_whole_matrices(support_size, target_size, bl
 
 @settings(max_examples=60, deadline=None)
 @given(support_size=sizes, target_size=sizes, block_size=sizes, seed=st.integers(0, 99))
-def test_accumulated_vjp_blocks_equal_the_whole_gradient(support_size, target_size, block_size, seed):
+def test_accumulated_vjp_blocks_equal_the_whole_gradient(
+    support_size, target_size, block_size, seed
+):
     # L = <G_ss, S S^T> + <G_ts, T S^T>  =>  dL/dS = (G_ss + G_ss^T) S + G_ts^T T
     rng = np.random.default_rng(seed)
     support = rng.standard_normal((support_size, 2))

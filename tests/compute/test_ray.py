@@ -71,7 +71,11 @@ def test_a_worker_killed_mid_step_changes_nothing(executor, problem, kip_loss):
 
     with pytest.warns(RuntimeWarning, match="worker died"):
         after = compute.value_and_grad(
-            kip_loss, SPEC, *problem, block_size=BLOCK, executor=executor,
+            kip_loss,
+            SPEC,
+            *problem,
+            block_size=BLOCK,
+            executor=executor,
             on_block=kill_in_the_backward_pass,
         )
     assert executor.workers_alive == 1

@@ -45,8 +45,9 @@ def random_split(rng: np.random.Generator, n: int, shape: tuple[int, ...], class
     return x, y
 
 
-def write_mnist_like(folder: Path, rng: np.random.Generator, *, gz: bool = True,
-                     n_train: int = 20, n_test: int = 10) -> dict[str, np.ndarray]:
+def write_mnist_like(
+    folder: Path, rng: np.random.Generator, *, gz: bool = True, n_train: int = 20, n_test: int = 10
+) -> dict[str, np.ndarray]:
     """The four (Fashion-)MNIST IDX files with 28x28 images, gzipped or raw."""
     folder.mkdir(parents=True, exist_ok=True)
     x_train, y_train = random_split(rng, n_train, (28, 28), 10)
@@ -64,8 +65,14 @@ def _pickled(obj: dict) -> bytes:
     return pickle.dumps(obj, protocol=2)
 
 
-def write_cifar(folder: Path, rng: np.random.Generator, variant: str, *,
-                extracted: bool = False, per_batch: int = 6) -> dict[str, np.ndarray]:
+def write_cifar(
+    folder: Path,
+    rng: np.random.Generator,
+    variant: str,
+    *,
+    extracted: bool = False,
+    per_batch: int = 6,
+) -> dict[str, np.ndarray]:
     """A miniature of the official CIFAR python distribution (archive or folder)."""
     classes = 10 if variant == "cifar10" else 100
     if variant == "cifar10":
@@ -78,16 +85,21 @@ def write_cifar(folder: Path, rng: np.random.Generator, variant: str, *,
         root = "cifar-100-python"
         train_members, test_members = ["train"], ["test"]
         label_key, meta_name = b"fine_labels", "meta"
-        meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(classes)],
-                b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
+        meta = {
+            b"fine_label_names": [f"fine{i}".encode() for i in range(classes)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+        }
     members, xs = {}, {"train": [], "test": []}
     ys = {"train": [], "test": []}
     for split, names in (("train", train_members), ("test", test_members)):
         for name in names:
             x_hwc = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
             y = list(rng.integers(0, classes, size=per_batch))
-            batch = {b"data": x_hwc.transpose(0, 3, 1, 2).reshape(per_batch, -1),
-                     label_key: y, b"batch_label": name.encode()}
+            batch = {
+                b"data": x_hwc.transpose(0, 3, 1, 2).reshape(per_batch, -1),
+                label_key: y,
+                b"batch_label": name.encode(),
+            }
             if variant == "cifar100":
                 batch[b"coarse_labels"] = [0] * per_batch
             members[name] = _pickled(batch)
@@ -100,15 +112,20 @@ def write_cifar(folder: Path, rng: np.random.Generator, variant: str, *,
         for name, data in members.items():
             (folder / root / name).write_bytes(data)
     else:
-        archive = folder / ("cifar-10-python.tar.gz" if variant == "cifar10"
-                            else "cifar-100-python.tar.gz")
+        archive = folder / (
+            "cifar-10-python.tar.gz" if variant == "cifar10" else "cifar-100-python.tar.gz"
+        )
         with tarfile.open(archive, "w:gz") as tar:
             for name, data in members.items():
                 info = tarfile.TarInfo(f"{root}/{name}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    return {"x_train": np.concatenate(xs["train"]), "y_train": np.array(ys["train"]),
-            "x_test": np.concatenate(xs["test"]), "y_test": np.array(ys["test"])}
+    return {
+        "x_train": np.concatenate(xs["train"]),
+        "y_train": np.array(ys["train"]),
+        "x_test": np.concatenate(xs["test"]),
+        "y_test": np.array(ys["test"]),
+    }
 
 
 def write_svhn(folder: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -120,8 +137,10 @@ def write_svhn(folder: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
     for split, n in (("train", 12), ("test", 5)):
         x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
         y = np.arange(n) % 10
-        savemat(folder / f"{split}_32x32.mat",
-                {"X": x.transpose(1, 2, 3, 0), "y": np.where(y == 0, 10, y)[:, None]})
+        savemat(
+            folder / f"{split}_32x32.mat",
+            {"X": x.transpose(1, 2, 3, 0), "y": np.where(y == 0, 10, y)[:, None]},
+        )
         out[f"x_{split}"], out[f"y_{split}"] = x, y
     return out
 

@@ -101,16 +101,24 @@ def _pil_reference(image_u8: np.ndarray, name: str, magnitude: int, sign: int) -
     w, h = img.size
     factor = 0.1 + 1.8 * level
     ops = {
-        "ShearX": lambda: img.transform((w, h), Image.AFFINE, (1, sign * 0.3 * level, 0, 0, 1, 0),
-                                        fillcolor=PIL_FILL),
-        "ShearY": lambda: img.transform((w, h), Image.AFFINE, (1, 0, 0, sign * 0.3 * level, 1, 0),
-                                        fillcolor=PIL_FILL),
+        "ShearX": lambda: img.transform(
+            (w, h), Image.AFFINE, (1, sign * 0.3 * level, 0, 0, 1, 0), fillcolor=PIL_FILL
+        ),
+        "ShearY": lambda: img.transform(
+            (w, h), Image.AFFINE, (1, 0, 0, sign * 0.3 * level, 1, 0), fillcolor=PIL_FILL
+        ),
         "TranslateX": lambda: img.transform(
-            (w, h), Image.AFFINE, (1, 0, sign * int(level * 10 * w / 32), 0, 1, 0),
-            fillcolor=PIL_FILL),
+            (w, h),
+            Image.AFFINE,
+            (1, 0, sign * int(level * 10 * w / 32), 0, 1, 0),
+            fillcolor=PIL_FILL,
+        ),
         "TranslateY": lambda: img.transform(
-            (w, h), Image.AFFINE, (1, 0, 0, 0, 1, sign * int(level * 10 * h / 32)),
-            fillcolor=PIL_FILL),
+            (w, h),
+            Image.AFFINE,
+            (1, 0, 0, 0, 1, sign * int(level * 10 * h / 32)),
+            fillcolor=PIL_FILL,
+        ),
         "Rotate": lambda: img.rotate(sign * int(level * 30), fillcolor=PIL_FILL),
         "AutoContrast": lambda: ImageOps.autocontrast(img),
         "Equalize": lambda: ImageOps.equalize(img),
@@ -131,18 +139,26 @@ def _pil_reference(image_u8: np.ndarray, name: str, magnitude: int, sign: int) -
 # Rotation: PIL computes sin/cos in double precision, so a few pixel centres that fall on
 # a pixel boundary round the other way.
 PIL_CASES = [
-    ("ShearX", (3, 8), 0, 1.0), ("ShearY", (3, 8), 0, 1.0),
-    ("TranslateX", (3, 9), 0, 1.0), ("TranslateY", (3, 9), 0, 1.0),
+    ("ShearX", (3, 8), 0, 1.0),
+    ("ShearY", (3, 8), 0, 1.0),
+    ("TranslateX", (3, 9), 0, 1.0),
+    ("TranslateY", (3, 9), 0, 1.0),
     ("Rotate", (2, 9), 0, 0.97),
-    ("AutoContrast", (0,), 1, 1.0), ("Equalize", (0,), 0, 1.0), ("Invert", (0,), 0, 1.0),
-    ("Solarize", (2, 5, 8), 0, 1.0), ("Posterize", (0, 7, 10), 0, 1.0),
-    ("Color", (0, 9), 2, 1.0), ("Contrast", (0, 6, 9), 2, 1.0),
-    ("Brightness", (0, 9), 1, 1.0), ("Sharpness", (1, 9), 2, 1.0),
+    ("AutoContrast", (0,), 1, 1.0),
+    ("Equalize", (0,), 0, 1.0),
+    ("Invert", (0,), 0, 1.0),
+    ("Solarize", (2, 5, 8), 0, 1.0),
+    ("Posterize", (0, 7, 10), 0, 1.0),
+    ("Color", (0, 9), 2, 1.0),
+    ("Contrast", (0, 6, 9), 2, 1.0),
+    ("Brightness", (0, 9), 1, 1.0),
+    ("Sharpness", (1, 9), 2, 1.0),
 ]
 
 
-@pytest.mark.parametrize("name, magnitudes, tolerance, fraction", PIL_CASES,
-                         ids=[c[0] for c in PIL_CASES])
+@pytest.mark.parametrize(
+    "name, magnitudes, tolerance, fraction", PIL_CASES, ids=[c[0] for c in PIL_CASES]
+)
 def test_operation_matches_pil(name, magnitudes, tolerance, fraction):
     pytest.importorskip("PIL")
     rng = np.random.default_rng(3)
@@ -153,8 +169,10 @@ def test_operation_matches_pil(name, magnitudes, tolerance, fraction):
         for sign in (1, -1):
             n = len(images_u8)
             ours = _select_step(
-                jnp.asarray(images_u8 / np.float32(255)), jnp.full((n,), op),
-                jnp.full((n,), magnitude / 10), jnp.full((n,), float(sign)),
+                jnp.asarray(images_u8 / np.float32(255)),
+                jnp.full((n,), op),
+                jnp.full((n,), magnitude / 10),
+                jnp.full((n,), float(sign)),
             )
             ref = np.stack([_pil_reference(im, name, magnitude, sign) for im in images_u8])
             close = np.abs(np.asarray(ours) - ref) <= (tolerance + 0.01) / 255
@@ -167,17 +185,22 @@ def test_gray_warp_matches_scipy_affine_transform():
     h, w = image.shape[:2]
     for theta_deg, shift in [(7.0, (1.3, -0.6)), (-10.0, (-1.2, 1.2)), (0.0, (0.0, 0.0))]:
         theta = np.deg2rad(theta_deg)
-        rotation = np.array([[np.cos(theta), -np.sin(theta), 0],
-                             [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+        rotation = np.array(
+            [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+        )
         shift_m = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]])
         ox, oy = h / 2 - 0.5, w / 2 - 0.5
         offset = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]])
         reset = np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]])
         matrix = offset @ rotation @ shift_m @ reset
         ref = scipy.ndimage.affine_transform(
-            image[..., 0].astype(np.float64), matrix[:2, :2], matrix[:2, 2], order=1,
+            image[..., 0].astype(np.float64),
+            matrix[:2, :2],
+            matrix[:2, 2],
+            order=1,
             mode="nearest",
         )
-        ours = aug._rotate_shift_bilinear(jnp.asarray(image), jnp.float32(theta),
-                                          jnp.asarray(shift, jnp.float32))
+        ours = aug._rotate_shift_bilinear(
+            jnp.asarray(image), jnp.float32(theta), jnp.asarray(shift, jnp.float32)
+        )
         np.testing.assert_allclose(np.asarray(ours)[..., 0], ref, atol=2e-5)

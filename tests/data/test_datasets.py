@@ -52,8 +52,9 @@ def test_idx_files_gzipped_or_not(isolated, tmp_path, files, gz):
 @pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
 @pytest.mark.parametrize("extracted", [False, True], ids=["tar.gz", "extracted"])
 def test_cifar_archive_or_extracted_folder(isolated, tmp_path, files, variant, extracted):
-    truth = files.write_cifar(tmp_path / variant, np.random.default_rng(1), variant,
-                              extracted=extracted)
+    truth = files.write_cifar(
+        tmp_path / variant, np.random.default_rng(1), variant, extracted=extracted
+    )
     ds = kd.load(variant, data_dir=tmp_path, download=False)  # found in data_dir/<name>/
     np.testing.assert_array_equal(ds.x_train, truth["x_train"] / np.float32(255))
     np.testing.assert_array_equal(ds.y_train, truth["y_train"])
@@ -117,8 +118,13 @@ def test_labels_that_leave_classes_empty_are_refused(tmp_path):
     labels = np.arange(40) % 10
     labels[0] = 57  # a typo: 10 classes become 58, 47 of them empty
     path = tmp_path / "typo.npz"
-    np.savez(path, x_train=rng.random((40, 4, 4, 1)), y_train=labels,
-             x_test=rng.random((10, 4, 4, 1)), y_test=np.arange(10))
+    np.savez(
+        path,
+        x_train=rng.random((40, 4, 4, 1)),
+        y_train=labels,
+        x_test=rng.random((10, 4, 4, 1)),
+        y_test=np.arange(10),
+    )
     with pytest.raises(kd.DatasetError, match="47 of 58 classes have no train images.*57"):
         kd.load(path)
 
@@ -169,9 +175,7 @@ def test_cifar_pickle_may_not_run_code(isolated, tmp_path, files):
     root = tmp_path / "cifar10"
     files.write_cifar(root, np.random.default_rng(0), "cifar10", extracted=True)
     # A pickle that would call os.system on load.
-    (root / "cifar-10-batches-py" / "test_batch").write_bytes(
-        b"cos\nsystem\n(S'echo pwned'\ntR."
-    )
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
     with pytest.raises(kd.DatasetError, match="refusing to unpickle os.system"):
         kd.load("cifar10", data_dir=root, download=False)
 
@@ -186,8 +190,14 @@ def test_npz(tmp_path, layout):
     elif layout == "float-hwc":
         x = expected.astype(np.float64)
     path = tmp_path / "mine.npz"
-    np.savez(path, x_train=x, y_train=np.arange(8)[:, None] % 4, x_test=x[:3],
-             y_test=np.arange(3), class_names=np.array(["a", "b", "c", "d"]))
+    np.savez(
+        path,
+        x_train=x,
+        y_train=np.arange(8)[:, None] % 4,
+        x_test=x[:3],
+        y_test=np.arange(3),
+        class_names=np.array(["a", "b", "c", "d"]),
+    )
     ds = kd.load(path)
     assert ds.name == "mine" and ds.num_classes == 4 and ds.class_names == ("a", "b", "c", "d")
     np.testing.assert_allclose(ds.x_train, expected, atol=1e-7)
@@ -199,18 +209,54 @@ def test_npz(tmp_path, layout):
     "arrays, match",
     [
         (dict(x_train=np.zeros((2, 4, 4))), "lacks the arrays"),
-        (dict(x_train=np.full((2, 4, 4), 2.0), y_train=[0, 1], x_test=np.zeros((1, 4, 4)),
-              y_test=[0]), r"float values in \[2.0, 2.0\]"),
-        (dict(x_train=np.zeros((2, 4, 4)), y_train=[0, 1], x_test=[[[np.inf] * 4] * 4],
-              y_test=[0]), r"x_test holds 16 infinite values, in 1 of its 1 images \(indices 0\)"),
-        (dict(x_train=np.zeros((2, 4, 4), np.int16), y_train=[0, 1],
-              x_test=np.zeros((1, 4, 4), np.int16), y_test=[0]), "dtype int16"),
-        (dict(x_train=np.zeros((2, 4, 4)), y_train=[0.0, 1.0], x_test=np.zeros((1, 4, 4)),
-              y_test=[0]), "integer class ids"),
-        (dict(x_train=np.zeros((2, 4, 4)), y_train=[0, 1, 1], x_test=np.zeros((1, 4, 4)),
-              y_test=[0]), r"expected \(2,\)"),
-        (dict(x_train=np.zeros((2, 4, 4)), y_train=[0, 1], x_test=np.zeros((1, 5, 4)),
-              y_test=[0]), "test images"),
+        (
+            dict(
+                x_train=np.full((2, 4, 4), 2.0),
+                y_train=[0, 1],
+                x_test=np.zeros((1, 4, 4)),
+                y_test=[0],
+            ),
+            r"float values in \[2.0, 2.0\]",
+        ),
+        (
+            dict(
+                x_train=np.zeros((2, 4, 4)), y_train=[0, 1], x_test=[[[np.inf] * 4] * 4], y_test=[0]
+            ),
+            r"x_test holds 16 infinite values, in 1 of its 1 images \(indices 0\)",
+        ),
+        (
+            dict(
+                x_train=np.zeros((2, 4, 4), np.int16),
+                y_train=[0, 1],
+                x_test=np.zeros((1, 4, 4), np.int16),
+                y_test=[0],
+            ),
+            "dtype int16",
+        ),
+        (
+            dict(
+                x_train=np.zeros((2, 4, 4)),
+                y_train=[0.0, 1.0],
+                x_test=np.zeros((1, 4, 4)),
+                y_test=[0],
+            ),
+            "integer class ids",
+        ),
+        (
+            dict(
+                x_train=np.zeros((2, 4, 4)),
+                y_train=[0, 1, 1],
+                x_test=np.zeros((1, 4, 4)),
+                y_test=[0],
+            ),
+            r"expected \(2,\)",
+        ),
+        (
+            dict(
+                x_train=np.zeros((2, 4, 4)), y_train=[0, 1], x_test=np.zeros((1, 5, 4)), y_test=[0]
+            ),
+            "test images",
+        ),
     ],
     ids=["missing-key", "float-range", "nan", "int16", "float-labels", "label-count", "shapes"],
 )
@@ -293,6 +339,8 @@ def test_builtin_table_is_consistent():
         assert spec.name == name and _datasets.builtin_name(spec.title) in (name, None)
         for remote in spec.files:
             assert len(remote.sha256) == 64 and int(remote.sha256, 16) >= 0
-            assert remote.size > 0 and remote.urls and all(
-                u.endswith(remote.name) for u in remote.urls
+            assert (
+                remote.size > 0
+                and remote.urls
+                and all(u.endswith(remote.name) for u in remote.urls)
             )

@@ -129,15 +129,23 @@ def _serve_mnist(server, files, rng, corrupt: str | None = None):
     remotes = []
     x_train, y_train = files.random_split(rng, 12, (28, 28), 10)
     x_test, y_test = files.random_split(rng, 4, (28, 28), 10)
-    arrays = {"train-images-idx3-ubyte.gz": x_train, "train-labels-idx1-ubyte.gz": y_train,
-              "t10k-images-idx3-ubyte.gz": x_test, "t10k-labels-idx1-ubyte.gz": y_test}
+    arrays = {
+        "train-images-idx3-ubyte.gz": x_train,
+        "train-labels-idx1-ubyte.gz": y_train,
+        "t10k-images-idx3-ubyte.gz": x_test,
+        "t10k-labels-idx1-ubyte.gz": y_test,
+    }
     for remote in _datasets.BUILTINS["mnist"].files:
         data = gzip.compress(files.idx_bytes(arrays[remote.name]))
         routes[f"/mnist/{remote.name}"] = data[::-1] if remote.name == corrupt else data
-        remotes.append(dataclasses.replace(
-            remote, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-            urls=(f"{base}/mnist/{remote.name}",),
-        ))
+        remotes.append(
+            dataclasses.replace(
+                remote,
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                urls=(f"{base}/mnist/{remote.name}",),
+            )
+        )
     spec = dataclasses.replace(_datasets.BUILTINS["mnist"], files=tuple(remotes))
     return spec, arrays
 
@@ -155,8 +163,9 @@ def test_load_downloads_into_the_cache_once(isolated, server, files, monkeypatch
 
 
 def test_load_with_a_corrupt_download(isolated, server, files, monkeypatch):
-    spec, _ = _serve_mnist(server, files, np.random.default_rng(0),
-                           corrupt="t10k-images-idx3-ubyte.gz")
+    spec, _ = _serve_mnist(
+        server, files, np.random.default_rng(0), corrupt="t10k-images-idx3-ubyte.gz"
+    )
     monkeypatch.setitem(_datasets.BUILTINS, "mnist", spec)
     with pytest.raises(kd.DatasetError) as err:
         kd.load("mnist")

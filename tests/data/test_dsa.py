@@ -32,8 +32,8 @@ def test_crop_shifts_by_whole_pixels_with_zeros():
         for dy in range(-1, 2):
             for dx in range(-1, 2):
                 moved = np.zeros_like(image)
-                src = image[max(dy, 0): 8 + min(dy, 0), max(dx, 0): 8 + min(dx, 0)]
-                moved[max(-dy, 0): 8 + min(-dy, 0), max(-dx, 0): 8 + min(-dx, 0)] = src
+                src = image[max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)]
+                moved[max(-dy, 0) : 8 + min(-dy, 0), max(-dx, 0) : 8 + min(-dx, 0)] = src
                 found |= np.array_equal(moved, shifted)
         assert found
 

@@ -79,7 +79,7 @@ def test_constant_images_and_features_do_not_divide_by_zero():
 @given(seed=st.integers(0, 1000), n=st.sampled_from([2, 17, 40]))
 def test_standard_preprocessing_standardizes_each_channel(seed, n):
     rng = np.random.default_rng(seed)
-    x = (rng.random((n, 3, 3, 3)) * np.array([0.2, 1.0, 0.5]) + [0.1, 0.0, 0.3])
+    x = rng.random((n, 3, 3, 3)) * np.array([0.2, 1.0, 0.5]) + [0.1, 0.0, 0.3]
     x = x.astype(np.float32)
     prep = kd.fit_preprocessing(x)
     out = np.asarray(prep.apply(x), dtype=np.float64)
@@ -131,11 +131,19 @@ def test_paper_defaults():
     assert kd.default_zca_regularization("CIFAR-10") == 0.1
     assert kd.default_zca_regularization("cifar100") == 0.1
     assert kd.default_zca_regularization("my_images") == 0.1
-    assert [kd.default_preprocessing(n) for n in ("mnist", "fashion_mnist", "svhn",
-                                                  "cifar10", "cifar100")] == [
-        "standard", "standard", "zca", "zca", "zca"]
-    rgb = kd.Dataset("mine", np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int32),
-                     np.zeros((1, 4, 4, 3), np.float32), np.zeros(1, np.int32), 1, ("a",))
+    assert [
+        kd.default_preprocessing(n)
+        for n in ("mnist", "fashion_mnist", "svhn", "cifar10", "cifar100")
+    ] == ["standard", "standard", "zca", "zca", "zca"]
+    rgb = kd.Dataset(
+        "mine",
+        np.zeros((2, 4, 4, 3), np.float32),
+        np.zeros(2, np.int32),
+        np.zeros((1, 4, 4, 3), np.float32),
+        np.zeros(1, np.int32),
+        1,
+        ("a",),
+    )
     assert kd.default_preprocessing(rgb) == "zca"
     with pytest.raises(ValueError, match="pass the Dataset"):
         kd.default_preprocessing("my_images")

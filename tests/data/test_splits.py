@@ -15,8 +15,15 @@ import kipd.data as kd
 def _dataset(n_train: int = 40, classes: int = 4) -> kd.Dataset:
     x = np.arange(n_train, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1))
     y = (np.arange(n_train) % classes).astype(np.int32)
-    return kd.Dataset("toy", x.astype(np.float32), y, x[:5].astype(np.float32), y[:5],
-                      classes, tuple("abcd"[:classes]))
+    return kd.Dataset(
+        "toy",
+        x.astype(np.float32),
+        y,
+        x[:5].astype(np.float32),
+        y[:5],
+        classes,
+        tuple("abcd"[:classes]),
+    )
 
 
 @settings(max_examples=25, deadline=None)

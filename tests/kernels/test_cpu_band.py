@@ -13,19 +13,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from kipd.kernels._stages import cpu, cpu_build
-
 from stage_reference import (  # tests/kernels, on pytest's pythonpath
-    RELUS,
     RADIUS,
+    RELUS,
     TOLERANCE,
-    linear_functional as _linear_functional,
     reference_band,
     reference_pooled_band,
     reference_variances,
     relative_error,
 )
+from stage_reference import (
+    linear_functional as _linear_functional,
+)
+
+from kipd.kernels._stages import cpu, cpu_build
 
 
 def test_kernel_builds():
@@ -41,9 +42,7 @@ def case():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     x1 = jax.random.normal(keys[0], (2, 10, 10, 2))
     x2 = jax.random.normal(keys[1], (3, 10, 10, 2))
-    reference_var = jax.jit(
-        functools.partial(reference_variances, radius=RADIUS, num_relus=RELUS)
-    )
+    reference_var = jax.jit(functools.partial(reference_variances, radius=RADIUS, num_relus=RELUS))
     band = functools.partial(cpu.conv_relu_band, radius=RADIUS, num_relus=RELUS)
     reference = functools.partial(reference_band, radius=RADIUS, num_relus=RELUS)
     loss = _linear_functional(keys[2], (2, 3, 2 * RADIUS + 1, 2 * RADIUS + 1, 10, 10))
@@ -52,9 +51,15 @@ def case():
         return jax.jit(jax.grad(lambda *args: loss(stage(*args)), argnums=(0, 1, 2, 3)))
 
     return dict(
-        x1=x1, x2=x2, var1=reference_var(x1), var2=reference_var(x2), loss=loss,
-        band=jax.jit(band), reference=jax.jit(reference),
-        band_grad=gradient(band), reference_grad=gradient(reference),
+        x1=x1,
+        x2=x2,
+        var1=reference_var(x1),
+        var2=reference_var(x2),
+        loss=loss,
+        band=jax.jit(band),
+        reference=jax.jit(reference),
+        band_grad=gradient(band),
+        reference_grad=gradient(reference),
         variances=jax.jit(functools.partial(cpu.conv_relu_variances, num_relus=RELUS)),
         reference_variances=reference_var,
     )
@@ -82,7 +87,6 @@ def test_gradients_match_reference(case):
             assert relative_error(a_leaf, e_leaf) <= TOLERANCE, name
 
 
-
 def test_partial_gradients_equal_the_full_gradient(case, monkeypatch):
     """Differentiating in some inputs only (the backward then skips the others' work,
     via symbolic zeros), or through one output only (the other's cotangent is a
@@ -92,17 +96,18 @@ def test_partial_gradients_equal_the_full_gradient(case, monkeypatch):
     args = _args(case)
     full = case["band_grad"](*args)
     for argnums in (0, 1, 2, 3, (0, 2), (1, 3)):
-        partial = jax.jit(jax.grad(lambda *a: case["loss"](case["band"](*a)),
-                                   argnums=argnums))(*args)
+        partial = jax.jit(jax.grad(lambda *a: case["loss"](case["band"](*a)), argnums=argnums))(
+            *args
+        )
         numbers = argnums if isinstance(argnums, tuple) else (argnums,)
         partial = partial if isinstance(argnums, tuple) else (partial,)
         for number, actual in zip(numbers, partial, strict=True):
-            for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(full[number]),
-                            strict=True):
+            for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(full[number]), strict=True):
                 np.testing.assert_array_equal(a, e, err_msg=f"argnums={argnums}")
 
     weights = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 7, 7, 10, 10))
     for output in (0, 1):
+
         def one(*a, output=output):  # the other output's cotangent is a symbolic zero
             return jnp.sum(weights * case["band"](*a)[output])
 
@@ -110,8 +115,7 @@ def test_partial_gradients_equal_the_full_gradient(case, monkeypatch):
             outputs = case["band"](*a)
             return jnp.sum(weights * outputs[output]) + jnp.sum(0.0 * outputs[1 - output])
 
-        actual, expected = (jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args)
-                            for f in (one, both))
+        actual, expected = (jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args) for f in (one, both))
         for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
             np.testing.assert_array_equal(a, e, err_msg=f"output={output}")
 
@@ -127,21 +131,22 @@ def test_partial_gradients_equal_the_full_gradient(case, monkeypatch):
         partial = jax.jit(jax.grad(through_variances, argnums=argnum))(case["x1"], case["x2"])
         np.testing.assert_array_equal(partial, full[argnum])
 
+
 @pytest.mark.parametrize(
     "shape, radius, num_relus",
-    [((6, 5, 2), 0, 1),  # ConvVec's stage: the offset-0 plane only; one group
-     ((7, 16, 3), 2, 3)],  # rows of whole vectors (written in place); three groups
+    [
+        ((6, 5, 2), 0, 1),  # ConvVec's stage: the offset-0 plane only; one group
+        ((7, 16, 3), 2, 3),
+    ],  # rows of whole vectors (written in place); three groups
 )
 def test_other_shapes_match_reference(shape, radius, num_relus):
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
     x1, x2 = (jax.random.normal(key, (2, *shape)) for key in keys[:2])
-    variances = jax.jit(functools.partial(reference_variances, radius=radius,
-                                          num_relus=num_relus))
+    variances = jax.jit(functools.partial(reference_variances, radius=radius, num_relus=num_relus))
     var1, var2 = variances(x1), variances(x2)
     band = functools.partial(cpu.conv_relu_band, radius=radius, num_relus=num_relus)
     reference = functools.partial(reference_band, radius=radius, num_relus=num_relus)
-    for actual, expected in zip(band(x1, x2, var1, var2),
-                                jax.jit(reference)(x1, x2, var1, var2)):
+    for actual, expected in zip(band(x1, x2, var1, var2), jax.jit(reference)(x1, x2, var1, var2)):
         assert relative_error(actual, expected) <= TOLERANCE
     loss = _linear_functional(keys[2], (2, 2, 2 * radius + 1, 2 * radius + 1, *shape[:2]))
     actual, expected = (
@@ -197,8 +202,11 @@ def test_pooled_stage_matches_reference(shape, monkeypatch):
         for name, f in (("cpu", band), ("reference", reference))
     }
     actual = gradients["cpu"](x1, x2, var1, var2)
-    for a, e in zip(jax.tree.leaves(actual),
-                    jax.tree.leaves(gradients["reference"](x1, x2, var1, var2)), strict=True):
+    for a, e in zip(
+        jax.tree.leaves(actual),
+        jax.tree.leaves(gradients["reference"](x1, x2, var1, var2)),
+        strict=True,
+    ):
         assert relative_error(a, e) <= TOLERANCE
 
     def outputs_with(threads):

@@ -12,13 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from stage_reference import TOLERANCE, linear_functional, relative_error
 
 from kipd.kernels._layers import avg_pool, conv, relu, serial
 from kipd.kernels._stages import cpu, cpu_build
 from kipd.kernels._stages.xla import xla_stage
 from kipd.kernels._state import KernelState, valid_mask
-
-from stage_reference import TOLERANCE, linear_functional, relative_error
 
 RELUS = 2  # [conv, ReLU] groups of the stage under test
 
@@ -60,8 +59,12 @@ def case():
     own1, own2 = (jax.jit(_first_stage)(x, None) for x in (x1, x2))
     variances = jax.jit(reference_variances)
     return dict(
-        nngp=grid.nngp, ntk=grid.ntk, own1=own1.nngp, own2=own2.nngp,
-        var1=variances(own1.nngp), var2=variances(own2.nngp),
+        nngp=grid.nngp,
+        ntk=grid.ntk,
+        own1=own1.nngp,
+        own2=own2.nngp,
+        var1=variances(own1.nngp),
+        var2=variances(own2.nngp),
     )
 
 
@@ -153,12 +156,16 @@ def test_diagonal_is_the_grid_diagonal_and_correlation_is_exactly_one():
         outputs = cpu.conv_relu_on_band(
             jnp.zeros_like(grid.nngp).at[index, index].set(own_nngp),
             jnp.zeros_like(grid.ntk).at[index, index].set(own_ntk),
-            own_variances, own_variances, **hyper,
+            own_variances,
+            own_variances,
+            **hyper,
         )
         return loss(tuple(out[index, index] for out in outputs))
 
-    actual, expected = (jax.jit(jax.grad(f, argnums=(0, 1)))(own_nngp, own_ntk)
-                        for f in (through_diagonal, through_grid))
+    actual, expected = (
+        jax.jit(jax.grad(f, argnums=(0, 1)))(own_nngp, own_ntk)
+        for f in (through_diagonal, through_grid)
+    )
     for a, e in zip(actual, expected, strict=True):
         assert bool(jnp.all(jnp.isfinite(a)))
         assert relative_error(a, e) <= TOLERANCE

@@ -54,17 +54,20 @@ def test_the_stages_after_the_first_pooling_run_in_cpp_too():
     kernel runs them (the custom call is in the program), and the kernel, its exact
     diagonal and its gradient equal the XLA layer maps'."""
     shape = (8, 8, 2)
-    x1, x2 = (jax.random.normal(jax.random.PRNGKey(seed), (n, *shape))
-              for seed, n in ((3, 3), (4, 2)))
-    ours, reference = (kipd.kernels.make("convnet", depth=2, implementation=name)
-                       for name in ("cpu", "xla"))
+    x1, x2 = (
+        jax.random.normal(jax.random.PRNGKey(seed), (n, *shape)) for seed, n in ((3, 3), (4, 2))
+    )
+    ours, reference = (
+        kipd.kernels.make("convnet", depth=2, implementation=name) for name in ("cpu", "xla")
+    )
     assert "kipd_cpu_band_on_band_forward" in str(jax.make_jaxpr(ours)(x1, x2))
     for x_b in (x2, None):
         both = ("nngp", "ntk")
         for a, b in zip(ours(x1, x_b, get=both), reference(x1, x_b, get=both)):
             assert _relative(a, b) <= 1e-5
-    np.testing.assert_allclose(np.diag(np.asarray(ours(x1))),
-                               np.diag(np.asarray(reference(x1))), rtol=2e-6)
+    np.testing.assert_allclose(
+        np.diag(np.asarray(ours(x1))), np.diag(np.asarray(reference(x1))), rtol=2e-6
+    )
     grads = [jax.grad(lambda a, k=k: jnp.sum(jnp.cos(k(a, x2))))(x1) for k in (ours, reference)]
     assert _relative(*grads) <= 1e-5
 
@@ -81,9 +84,7 @@ def test_the_calibration_runs_while_a_kernel_is_traced():
 
     @jax.jit
     def traced(x):
-        chosen.append(
-            _make._calibrate(("convnet", math.sqrt(2), 0.1, 1), SHAPE, ("xla", "cpu"))
-        )
+        chosen.append(_make._calibrate(("convnet", math.sqrt(2), 0.1, 1), SHAPE, ("xla", "cpu")))
         return x * 2
 
     traced(jnp.ones(3))

@@ -9,18 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from kipd.kernels._stages.pallas import conv_relu_band, conv_relu_variances
-
 from stage_reference import (  # tests/kernels, on pytest's pythonpath
-    RELUS,
     RADIUS,
+    RELUS,
     TOLERANCE,
-    linear_functional as _linear_functional,
-    reference_band as reference_stage,
     reference_variances,
     relative_error,
 )
+from stage_reference import (
+    linear_functional as _linear_functional,
+)
+from stage_reference import (
+    reference_band as reference_stage,
+)
+
+from kipd.kernels._stages.pallas import conv_relu_band, conv_relu_variances
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +35,7 @@ def case():
     x2 = jax.random.normal(keys[1], (2, 12, 10, 3))
     # The diagonal pass on the grid pass's band: XLA then gives c == 1 exactly for a pixel
     # with itself (with radius 0 here it would not, the arithmetic compiles differently).
-    reference_var = jax.jit(
-        functools.partial(reference_variances, radius=RADIUS, num_relus=RELUS)
-    )
+    reference_var = jax.jit(functools.partial(reference_variances, radius=RADIUS, num_relus=RELUS))
     pallas_var = jax.jit(functools.partial(conv_relu_variances, num_relus=RELUS))
     band = functools.partial(conv_relu_band, radius=RADIUS, num_relus=RELUS)
     reference = functools.partial(reference_stage, radius=RADIUS, num_relus=RELUS)
@@ -47,11 +48,19 @@ def case():
         return jax.jit(lambda x, cotangent: jax.vjp(function, x)[1](cotangent)[0])
 
     return dict(
-        x1=x1, x2=x2, var1=reference_var(x1), var2=reference_var(x2), loss=loss,
-        band=jax.jit(band), reference=jax.jit(reference),
-        band_grad=gradient(band), reference_grad=gradient(reference),
-        variances=pallas_var, reference_variances=reference_var,
-        variances_vjp=vjp(pallas_var), reference_variances_vjp=vjp(reference_var),
+        x1=x1,
+        x2=x2,
+        var1=reference_var(x1),
+        var2=reference_var(x2),
+        loss=loss,
+        band=jax.jit(band),
+        reference=jax.jit(reference),
+        band_grad=gradient(band),
+        reference_grad=gradient(reference),
+        variances=pallas_var,
+        reference_variances=reference_var,
+        variances_vjp=vjp(pallas_var),
+        reference_variances_vjp=vjp(reference_var),
     )
 
 
@@ -144,8 +153,9 @@ def test_mnist_shape_matches_reference():
     var1 = reference_variances(x1, radius=0, num_relus=RELUS)
     var2 = reference_variances(x2, radius=0, num_relus=RELUS)
     band = conv_relu_band(x1, x2, var1, var2, radius=7, num_relus=RELUS)
-    for actual, expected in zip(band, reference_stage(x1, x2, var1, var2, radius=7,
-                                                      num_relus=RELUS)):
+    for actual, expected in zip(
+        band, reference_stage(x1, x2, var1, var2, radius=7, num_relus=RELUS)
+    ):
         assert actual.shape == (1, 1, 15, 15, 28, 28)
         assert relative_error(actual, expected) <= TOLERANCE
 
@@ -182,5 +192,6 @@ def test_lowers_to_triton_for_cuda():
 
 def test_rejects_wrong_variances(case):
     with pytest.raises(ValueError, match="num_relus=2"):
-        conv_relu_band(case["x1"], case["x2"], case["var1"][:1], case["var2"],
-                       radius=1, num_relus=RELUS)
+        conv_relu_band(
+            case["x1"], case["x2"], case["var1"][:1], case["var2"], radius=1, num_relus=RELUS
+        )

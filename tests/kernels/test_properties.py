@@ -70,9 +70,19 @@ def test_gradients_match_central_differences(name):
         grad_self = jax.grad(self_loss)(x1)
         step = 1e-5
         for analytic, fd in (
-            (np.vdot(grad1, direction1), (loss(x1 + step * direction1, x2) - loss(x1 - step * direction1, x2)) / (2 * step)),
-            (np.vdot(grad2, direction2), (loss(x1, x2 + step * direction2) - loss(x1, x2 - step * direction2)) / (2 * step)),
-            (np.vdot(grad_self, direction1), (self_loss(x1 + step * direction1) - self_loss(x1 - step * direction1)) / (2 * step)),
+            (
+                np.vdot(grad1, direction1),
+                (loss(x1 + step * direction1, x2) - loss(x1 - step * direction1, x2)) / (2 * step),
+            ),
+            (
+                np.vdot(grad2, direction2),
+                (loss(x1, x2 + step * direction2) - loss(x1, x2 - step * direction2)) / (2 * step),
+            ),
+            (
+                np.vdot(grad_self, direction1),
+                (self_loss(x1 + step * direction1) - self_loss(x1 - step * direction1))
+                / (2 * step),
+            ),
         ):
             assert abs(analytic - fd) <= 1e-6 * max(1.0, abs(fd)), (analytic, fd)
 
@@ -104,7 +114,6 @@ def test_kernel_works_under_jit_and_vjp_in_both_inputs():
     grad1, grad2 = vjp(jnp.ones_like(value))
     assert grad1.shape == x1.shape and grad2.shape == x2.shape
     np.testing.assert_allclose(jax.jit(lambda a, b: kernel(a, b))(x1, x2), value, rtol=1e-6)
-
 
 
 def _numpy_reference():

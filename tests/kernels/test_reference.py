@@ -48,7 +48,12 @@ def test_float64_matches_neural_tangents(path):
         nngp_12, ntk_12 = kernel(x1, x2, get=("nngp", "ntk"))
         nngp_11, ntk_11 = kernel(x1, get=("nngp", "ntk"))
         assert ntk_12.dtype == np.float64
-    for ours, key in ((nngp_12, "nngp_12"), (ntk_12, "ntk_12"), (nngp_11, "nngp_11"), (ntk_11, "ntk_11")):
+    for ours, key in (
+        (nngp_12, "nngp_12"),
+        (ntk_12, "ntk_12"),
+        (nngp_11, "nngp_11"),
+        (ntk_11, "ntk_11"),
+    ):
         assert _max_relative_error(ours, fixture[key]) <= 1e-6, key
 
 
@@ -59,7 +64,12 @@ def test_float32_matches_neural_tangents(path):
     nngp_12, ntk_12 = kernel(fixture["x1"], fixture["x2"], get=("nngp", "ntk"))
     nngp_11, ntk_11 = kernel(fixture["x1"], get=("nngp", "ntk"))
     assert ntk_12.dtype == np.float32
-    for ours, key in ((nngp_12, "nngp_12"), (ntk_12, "ntk_12"), (nngp_11, "nngp_11"), (ntk_11, "ntk_11")):
+    for ours, key in (
+        (nngp_12, "nngp_12"),
+        (ntk_12, "ntk_12"),
+        (nngp_11, "nngp_11"),
+        (ntk_11, "ntk_11"),
+    ):
         # Against NT's float64 result: NT's own float32 NTK misses it by up to 1.4e-4 on
         # the K(x, x) diagonal (theta ~ sqrt(eps) at correlation 1); kipd's is exact there.
         assert _max_relative_error(ours, fixture[key]) <= 1e-4, key

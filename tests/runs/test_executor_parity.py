@@ -19,9 +19,17 @@ def _config(dataset, **changes):
     # 180 pairs: more than one internal block of pairs of the kernel (at most 128), where a kept
     # and a rematerialized linearization of the same block once rounded apart.
     options = dict(
-        dataset=dataset, kernels=("convnet",), images_per_class=2, steps=4,
-        target_batch_size=30, block_size=30, checkpoint_every=2, eval_every=4, eval_size=20,
-        test_size=20, keep_best=1,
+        dataset=dataset,
+        kernels=("convnet",),
+        images_per_class=2,
+        steps=4,
+        target_batch_size=30,
+        block_size=30,
+        checkpoint_every=2,
+        eval_every=4,
+        eval_size=20,
+        test_size=20,
+        keep_best=1,
     )
     return runs.KipConfig(**{**options, **changes})
 
@@ -80,8 +88,7 @@ def test_ray_with_a_worker_killed_mid_pass_and_a_ray_run_resumed_locally_give_th
         # VJP pass: one of the two workers dies after its first block.
         one_dies = _Killing(cluster, 5, 1, lambda inner: inner.workers[:1])
         with pytest.warns(RuntimeWarning, match="worker died"):
-            runs.run_kip(_config(tiny_dataset), tmp_path / "ray", progress=False,
-                            executor=one_dies)
+            runs.run_kip(_config(tiny_dataset), tmp_path / "ray", progress=False, executor=one_dies)
         assert cluster.workers_alive == 1
     for got, expected in zip(_distilled(tmp_path / "ray"), kept, strict=True):
         assert np.array_equal(got, expected)
@@ -90,9 +97,11 @@ def test_ray_with_a_worker_killed_mid_pass_and_a_ray_run_resumed_locally_give_th
         # The 7th pass is step 3's VJP: the cluster dies after checkpoint 2.
         all_die = _Killing(cluster, 7, 1, lambda inner: list(inner.workers))
         with pytest.raises(runs.ComputeError, match="--resume"), pytest.warns(RuntimeWarning):
-            runs.run_kip(_config(tiny_dataset), tmp_path / "moved", progress=False,
-                            executor=all_die)
-    runs.run_kip(runs.resume_config(tmp_path / "moved"), tmp_path / "moved", resume=True,
-                    progress=False)
+            runs.run_kip(
+                _config(tiny_dataset), tmp_path / "moved", progress=False, executor=all_die
+            )
+    runs.run_kip(
+        runs.resume_config(tmp_path / "moved"), tmp_path / "moved", resume=True, progress=False
+    )
     for got, expected in zip(_distilled(tmp_path / "moved"), kept, strict=True):
         assert np.array_equal(got, expected)

@@ -23,8 +23,9 @@ def test_export_evaluates_exactly_like_the_run(tiny_run, tmp_path, capsys):
     run = runs.load_run(tiny_run)
     np.testing.assert_array_equal(arrays["hard_labels"], np.argmax(run.labels, axis=1))
     preprocessing = data.Preprocessing.from_dict(arrays)  # the arrays suffice, no run needed
-    np.testing.assert_allclose(preprocessing.apply(arrays["images_pixel"]), arrays["images"],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        preprocessing.apply(arrays["images_pixel"]), arrays["images"], atol=1e-4
+    )
 
     from_run = runs.evaluate(tiny_run, progress=False)
     from_export = runs.evaluate(out, progress=False)
@@ -78,16 +79,26 @@ def _rewrite_arrays(out, change, hashed=True):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda out: _edit_card(out, lambda c: c["accuracies"].update(test_accuracy=0.99)),
-         "card.json cannot be trusted: it was changed after the export"),
-        (lambda out: _edit_card(out, lambda c: c.update(dataset="mnist")),
-         "card.json cannot be trusted: it was changed after the export"),
-        (lambda out: _edit_card(out, lambda c: c.pop("sha256")),
-         "card.json cannot be trusted: it records no sha256"),
-        (lambda out: _rewrite_arrays(out, lambda a: a.update(labels=a["labels"] * 2)),
-         "card.json cannot be trusted: it describes other arrays"),
-        (lambda out: _rewrite_arrays(out, lambda a: None, hashed=False),
-         "distilled.npz is a kipd export but carries no content hash (__sha256__)"),
+        (
+            lambda out: _edit_card(out, lambda c: c["accuracies"].update(test_accuracy=0.99)),
+            "card.json cannot be trusted: it was changed after the export",
+        ),
+        (
+            lambda out: _edit_card(out, lambda c: c.update(dataset="mnist")),
+            "card.json cannot be trusted: it was changed after the export",
+        ),
+        (
+            lambda out: _edit_card(out, lambda c: c.pop("sha256")),
+            "card.json cannot be trusted: it records no sha256",
+        ),
+        (
+            lambda out: _rewrite_arrays(out, lambda a: a.update(labels=a["labels"] * 2)),
+            "card.json cannot be trusted: it describes other arrays",
+        ),
+        (
+            lambda out: _rewrite_arrays(out, lambda a: None, hashed=False),
+            "distilled.npz is a kipd export but carries no content hash (__sha256__)",
+        ),
     ],
 )
 def test_an_edited_export_is_refused(tiny_run, tmp_path, capsys, edit, message):
@@ -114,8 +125,15 @@ def test_a_zca_run_stores_its_whitening_once_and_an_export_says_its_size(
     tiny_dataset, tmp_path, capsys
 ):
     config = runs.KipConfig(
-        dataset=tiny_dataset, kernels=("fc1",), zca=True, steps=2, target_batch_size=30,
-        checkpoint_every=2, eval_every=2, eval_size=15, keep_best=1,
+        dataset=tiny_dataset,
+        kernels=("fc1",),
+        zca=True,
+        steps=2,
+        target_batch_size=30,
+        checkpoint_every=2,
+        eval_every=2,
+        eval_size=15,
+        keep_best=1,
     )
     run = tmp_path / "zca"
     runs.run_kip(config, run, progress=False)

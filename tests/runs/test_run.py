@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from kipd import data, distill, runs
-from kipd import compute
+from kipd import compute, data, distill, runs
 from kipd.runs import _label_solve_run, _rundir
 
 
@@ -98,14 +97,10 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
     # A finished run resumed with the same steps just reports its summary.
     assert runs.run_kip(runs.resume_config(out), out, resume=True, progress=False) == summary
     # ... and on a smaller test set, evaluates both sets again there (same subset each time).
-    smaller = runs.run_kip(
-        runs.resume_config(out, test_size=10), out, resume=True, progress=False
-    )
+    smaller = runs.run_kip(runs.resume_config(out, test_size=10), out, resume=True, progress=False)
     assert smaller["test_size"] == 10 and smaller["steps"] == 6
     assert json.loads((out / "summary.json").read_text()) == smaller
-    again = runs.run_kip(
-        runs.resume_config(out, test_size=10), out, resume=True, progress=False
-    )
+    again = runs.run_kip(runs.resume_config(out, test_size=10), out, resume=True, progress=False)
     assert again == smaller
     # The final test subset of the summary is recorded, and evaluate reuses it.
     assert len(runs.load_run(out).test_indices) == 10
@@ -171,18 +166,14 @@ def test_run_directory_guards(dataset, tmp_path):
     with pytest.raises(runs.DistillError, match="already holds a run.*--resume"):
         runs.run_kip(_config(dataset, steps=2), out, progress=False)
     with pytest.raises(runs.DistillError, match="another config.*lr: 0.01 -> 0.5"):
-        runs.run_kip(
-            runs.resume_config(out, lr=0.5, steps=4), out, resume=True, progress=False
-        )
+        runs.run_kip(runs.resume_config(out, lr=0.5, steps=4), out, resume=True, progress=False)
     with pytest.raises(runs.DistillError, match="past --steps 1"):
         runs.run_kip(runs.resume_config(out, steps=1), out, resume=True, progress=False)
     # A decaying learning rate ends at its own --steps: more would change every step's rate.
     decayed = tmp_path / "cosine"
     runs.run_kip(_config(dataset, steps=2, lr_schedule="cosine"), decayed, progress=False)
     with pytest.raises(runs.DistillError, match=r"steps: 2 -> 4 \(cosine learning rate\)"):
-        runs.run_kip(
-            runs.resume_config(decayed, steps=4), decayed, resume=True, progress=False
-        )
+        runs.run_kip(runs.resume_config(decayed, steps=4), decayed, resume=True, progress=False)
     assert not list(tmp_path.glob(".run*"))  # no temporary run folder left behind
 
 
@@ -275,7 +266,9 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
 
 def test_label_solve_killed_mid_kernel_resumes_to_the_same_labels(dataset, tmp_path, monkeypatch):
     """K(targets, support) is saved chunk by chunk: a kill loses only the chunk in progress."""
-    monkeypatch.setattr(_label_solve_run, "KERNEL_ROWS_CHUNK_ENTRIES", 64 * 6)  # 64 rows of 6 support images
+    monkeypatch.setattr(
+        _label_solve_run, "KERNEL_ROWS_CHUNK_ENTRIES", 64 * 6
+    )  # 64 rows of 6 support images
     config = runs.LabelSolveConfig(dataset=dataset, kernel="fc1", images_per_class=2)
     whole = runs.run_label_solve(config, tmp_path / "whole", progress=False)
 
@@ -388,8 +381,9 @@ def test_ray_run_that_loses_every_worker_resumes_locally_to_the_same_result(
     assert not ray.is_initialized()  # the local cluster was stopped
     assert max(_steps(tmp_path / "ray")) == 2
     # Where blocks run is not part of the run: it resumes here, on the local executor.
-    runs.run_kip(runs.resume_config(tmp_path / "ray"), tmp_path / "ray", resume=True,
-                    progress=False)
+    runs.run_kip(
+        runs.resume_config(tmp_path / "ray"), tmp_path / "ray", resume=True, progress=False
+    )
     a, b = _npz(tmp_path / "local/distilled.npz"), _npz(tmp_path / "ray/distilled.npz")
     for key in ("images", "labels"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # the same bits
@@ -415,8 +409,6 @@ def test_fashion_mnist_end_to_end(tmp_path):
     kip = runs.run_kip(config, tmp_path / "kip", progress=False)
     assert kip["test_size"] == 10000 and kip["support_size"] == 10
     assert kip["test_accuracy"] - kip["init_test_accuracy"] > 0.08
-    ls = runs.run_label_solve(
-        runs.LabelSolveConfig(kernel="fc1"), tmp_path / "ls", progress=False
-    )
+    ls = runs.run_label_solve(runs.LabelSolveConfig(kernel="fc1"), tmp_path / "ls", progress=False)
     assert ls["target_size"] == 60000
     assert ls["test_accuracy"] - ls["init_test_accuracy"] > 0.05

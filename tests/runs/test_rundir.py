@@ -54,8 +54,12 @@ def test_an_unfinished_run_reports_its_latest_checkpoint(tiny_run, tmp_path):
         runs.load_distilled(copy)
 
 
-@pytest.mark.parametrize("damage", [lambda p: p.write_bytes(b""), lambda p: p.write_bytes(p.read_bytes()[:-100])])
-def test_a_damaged_latest_checkpoint_is_named_and_the_newest_good_one_used(tiny_run, tmp_path, damage):
+@pytest.mark.parametrize(
+    "damage", [lambda p: p.write_bytes(b""), lambda p: p.write_bytes(p.read_bytes()[:-100])]
+)
+def test_a_damaged_latest_checkpoint_is_named_and_the_newest_good_one_used(
+    tiny_run, tmp_path, damage
+):
     copy = _copy(tiny_run, tmp_path)
     (copy / "distilled.npz").unlink()
     damage(copy / "checkpoints" / "step_00000006.npz")
@@ -67,12 +71,15 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_newest_good_one_used(tiny_
 def test_a_damaged_checkpoint_on_resume_falls_back_to_the_one_before(tiny_run, tmp_path):
     copy = _copy(tiny_run, tmp_path)
     config = runs.load_config(copy)
-    whole = runs.run_kip(runs.resume_config(copy, steps=8), _copy(tiny_run, tmp_path, "whole"),
-                            resume=True, progress=False)
+    whole = runs.run_kip(
+        runs.resume_config(copy, steps=8),
+        _copy(tiny_run, tmp_path, "whole"),
+        resume=True,
+        progress=False,
+    )
     (copy / "checkpoints" / "step_00000006.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.warns(RuntimeWarning, match="step_00000006.npz is damaged"):
-        resumed = runs.run_kip(runs.resume_config(copy, steps=8), copy, resume=True,
-                                  progress=False)
+        resumed = runs.run_kip(runs.resume_config(copy, steps=8), copy, resume=True, progress=False)
     assert resumed["test_accuracy"] == whole["test_accuracy"] and config.steps == 6
 
 
@@ -102,8 +109,9 @@ def test_a_run_of_the_previous_release_loads(tiny_run, tmp_path):
         np.savez(path, **legacy, loss=np.float64(0.5), num_leaves=len(leaves))
     run = runs.load_run(copy)
     assert run.test_indices is None
-    np.testing.assert_array_equal(runs.checkpoint_supports(run)[4][0],
-                                  runs.checkpoint_supports(runs.load_run(tiny_run))[4][0])
+    np.testing.assert_array_equal(
+        runs.checkpoint_supports(run)[4][0], runs.checkpoint_supports(runs.load_run(tiny_run))[4][0]
+    )
     assert len(runs.resolve(run).test_indices) == 30
     runs.run_kip(runs.resume_config(copy, steps=7), copy, resume=True, progress=False)
 

@@ -14,6 +14,7 @@ def test_public_names():
         "GridRow",
         "StandardResult",
         "TrainState",
+        "TransferOptions",
         "TransferResult",
         "critical_learning_rate",
         "empirical_ntk",

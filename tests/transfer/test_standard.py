@@ -34,8 +34,18 @@ def test_protocol_is_seeded_and_reports_mean_and_std():
 
 
 def test_cli_standard_protocol_with_baseline(tiny_run, capsys):
-    args = ["transfer", str(tiny_run), "--protocol", "standard", "--epochs", "2",
-            "--network-seeds", "2", "--baseline", "natural"]
+    args = [
+        "transfer",
+        str(tiny_run),
+        "--protocol",
+        "standard",
+        "--epochs",
+        "2",
+        "--network-seeds",
+        "2",
+        "--baseline",
+        "natural",
+    ]
     assert cli.main([*args, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"] == "standard" and result["labels"] == "hard"

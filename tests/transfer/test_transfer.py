@@ -11,14 +11,11 @@ import pytest
 
 import kipd.data as kd
 import kipd.kernels
-from kipd import transfer
-from kipd import cli
+from kipd import cli, transfer
 from kipd.transfer import _train, _transfer
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(
-    not FMNIST.is_dir(), reason="Fashion-MNIST not installed"
-)
+needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed")
 
 
 def _relative_frobenius(a, b):
@@ -33,13 +30,9 @@ def test_empirical_ntk_approaches_exact_kernel(name, shape, width):
     exact = kipd.kernels.make(name)(x)
     errors = {}
     for w in (8, width):
-        net = kipd.kernels.architecture(
-            name, width=w, out_width=2
-        )  # NTK parameterization
+        net = kipd.kernels.architecture(name, width=w, out_width=2)  # NTK parameterization
         _, params = net.init(jax.random.PRNGKey(2), shape)
-        errors[w] = _relative_frobenius(
-            transfer.empirical_ntk(net.apply, params, x), exact
-        )
+        errors[w] = _relative_frobenius(transfer.empirical_ntk(net.apply, params, x), exact)
     assert errors[width] < 0.05, errors
     assert errors[width] < errors[8]
 
@@ -197,16 +190,28 @@ def test_cli_json_on_released_layout(tmp_path, fmnist, capsys):
     _, _, x, y = fmnist
     path = tmp_path / "released.npz"
     np.savez(path, images=x[:20], labels=np.asarray(kd.centered_one_hot(y[:20], 10)))
-    args = ["transfer", str(path), "--dataset", "fashion_mnist", "--arch", "fc1", "--width", "16",
-            "--steps", "10", "--lr-factors", "1", "--l2", "0", "--validation-size", "200"]
+    args = [
+        "transfer",
+        str(path),
+        "--dataset",
+        "fashion_mnist",
+        "--arch",
+        "fc1",
+        "--width",
+        "16",
+        "--steps",
+        "10",
+        "--lr-factors",
+        "1",
+        "--l2",
+        "0",
+        "--validation-size",
+        "200",
+    ]
     assert cli.main([*args, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["test_accuracy"] <= 1
-    assert (
-        result["lr_factor"] == 1.0
-        and result["l2"] == 0.0
-        and result["support_size"] == 20
-    )
+    assert result["lr_factor"] == 1.0 and result["l2"] == 0.0 and result["support_size"] == 20
     assert cli.main([*args, "--quiet"]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert cli.main(["transfer", str(path)]) == 1
@@ -224,8 +229,15 @@ def test_init_baseline_trains_on_the_runs_initial_images(tmp_path, fmnist, monke
     def fake_transfer(images, labels, dataset, **options):
         seen.update(images=np.asarray(images), labels=np.asarray(labels))
         return transfer.TransferResult(
-            test_accuracy=0.5, lr_factor=1.0, l2=0.0, learning_rate=0.1, step=1,
-            validation_accuracy=0.5, critical_learning_rate=0.1, grid=(), settings={},
+            test_accuracy=0.5,
+            lr_factor=1.0,
+            l2=0.0,
+            learning_rate=0.1,
+            step=1,
+            validation_accuracy=0.5,
+            critical_learning_rate=0.1,
+            grid=(),
+            settings={},
         )
 
     monkeypatch.setattr(_transfer, "transfer", fake_transfer)
@@ -262,6 +274,4 @@ def test_minibatches_and_batch_norm_train():
     assert len(fit.grid) == 2 and fit.choice.step in (3, 6)
     assert 0 <= fit.choice.validation_accuracy <= 1
     with pytest.raises(ValueError, match="batch_size"):
-        transfer.train(
-            net, x, y, x, y, key=jax.random.PRNGKey(1), steps=1, batch_size=13
-        )
+        transfer.train(net, x, y, x, y, key=jax.random.PRNGKey(1), steps=1, batch_size=13)

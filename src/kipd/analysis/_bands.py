@@ -128,7 +128,8 @@ def spectral_bands(
 
     Example:
       >>> k = run_kernels(load_run("runs/quickstart"))  # doctest: +SKIP
-      >>> spectral_bands(k.final.k_ts, k.final.k_ss, k.final.labels, k.test_labels)  # doctest: +SKIP
+      >>> final = k.final  # doctest: +SKIP
+      >>> spectral_bands(final.k_ts, final.k_ss, final.labels, k.test_labels)  # doctest: +SKIP
 
     Paper: §4 "Spectral Analysis", Fig. 8.
     """

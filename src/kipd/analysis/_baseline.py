@@ -177,7 +177,9 @@ def natural_baseline(
       or the dataset cannot be loaded.
 
     Example:
-      >>> b = natural_baseline("fashion_mnist", "fc1", (1, 2), draws=5, test_size=1000)  # doctest: +SKIP
+      >>> b = natural_baseline(  # doctest: +SKIP
+      ...     "fashion_mnist", "fc1", (1, 2), draws=5, test_size=1000
+      ... )
       >>> [(row.per_class, round(row.mean, 3)) for row in b.rows]  # doctest: +SKIP
 
     Paper: appendix C.2, Table A1.
@@ -242,6 +244,7 @@ def natural_baseline(
             images = union_images[full]
             k_draw = compute.kernel_matrix(spec, images, executor=executor)
         else:
+            assert k_union is not None  # computed once above when draws share it
             k_draw = k_union[np.ix_(full, full)]
         for row, k in enumerate(per_class):
             # The first k of each class, as positions within this draw and within the union.

@@ -228,7 +228,8 @@ def dimensions_over_training(
       ``{step: Dimensions}`` in increasing step order.
 
     Example:
-      >>> for step, dims in dimensions_over_training(runs.load_run("runs/quickstart")).items():  # doctest: +SKIP
+      >>> run = runs.load_run("runs/quickstart")  # doctest: +SKIP
+      >>> for step, dims in dimensions_over_training(run).items():  # doctest: +SKIP
       ...     print(step, dims.intrinsic)
 
     Paper: Figs. 7 and A3.

@@ -8,6 +8,7 @@ global state.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -301,11 +302,15 @@ def run_figures(run: runs.Run, class_names: Sequence[str] | None = None) -> dict
         ),
         "labels": label_heatmap(run.labels, run.classes, class_names),
     }
-    if any("loss" in r for r in run.metrics):
+    if isinstance(run.config, runs.KipConfig) and any("loss" in r for r in run.metrics):
         figures["curves"] = training_curves(
             run.metrics, run.config.step_kernel_entries(run.labels.shape[1])
         )
     return figures
+
+
+def _write_bytes(content: bytes, file: Any) -> None:
+    file.write(content)
 
 
 def save_figures(
@@ -338,6 +343,6 @@ def save_figures(
     class_names = runs.resolve(run, data_dir=data_dir).dataset.class_names
     for name, png in run_figures(run, class_names).items():
         path = out / f"{name}.png"
-        files.atomic_write(path, lambda f, png=png: f.write(png))
+        files.atomic_write(path, functools.partial(_write_bytes, png))
         paths.append(path)
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -9,7 +10,11 @@ from kipd.distill import accuracy, krr_predict
 
 
 def krr_test_accuracy(
-    k_ts: np.ndarray, k_ss: np.ndarray, labels: np.ndarray, test_labels: np.ndarray, lambda0: float
+    k_ts: np.ndarray | jax.Array,
+    k_ss: np.ndarray | jax.Array,
+    labels: np.ndarray | jax.Array,
+    test_labels: np.ndarray | jax.Array,
+    lambda0: float,
 ) -> float:
     """KRR test accuracy from kernel matrices (``kipd.distill``'s ``krr_predict``).
 

@@ -1,13 +1,15 @@
 """The analyses of a run, registered once: ``kipd analyze`` and ``kipd report`` iterate them.
 
-An :class:`Analysis` names itself, its options (with defaults and help), how it runs on a
-:class:`RunContext`, how its result prints as a table and how it is drawn. Adding an
+An :class:`Analysis` names itself, the dataclass of its options (``_options``: defaults
+and help as fields and ``Attributes:``), how it runs on a :class:`RunContext`, how its
+result prints as a table and how it is drawn. Adding an
 analysis is one entry of :data:`ANALYSES`: the command line, the report and ``--json``
 follow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -16,6 +18,7 @@ from kipd import compute, runs
 from kipd.analysis import _figures, _tables
 from kipd.analysis._bands import BANDS, band_analysis
 from kipd.analysis._dimension import dimensions_over_training
+from kipd.analysis._options import BandsOptions, DimensionOptions, SubsampleOptions
 from kipd.analysis._results import bands_result, dimension_result, subsample_result
 from kipd.analysis._run_kernels import RunKernels, run_kernels
 from kipd.analysis._subsample import DRAWS, FRACTIONS, subsampling
@@ -69,24 +72,6 @@ class RunContext:
         )
 
 
-class Option(NamedTuple):
-    """An option of an analysis, as keyword argument and command-line flag (``--name``).
-
-    Attributes:
-      name: keyword name (``fractions`` gives ``--fractions``).
-      default: its default value.
-      parse: turns the command-line text into the value (raises ``ValueError``).
-      help: one line for ``--help``; the default is appended.
-      metavar: placeholder in ``--help``, or ``None``.
-    """
-
-    name: str
-    default: Any
-    parse: Callable[[str], Any]
-    help: str
-    metavar: str | None = None
-
-
 class Outcome(NamedTuple):
     """What an analysis gives: its JSON-ready result and its figure (PNG bytes; drawn on
     request, since it needs matplotlib)."""
@@ -103,7 +88,8 @@ class Analysis(NamedTuple):
       title: the report's section title.
       help: one line for ``kipd analyze --help``.
       description: a paragraph for ``kipd analyze NAME --help``.
-      options: its own options, beyond those of :class:`RunContext`.
+      options: the dataclass of its own options, beyond those of :class:`RunContext`;
+        its fields are the keywords of ``run``.
       uses_test_set: whether it reads the test kernels (so ``--test-size`` applies).
       run: ``run(context, **options) -> Outcome``.
       table: ``table(result) -> Table``, the printed and reported table.
@@ -113,24 +99,14 @@ class Analysis(NamedTuple):
     title: str
     help: str
     description: str
-    options: tuple[Option, ...]
+    options: type
     uses_test_set: bool
     run: Callable[..., Outcome]
     table: Callable[[Mapping[str, Any]], _tables.Table]
 
     def defaults(self) -> dict[str, Any]:
         """``{option name: default}``."""
-        return {option.name: option.default for option in self.options}
-
-
-def _numbers(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
-    def parse(text: str) -> tuple[Any, ...]:
-        values = tuple(kind(v) for v in text.split(",") if v.strip())
-        if not values:
-            raise ValueError(f"expected comma-separated numbers, got {text!r}")
-        return values
-
-    return parse
+        return dataclasses.asdict(self.options())
 
 
 def _dimension(context: RunContext) -> Outcome:
@@ -170,7 +146,7 @@ ANALYSES: dict[str, Analysis] = {
             description="Two-NN intrinsic dimension and PCA linear dimension (90% of variance) "
             "of the support images and of their infinite-width NTK gradients (eqs. 4-6), at "
             "step 0 and every kept checkpoint (Figs. 7, A3).",
-            options=(),
+            options=DimensionOptions,
             uses_test_set=False,
             run=_dimension,
             table=_tables.dimension_table,
@@ -181,9 +157,7 @@ ANALYSES: dict[str, Analysis] = {
             help="test accuracy per band of K_ss's spectrum, learned vs initial (Fig. 8)",
             description="Ridge-0 KRR restricted to contiguous bands of the eigenvalues of "
             "K_ss: the test accuracy each band adds, learned vs initial images (Fig. 8).",
-            options=(
-                Option("bands", BANDS, int, "contiguous bands of the spectrum (5: 20% each)"),
-            ),
+            options=BandsOptions,
             uses_test_set=True,
             run=_bands,
             table=_tables.band_table,
@@ -194,16 +168,7 @@ ANALYSES: dict[str, Analysis] = {
             help="KRR accuracy of random subsets, learned vs initial (Fig. A1)",
             description="KRR test accuracy of random subsets of the learned support and of the "
             "same indices of the natural initial support, and their relative drops (Fig. A1).",
-            options=(
-                Option(
-                    "fractions",
-                    FRACTIONS,
-                    _numbers(float),
-                    "kept fractions of the support",
-                    "F,F,...",
-                ),
-                Option("draws", DRAWS, int, "random subsets per fraction (the paper's)"),
-            ),
+            options=SubsampleOptions,
             uses_test_set=True,
             run=_subsample,
             table=_tables.subsample_table,

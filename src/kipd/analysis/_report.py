@@ -13,8 +13,8 @@ import datetime
 import html
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,7 +167,7 @@ def write_report(
       'runs/quickstart/report.html'
     """
     require_matplotlib()
-    known = {option.name for analysis in ANALYSES.values() for option in analysis.options}
+    known = {name for analysis in ANALYSES.values() for name in analysis.defaults()}
     unknown = sorted(set(options) - known)
     if unknown:
         raise AnalysisError(f"unknown report options {unknown}; the analyses take {sorted(known)}")
@@ -187,7 +187,7 @@ def write_report(
         estimate.announce(log, budget_seconds, "--test-size N, or a cheaper --kernel")
     outcomes = {
         name: analysis.run(
-            context, **{o.name: options[o.name] for o in analysis.options if o.name in options}
+            context, **{key: options[key] for key in analysis.defaults() if key in options}
         )
         for name, analysis in ANALYSES.items()
     }
@@ -199,7 +199,8 @@ def write_report(
         f"<h1>kipd report: {html.escape(str(run.path))}</h1>",
         (
             f'<p class="meta">{html.escape(run.config.ALGORITHM)} run, {state}; written '
-            f"{datetime.datetime.now().isoformat(timespec='seconds')} by kipd {kipd.__version__}</p>"
+            f"{datetime.datetime.now().isoformat(timespec='seconds')} by kipd "
+            f"{kipd.__version__}</p>"
         ),
         _section(
             "Summary",

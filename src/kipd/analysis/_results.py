@@ -31,7 +31,9 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def dimension_result(run: runs.Run, dimensions: Mapping[int, Dimensions], kernel: str) -> dict[str, Any]:
+def dimension_result(
+    run: runs.Run, dimensions: Mapping[int, Dimensions], kernel: str
+) -> dict[str, Any]:
     """``{"analysis": "dimension", "run", "kernel", "support_size", "rows": [{"step",
     "intrinsic", "linear", "gradient_intrinsic", "gradient_linear"}]}``."""
     return {

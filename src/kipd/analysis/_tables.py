@@ -66,7 +66,7 @@ def band_table(result: Mapping[str, Any]) -> Table:
     final, initial = result["final"], result["initial"]
     edges = final["edges"]
     count, n = len(edges) - 1, edges[-1]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for b in range(count):
         name = f"{100 * b // count}-{100 * (b + 1) // count}%"
         rows.append(

@@ -1,18 +1,21 @@
 """The ``kipd analyze``, ``kipd report`` and ``kipd baseline`` sub-commands.
 
 ``analyze`` has one sub-command per analysis of :data:`kipd.analysis.ANALYSES` (plus
-``figures``), with the options each declares; ``report`` runs all of them. Adding an
-analysis to the registry adds it here with no change to this file.
+``figures``), with the options of :class:`kipd.analysis.ContextOptions` and the dataclass
+each entry names; ``report`` runs all of them; ``baseline`` takes
+:class:`kipd.analysis.BaselineOptions`. Adding an analysis to the registry adds it here
+with no change to this file.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 from kipd import analysis, compute, runs
-from kipd.cli._options import finite, numbers, positive_int
+from kipd.cli._options import add_config_options, options_from
+from kipd.cli._shared import add_executor_options, add_output_options, budget, log
 
 COMMANDS = ("analyze", "report", "baseline")
 
@@ -40,62 +43,13 @@ examples:
 """
 
 
-
-def _run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run_dir", metavar="RUN_DIR", help="run directory (the --out of kipd distill)"
     )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", help="folder searched first for the run's dataset"
-    )
 
 
-def _context_options(parser: argparse.ArgumentParser, uses_test_set: bool) -> None:
-    parser.add_argument(
-        "--kernel", help="NTK architecture of the analysis (default: the run's first kernel)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random draws (default: 0)"
-    )
-    if uses_test_set:
-        parser.add_argument(
-            "--test-size",
-            type=positive_int,
-            metavar="N",
-            help="a fixed random test subset of N images, drawn with the run's seed (default: "
-            "the run's own test images, those of its summary)",
-        )
-
-
-def _analysis_options(parser: argparse.ArgumentParser, options: Any) -> None:
-    for option in options:
-        default = option.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(
-            "--" + option.name.replace("_", "-"),
-            dest=option.name,
-            type=finite(_argparse_type(option.parse, option.name)),
-            default=default,
-            metavar=option.metavar,
-            help=f"{option.help} (default: {shown})".replace("%", "%%"),
-        )
-
-
-def _argparse_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    def parse_argument(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: {err}") from None
-
-    return parse_argument
-
-
-def add_parsers(
-    commands: Any,
-    add_executor: Callable[[argparse.ArgumentParser], None],
-    add_output: Callable[..., None],
-) -> None:
+def add_parsers(commands: Any) -> None:
     """Adds ``analyze`` (one sub-command per registered analysis, and ``figures``),
     ``report`` and ``baseline`` to ``kipd``."""
     formatter = argparse.RawDescriptionHelpFormatter
@@ -115,9 +69,13 @@ def add_parsers(
         epilog=_ANALYZE_EXAMPLES,
         formatter_class=formatter,
     )
-    _run_options(figures)
-    figures.add_argument("--out", metavar="DIR", help=f"output folder (default: RUN_DIR/{runs.FIGURES_DIR})")
-    add_output(figures, False)
+    _add_run_dir(figures)
+    # the figures draw the run's own sets: no kernel, draws or test images to choose
+    add_config_options(figures, analysis.ContextOptions, skip=("kernel", "seed", "test_size"))
+    figures.add_argument(
+        "--out", metavar="DIR", help=f"output folder (default: RUN_DIR/{runs.FIGURES_DIR})"
+    )
+    add_output_options(figures, False)
     for entry in analysis.ANALYSES.values():
         parser = analyses.add_parser(
             entry.name,
@@ -126,29 +84,32 @@ def add_parsers(
             epilog=_ANALYZE_EXAMPLES,
             formatter_class=formatter,
         )
-        _run_options(parser)
-        _context_options(parser, entry.uses_test_set)
-        _analysis_options(parser, entry.options)
-        add_executor(parser)
-        add_output(parser, False)
+        _add_run_dir(parser)
+        skip = () if entry.uses_test_set else ("test_size",)
+        add_config_options(parser, analysis.ContextOptions, skip=skip)
+        add_config_options(parser, entry.options)
+        add_executor_options(parser)
+        add_output_options(parser, False)
 
     report = commands.add_parser(
         "report",
         help="one self-contained HTML report of a run",
         description="Write one HTML page (figures embedded) with the run's summary, config, "
         "images, labels, training curves, and every analysis: "
-        + ", ".join(analysis.ANALYSES) + ".",
+        + ", ".join(analysis.ANALYSES)
+        + ".",
         epilog=_REPORT_EXAMPLES,
         formatter_class=formatter,
     )
-    _run_options(report)
-    _context_options(report, uses_test_set=True)
-    report.add_argument("--out", metavar="FILE", help=f"HTML file (default: RUN_DIR/{runs.REPORT_FILE})")
-    _analysis_options(
-        report, [option for entry in analysis.ANALYSES.values() for option in entry.options]
+    _add_run_dir(report)
+    add_config_options(report, analysis.ContextOptions)
+    report.add_argument(
+        "--out", metavar="FILE", help=f"HTML file (default: RUN_DIR/{runs.REPORT_FILE})"
     )
-    add_executor(report)
-    add_output(report)
+    for entry in analysis.ANALYSES.values():
+        add_config_options(report, entry.options)
+    add_executor_options(report)
+    add_output_options(report)
 
     baseline = commands.add_parser(
         "baseline",
@@ -157,77 +118,36 @@ def add_parsers(
         "standard deviation over draws (Table A1). Nested subsets per draw; the test kernel is "
         "computed once for every drawn image.",
         epilog=_BASELINE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=formatter,
     )
-    baseline.add_argument(
-        "--dataset",
-        default="fashion_mnist",
-        metavar="NAME_OR_PATH",
-        help="dataset name or .npz / image-folder path (default: fashion_mnist)",
-    )
-    baseline.add_argument(
-        "--data-dir", metavar="DIR", help="folder searched first for the dataset's files"
-    )
-    baseline.add_argument("--kernel", default="convnet", help="NTK architecture (default: convnet)")
-    baseline.add_argument(
-        "--per-class",
-        type=numbers(int, "integers"),
-        default=(1, 2, 4, 8),
-        metavar="K,K,...",
-        help="images per class of each row (default: 1,2,4,8)",
-    )
-    baseline.add_argument(
-        "--draws",
-        type=positive_int,
-        default=analysis.BASELINE_DRAWS,
-        help=f"random subsets per row (default: {analysis.BASELINE_DRAWS}, the paper's)",
-    )
-    baseline.add_argument(
-        "--test-size",
-        type=positive_int,
-        metavar="N",
-        help="a fixed random test subset of N images (default: the whole test set)",
-    )
-    baseline.add_argument(
-        "--pool-per-class",
-        type=positive_int,
-        metavar="N",
-        help="draw from a fixed random pool of N train images per class (default: the whole "
-        "train set)",
-    )
-    baseline.add_argument(
-        "--zca",
-        action=argparse.BooleanOptionalAction,
-        help="regularized ZCA preprocessing (default: the paper's choice, RGB datasets only)",
-    )
-    baseline.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    add_executor(baseline)
-    add_output(baseline)
+    add_config_options(baseline, analysis.BaselineOptions)
+    add_executor_options(baseline)
+    add_output_options(baseline)
 
+
+def option_classes(command: str) -> tuple[type, ...]:
+    """The dataclasses whose fields are the options of ``command`` (for ``analyze``, of
+    any of its analyses)."""
+    if command == "baseline":
+        return (analysis.BaselineOptions, compute.ExecutorConfig)
+    entries = tuple(entry.options for entry in analysis.ANALYSES.values())
+    return (analysis.ContextOptions, *entries, compute.ExecutorConfig)
 
 
 def _context(args: argparse.Namespace, executor: compute.Executor | None) -> analysis.RunContext:
     return analysis.RunContext(
         runs.load_run(args.run_dir),
-        kernel=args.kernel,
-        test_size=getattr(args, "test_size", None),
-        seed=args.seed,
-        data_dir=args.data_dir,
+        **dataclasses.asdict(options_from(args, analysis.ContextOptions)),
         executor=executor,
         progress=not (args.quiet or args.json),
     )
 
 
-def _option_values(args: argparse.Namespace, entry: analysis.Analysis) -> dict[str, Any]:
-    return {option.name: getattr(args, option.name) for option in entry.options}
+def _analysis_options(args: argparse.Namespace, entry: analysis.Analysis) -> dict[str, Any]:
+    return dataclasses.asdict(options_from(args, entry.options))
 
 
-def run(
-    args: argparse.Namespace,
-    executor: compute.Executor | None,
-    log: Callable[[str], None],
-    budget_seconds: float | None,
-) -> dict[str, Any]:
+def run(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
     """Runs ``kipd analyze``, ``kipd report`` or ``kipd baseline``; returns its result."""
     progress = not (args.quiet or args.json)
     if args.command == "analyze" and args.analysis == "figures":
@@ -235,43 +155,32 @@ def run(
         return {"analysis": "figures", "run": args.run_dir, "files": [str(p) for p in paths]}
     if args.command == "analyze":
         entry = analysis.ANALYSES[args.analysis]
-        return entry.run(_context(args, executor), **_option_values(args, entry)).result
+        return entry.run(_context(args, executor), **_analysis_options(args, entry)).result
     if args.command == "report":
-        options = {}
+        options: dict[str, Any] = {}
         for entry in analysis.ANALYSES.values():
-            options.update(_option_values(args, entry))
+            options.update(_analysis_options(args, entry))
         return analysis.write_report(
             args.run_dir,
             args.out,
-            kernel=args.kernel,
-            test_size=args.test_size,
-            seed=args.seed,
-            data_dir=args.data_dir,
+            **dataclasses.asdict(options_from(args, analysis.ContextOptions)),
             executor=executor,
             progress=progress,
             log=log,
-            budget_seconds=budget_seconds,
+            budget_seconds=budget(args),
             **options,
         )
     result = analysis.natural_baseline(
-        args.dataset,
-        args.kernel,
-        args.per_class,
-        draws=args.draws,
-        test_size=args.test_size,
-        pool_per_class=args.pool_per_class,
-        seed=args.seed,
-        zca=args.zca,
-        data_dir=args.data_dir,
+        **dataclasses.asdict(options_from(args, analysis.BaselineOptions)),
         executor=executor,
         progress=progress,
         log=log,
-        budget_seconds=budget_seconds,
+        budget_seconds=budget(args),
     )
     return {"analysis": "baseline", **result.to_dict()}
 
 
-def format_result(result: dict[str, Any]) -> str:
+def format_result(args: argparse.Namespace, result: dict[str, Any]) -> str:
     """The text to print for a result of :func:`run`: its table, or the files written."""
     name = result["analysis"]
     if name == "figures":

@@ -1,13 +1,21 @@
 """Command-line options declared once: from the fields of a config dataclass and the
 ``Attributes:`` section of its docstring (the same words as the API reference).
 
+Every option of every command is declared this way: a run's config
+(``kipd.runs.KipConfig``, ``LabelSolveConfig``), where blocks run
+(``kipd.compute.ExecutorConfig``), how a distilled set is read back
+(``kipd.runs.DatasetOptions``, ``EvaluateOptions``), ``kipd.transfer.TransferOptions``
+and the analyses' (``kipd.analysis.ContextOptions``, ``BaselineOptions``, each registered
+analysis's).
+
 A field ``images_per_class: int = 1`` documented as ``images_per_class: support images
 per class`` becomes ``--images-per-class N`` with that help and ``(default: 1)``; a
-``bool | None`` field becomes ``--x / --no-x``; a ``tuple[str, ...]`` a comma list. A
-field's ``metadata["cli"]`` may set ``flag``, ``metavar`` and ``choices``, or ``skip``
-(a field the run records but the user never gives). Options the
-user does not give stay ``None`` in the namespace, so the dataclass applies its own
-default (one place for every default).
+``bool | None`` field becomes ``--x / --no-x``; a ``tuple[float, ...]`` a comma list
+(:func:`comma_list`). A field's ``metadata["cli"]`` may set ``flag``, ``metavar``,
+``choices`` and ``action``, ``positive`` (an integer >= 1, refused by the parser),
+``group`` (the title of the help section it is listed in), or ``skip`` (a field the run
+records but the user never gives). Options the user does not give stay ``None`` in the
+namespace, so the dataclass applies its own default (one place for every default).
 """
 
 from __future__ import annotations
@@ -74,10 +82,6 @@ def documented_attributes(*classes: type) -> dict[str, str]:
     return {name: _plain(text) for name, text in found.items()}
 
 
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -97,9 +101,9 @@ def finite(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     Example:
       >>> finite(float)("0.5")
       0.5
-      >>> finite(float)("inf")
+      >>> finite(float)("inf")  # doctest: +ELLIPSIS
       Traceback (most recent call last):
-      argparse.ArgumentTypeError: expected a finite number, got 'inf': inf and nan are refused; give an ordinary number
+      argparse.ArgumentTypeError: expected a finite number, got 'inf': inf and nan are refused...
     """
 
     def parse_finite(text: str) -> Any:
@@ -115,12 +119,25 @@ def finite(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_finite
 
 
-def numbers(kind: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
-    """argparse type: comma-separated ``kind`` values (at least one)."""
+_PLURALS: dict[Any, str] = {int: "integers", float: "numbers", str: "names"}
+
+
+def comma_list(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    """argparse type: comma-separated ``kind`` values (at least one; blanks around a comma
+    ignored). The one parser of every comma list (kernels, fractions, grids, rows).
+
+    Example:
+      >>> comma_list(float)("0.5, 1,2")
+      (0.5, 1.0, 2.0)
+      >>> comma_list(int)("1,two")
+      Traceback (most recent call last):
+      argparse.ArgumentTypeError: expected comma-separated integers, got '1,two'
+    """
+    what = _PLURALS.get(kind, "values")
 
     def parse(text: str) -> tuple[Any, ...]:
         try:
-            values = tuple(kind(v) for v in text.split(",") if v.strip())
+            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected comma-separated {what}, got {text!r}"
@@ -130,6 +147,13 @@ def numbers(kind: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any,
         return values
 
     return parse
+
+
+def _shown(default: Any) -> Any:
+    """A default as ``--help`` shows it: a tuple as its comma list (``0.5,1,2``)."""
+    if isinstance(default, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+    return default
 
 
 def _base_type(hint: Any) -> Any:
@@ -147,17 +171,19 @@ def add_config_options(
     skip: Iterable[str] = (),
     docs: Iterable[type] = (),
 ) -> None:
-    """Adds one ``--option`` per field of ``config_class`` (a dataclass) to ``parser``.
+    """Adds one ``--option`` per field of ``config_class`` (a dataclass) to ``parser``;
+    a field with a ``group`` goes to that section of the parser's help.
 
     Args:
-      parser: a parser or an argument group.
+      parser: a parser, or an argument group (for fields without a ``group``).
       config_class: the dataclass.
       skip: field names left out.
       docs: more classes whose ``Attributes:`` document fields ``config_class`` does not.
     """
-    helps = documented_attributes(config_class, *docs)
+    helps = documented_attributes(*config_class.__mro__, *docs)  # a base documents its own
     hints = typing.get_type_hints(config_class)
     skipped = set(skip)
+    groups: dict[str, Any] = {}
     for field in dataclasses.fields(config_class):
         if field.name in skipped:
             continue
@@ -168,18 +194,21 @@ def add_config_options(
         kind = _base_type(hints[field.name])
         text = helps.get(field.name, "")
         if field.default is not None and field.default is not dataclasses.MISSING:
-            default = field.default
-            shown = ",".join(default) if isinstance(default, tuple) else default
-            text = f"{text} (default: {shown})"
+            text = f"{text} (default: {_shown(field.default)})"
         options: dict[str, Any] = {"dest": field.name, "default": None, "help": text}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:
-            options["type"] = _comma_list
+            options["type"] = finite(comma_list(typing.get_args(kind)[0]))
+        elif cli.pop("positive", False):
+            options["type"] = positive_int
         else:
             options["type"] = finite(kind) if kind is float else kind
+        title = cli.pop("group", None)
+        if title is not None and title not in groups:
+            groups[title] = parser.add_argument_group(title)
         options.update(cli)
-        parser.add_argument(flag, **options)
+        (parser if title is None else groups[title]).add_argument(flag, **options)
 
 
 def config_options(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
@@ -189,3 +218,9 @@ def config_options(args: argparse.Namespace, config_class: type) -> dict[str, An
         for field in dataclasses.fields(config_class)
         if getattr(args, field.name, None) is not None
     }
+
+
+def options_from(args: argparse.Namespace, options_class: type) -> Any:
+    """``options_class`` (a dataclass) with the fields given on the command line, the
+    rest at their defaults."""
+    return options_class(**config_options(args, options_class))

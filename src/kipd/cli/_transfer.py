@@ -1,14 +1,20 @@
-"""The ``kipd transfer`` sub-command: ``add_parser``, ``run(args)`` (the result dict,
-printed as JSON with ``--json``) and ``format_result(result)`` (the text table)."""
+"""The ``kipd transfer`` sub-command: its parser (the fields of
+:class:`kipd.transfer.TransferOptions` and :class:`kipd.runs.DatasetOptions`),
+``run(args, executor)`` (the result dict, printed as JSON with ``--json``) and
+``format_result(args, result)`` (the text table)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import dataclasses
 from typing import Any
 
-from kipd.cli._options import finite, numbers, positive_int
-from kipd.transfer import EPOCHS, L2_STRENGTHS, LR_FACTORS, NETWORK_SEEDS, PROTOCOLS, transfer_run
+from kipd import compute, runs
+from kipd.cli._options import add_config_options, options_from
+from kipd.cli._shared import add_output_options, budget, log
+from kipd.transfer import TransferOptions, transfer_run
+
+COMMANDS = ("transfer",)
 
 EXAMPLES = """\
 examples:
@@ -24,13 +30,9 @@ examples:
 """
 
 
-def add_parser(
-    subparsers: Any,
-    add_released_file: Callable[[argparse.ArgumentParser], None],
-    add_output: Callable[..., None],
-) -> argparse.ArgumentParser:
+def add_parsers(commands: Any) -> None:
     """Adds the ``transfer`` sub-command to ``kipd``'s sub-parsers."""
-    parser = subparsers.add_parser(
+    parser = commands.add_parser(
         "transfer",
         help="train finite-width networks on a distilled set",
         description="Train a finite network (standard parameterization) on a distilled set: SGD, "
@@ -43,141 +45,36 @@ def add_parser(
     parser.add_argument(
         "path", help="run directory, its distilled.npz, an export, or a released .npz"
     )
-    parser.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default="appendix-a",
-        help="appendix-a: the paper's (finite network of --arch, learning rate and L2 chosen "
-        "on validation); standard: DC-bench's shared recipe (ConvNet-3 width 128, instance "
-        "norm, DSA, SGD 0.01 / 10 at half, weight decay 5e-4, --epochs, mean +- std over "
-        "--network-seeds; with --baseline, both sets and the improvement) (default: appendix-a)",
-    )
-    standard = parser.add_argument_group("the standard protocol (--protocol standard)")
-    standard.add_argument(
-        "--network-seeds", type=positive_int, default=NETWORK_SEEDS, metavar="N",
-        help=f"networks per set (default: {NETWORK_SEEDS})",
-    )
-    standard.add_argument(
-        "--epochs", type=positive_int, default=EPOCHS, metavar="N",
-        help=f"passes over the set (default: {EPOCHS})",
-    )
-    standard.add_argument(
-        "--soft-labels", action="store_true",
-        help="MSE on the learned labels instead of cross-entropy on their argmax (hard labels)",
-    )
-    parser.add_argument(
-        "--arch",
-        default="convnet",
-        help="fc<n>, convvec<n>, convnet or myrtle5 (default: convnet)",
-    )
-    parser.add_argument(
-        "--width",
-        type=positive_int,
-        default=128,
-        help="hidden units / channels (default: 128; the paper: 1024)",
-    )
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=5000,
-        help="SGD steps (default: 5000, the paper's)",
-    )
-    parser.add_argument(
-        "--lr-factors",
-        type=finite(numbers(float, "numbers")),
-        default=LR_FACTORS,
-        metavar="C,C,...",
-        help="learning-rate factors c of c x eta_critical (default: 0.5,1,2,4)",
-    )
-    parser.add_argument(
-        "--l2",
-        type=finite(numbers(float, "numbers")),
-        default=L2_STRENGTHS,
-        metavar="L,L,...",
-        help="L2 strengths (default: 0,1e-7,1e-5,1e-3,1e-1)",
-    )
-    parser.add_argument(
-        "--loss",
-        choices=("mse", "xent"),
-        default="mse",
-        help="MSE on the labels, or cross-entropy on their argmax (default: mse)",
-    )
-    parser.add_argument(
-        "--norm",
-        choices=("none", "layer", "instance", "batch"),
-        default="none",
-        help="normalization after each hidden layer, before its ReLU (default: none)",
-    )
-    parser.add_argument(
-        "--eval-every",
-        type=positive_int,
-        metavar="STEPS",
-        help="steps between validation readings (default: steps/50)",
-    )
-    parser.add_argument(
-        "--validation-size",
-        type=positive_int,
-        default=5000,
-        metavar="N",
-        help="train images held out for selection (default: 5000)",
-    )
-    parser.add_argument(
-        "--baseline",
-        choices=("natural", "init"),
-        help="natural images: 'natural', a fresh class-balanced subset of the same size; "
-        "'init', the natural images the run started from (paired). appendix-a trains on them "
-        "instead of the set; standard trains on both and reports the improvement",
-    )
-    parser.add_argument(
-        "--dataset",
-        metavar="NAME_OR_PATH",
-        help="dataset (default: the run's; required for released files)",
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", help="folder searched first for the dataset"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    add_released_file(parser)
-    add_output(parser)
-    return parser
+    add_config_options(parser, TransferOptions)
+    add_config_options(parser, runs.DatasetOptions)
+    add_output_options(parser)
 
 
-def run(
-    args: argparse.Namespace, log: Callable[[str], None], budget_seconds: float | None
-) -> dict[str, Any]:
-    """Runs ``kipd transfer`` and returns its result (see ``kipd.transfer.transfer_run``)."""
+def option_classes(command: str) -> tuple[type, ...]:
+    """The dataclasses whose fields are the options of ``kipd transfer``."""
+    return (TransferOptions, runs.DatasetOptions)
+
+
+def run(args: argparse.Namespace, executor: compute.Executor | None) -> dict[str, Any]:
+    """Runs ``kipd transfer`` and returns its result (see ``kipd.transfer.transfer_run``);
+    it trains in this process (no kernel blocks: ``executor`` is ``None``)."""
     return transfer_run(
         args.path,
-        protocol=args.protocol,
-        network_seeds=args.network_seeds,
-        epochs=args.epochs,
-        soft_labels=args.soft_labels,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        baseline=args.baseline,
-        validation_size=args.validation_size,
-        seed=args.seed,
-        zca=args.zca,
-        zca_regularization=args.zca_regularization,
-        arch=args.arch,
-        width=args.width,
-        norm=None if args.norm == "none" else args.norm,
-        loss=args.loss,
-        steps=args.steps,
-        lr_factors=args.lr_factors,
-        l2=args.l2,
-        eval_every=args.eval_every,
+        **options_from(args, TransferOptions).keywords(),
+        **dataclasses.asdict(options_from(args, runs.DatasetOptions)),
         progress=not (args.quiet or args.json),
         log=log,
-        budget_seconds=budget_seconds,
+        budget_seconds=budget(args),
     )
 
 
 def _standard_table(result: dict[str, Any]) -> str:
     def row(name: str, values: dict[str, Any]) -> str:
         seeds = " ".join(f"{100 * a:.2f}" for a in values["accuracies"])
-        return (f"  {name:<22} {100 * values['test_accuracy']:6.2f}% +- "
-                f"{100 * values['test_accuracy_std']:.2f}   [{seeds}]")
+        return (
+            f"  {name:<22} {100 * values['test_accuracy']:6.2f}% +- "
+            f"{100 * values['test_accuracy_std']:.2f}   [{seeds}]"
+        )
 
     lines = [
         f"{result['dataset']}: standard protocol (ConvNet-3 width 128, instance norm, DSA, "
@@ -192,7 +89,7 @@ def _standard_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_result(result: dict[str, Any]) -> str:
+def format_result(args: argparse.Namespace, result: dict[str, Any]) -> str:
     """The grid and the chosen setting (appendix A), or the sets' mean +- std (standard),
     as a text table."""
     if result.get("protocol") == "standard":
@@ -214,18 +111,16 @@ def format_result(result: dict[str, Any]) -> str:
             if row["validation_accuracy"] is None
             else (f"{100 * row['validation_accuracy']:6.2f}%")
         )
-        flag = (
-            "  <- chosen"
-            if chosen
-            else ("  (diverged later)" if row["diverged"] else "")
-        )
+        flag = "  <- chosen" if chosen else ("  (diverged later)" if row["diverged"] else "")
         lines.append(
             f"  {row['lr_factor']:>9g}  {row['l2']:>7g}  {row['learning_rate']:>9.3g}  "
             f"{acc:>7}  {row['step']:>6}{flag}"
         )
     lines.append(
-        f"chosen on {result['validation_size']} validation images: lr factor {result['lr_factor']:g}, "
-        f"L2 {result['l2']:g}, step {result['step']} (val {100 * result['validation_accuracy']:.2f}%)"
+        f"chosen on {result['validation_size']} validation images: lr factor "
+        f"{result['lr_factor']:g}, "
+        f"L2 {result['l2']:g}, step {result['step']} (val "
+        f"{100 * result['validation_accuracy']:.2f}%)"
     )
     lines.append(
         f"test accuracy on {result['test_size']} test images: {100 * result['test_accuracy']:.2f}%"

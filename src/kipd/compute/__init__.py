@@ -11,13 +11,15 @@ loss. ``ExecutorConfig`` names an executor as options (``--executor``, ``--worke
 ``--ray-address``). ``estimate`` measures a block and predicts a run's time and memory (``--plan``).
 """
 
-from kipd.compute._calibration import DAY_SECONDS
-from kipd.compute._calibration import EntryCost
-from kipd.compute._calibration import Estimate
-from kipd.compute._calibration import OverBudgetError
-from kipd.compute._calibration import entry_cost
-from kipd.compute._calibration import format_duration
-from kipd.compute._calibration import kernel_estimate
+from kipd.compute._calibration import (
+    DAY_SECONDS,
+    EntryCost,
+    Estimate,
+    OverBudgetError,
+    entry_cost,
+    format_duration,
+    kernel_estimate,
+)
 from kipd.compute._estimate import StepEstimate, block_overhead, estimate_step
 from kipd.compute._executor import ComputeError, Executor
 from kipd.compute._grad import default_block_size, kernel_matrix, value_and_grad

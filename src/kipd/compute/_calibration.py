@@ -97,7 +97,9 @@ def entry_cost(
     if log is not None:
         log(f"timing the {spec.name} kernel on this machine (once; cached for next time) ...")
     # One support block against one whole target block: the shapes a run's blocks have.
-    estimate = estimate_step(spec, image_shape, block, side, repeats=1, keep_pullbacks=keep_pullbacks)
+    estimate = estimate_step(
+        spec, image_shape, block, side, repeats=1, keep_pullbacks=keep_pullbacks
+    )
     entries = estimate.plan.target_block * estimate.plan.support_block
     cost = EntryCost(
         estimate.forward_seconds[TARGET_BLOCK] / entries,

@@ -53,7 +53,9 @@ class StepEstimate(NamedTuple):
     def step_seconds(self, workers: int = 1) -> float:
         """Modelled wall time of one step on ``workers`` equal workers."""
         blocks = 2 * len(self.plan.blocks)  # forward and VJP
-        return self.server_seconds + blocks * self.overhead_seconds + self.compute_seconds() / workers
+        return (
+            self.server_seconds + blocks * self.overhead_seconds + self.compute_seconds() / workers
+        )
 
     def forward_pair_seconds(self) -> float:
         """Seconds per kernel entry of a forward target block (evaluations cost this)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from kipd.compute._plan import BlockPlan
 from kipd.compute._worker import KernelSpec, Shared
@@ -47,6 +48,12 @@ class Executor(Protocol):
     def workers_alive(self) -> int:
         """Devices or workers that currently take blocks."""
         ...
+
+    def __enter__(self) -> Executor:
+        """The executor itself; :meth:`close` on leaving the block."""
+        ...
+
+    def __exit__(self, *exc: Any) -> None: ...
 
     def close(self) -> None:
         """Releases what the executor started (processes, a local cluster)."""

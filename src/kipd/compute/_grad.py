@@ -10,7 +10,8 @@ of the support images. The result equals ``jax.grad`` of the whole loss.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ def default_block_size(spec: KernelSpec, image_shape: tuple[int, ...]) -> int:
       image_shape: ``(H, W, C)``.
     """
     in_band = kipd.kernels.architecture(spec.name, depth=spec.depth).band(None)
+    assert in_band is not None  # every architecture starts from images: a spatial band
     return kipd.kernels.default_block_side(in_band, image_shape)
 
 
@@ -89,7 +91,8 @@ def value_and_grad(
     Example:
       >>> def loss(k_ss, k_ts, y):  # doctest: +SKIP
       ...     return jnp.sum(k_ts @ y) + jnp.trace(k_ss), None
-      >>> (value, _), (d_images, d_y) = value_and_grad(loss, KernelSpec("fc1"), xs, xt, y)  # doctest: +SKIP
+      >>> spec = KernelSpec("fc1")
+      >>> (value, _), (d_images, d_y) = value_and_grad(loss, spec, xs, xt, y)  # doctest: +SKIP
     """
     executor = executor or LocalExecutor()
     support_images, target_images = np.asarray(support_images), np.asarray(target_images)

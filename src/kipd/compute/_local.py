@@ -5,7 +5,8 @@ from __future__ import annotations
 import collections
 import functools
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -80,7 +81,9 @@ class LocalExecutor:
         recomputes the others, to the same bits."""
         worker = block_worker(spec)
         sizes = (plan.support_block, plan.target_block)
-        placed = [{k: jax.device_put(v, device) for k, v in shared.items()} for device in self.devices]
+        placed = [
+            {k: jax.device_put(v, device) for k, v in shared.items()} for device in self.devices
+        ]
         # A window of blocks in flight per device: enough to keep every device busy, and
         # few enough that progress is reported as blocks finish (on a CPU a dispatch can
         # run the block itself, so dispatching all first would report nothing until the end).

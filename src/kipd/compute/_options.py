@@ -35,7 +35,9 @@ class ExecutorConfig:
     """
 
     executor: str = dataclasses.field(default="local", metadata={"cli": {"choices": EXECUTORS}})
-    ray_address: str | None = dataclasses.field(default=None, metadata={"cli": {"metavar": "ADDRESS"}})
+    ray_address: str | None = dataclasses.field(
+        default=None, metadata={"cli": {"metavar": "ADDRESS"}}
+    )
     workers: int | None = dataclasses.field(default=None, metadata={"cli": {"metavar": "N"}})
 
     def __post_init__(self) -> None:

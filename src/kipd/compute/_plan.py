@@ -169,11 +169,12 @@ def accumulate(plan: BlockPlan, results: list[tuple[np.ndarray, ...]]) -> np.nda
       ``(n_s, H, W, C)`` gradient.
     """
     b_s = plan.support_block
-    total = None
+    total: np.ndarray | None = None
     for block, parts in zip(plan.blocks, results, strict=True):
         if total is None:
             total = np.zeros((plan.padded_support_size, *parts[-1].shape[1:]), parts[-1].dtype)
         total[block.col * b_s : (block.col + 1) * b_s] += parts[-1]
         if block.kind == SUPPORT_BLOCK:
             total[block.row * b_s : (block.row + 1) * b_s] += parts[0]
+    assert total is not None  # a plan has at least one block
     return total[: plan.support_size]

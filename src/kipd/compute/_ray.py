@@ -168,7 +168,7 @@ class RayExecutor:
         queue = collections.deque(range(len(plan.blocks)))
         results: list[Any] = [None] * len(plan.blocks)
         running: dict[Any, tuple[Any, int]] = {}
-        load = collections.Counter()
+        load: collections.Counter[Any] = collections.Counter()
         while queue or running:
             if not self._alive:
                 raise ComputeError(

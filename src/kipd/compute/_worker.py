@@ -10,7 +10,8 @@ actor.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +45,12 @@ class KernelSpec(NamedTuple):
         (``x2=None``: the symmetric ``K(x1, x1)``); ``remat`` as in
         :func:`kipd.kernels.make`."""
         kernel = kipd.kernels.make(
-            self.name, W_std=self.W_std, b_std=self.b_std, depth=self.depth,
-            implementation=self.implementation, remat=remat,
+            self.name,
+            W_std=self.W_std,
+            b_std=self.b_std,
+            depth=self.depth,
+            implementation=self.implementation,
+            remat=remat,
         )
         return functools.partial(kernel, get=self.get)
 
@@ -182,7 +187,8 @@ class BlockWorker:
         pullback fits :data:`KEPT_PULLBACK_LIMIT`, else the rematerializing one (decided
         from shapes and dtypes, once per shape)."""
         key = (
-            kind, tuple(sorted(static.items())),
+            kind,
+            tuple(sorted(static.items())),
             *((getattr(a, "shape", ()), str(getattr(a, "dtype", ""))) for a in args),
         )
         if key not in self._choice:  # tracing the kernel's VJP takes a while
@@ -219,7 +225,9 @@ class BlockWorker:
             rows_array, shared["support"], block.row, block.col, row_size, support_block
         )
 
-    def linearize(self, shared: Shared, sizes: tuple[int, int], block: Block) -> tuple[jax.Array, Any]:
+    def linearize(
+        self, shared: Shared, sizes: tuple[int, int], block: Block
+    ) -> tuple[jax.Array, Any]:
         """The block's one forward: its kernel values and its pullback, which holds the
         block's intermediates on the device (see :meth:`pullback_bytes`) so that
         :meth:`vjp` given it runs only the backward pass.
@@ -247,8 +255,10 @@ class BlockWorker:
         forward = linearize.lower(*args, **static).compile().memory_analysis()
         pullback = jax.eval_shape(functools.partial(linearize, **static), *args)[1]
         backward = (
-            self._pull[kind].lower(pullback, shared[d_k], *args[-2:], **static)
-            .compile().memory_analysis()
+            self._pull[kind]
+            .lower(pullback, shared[d_k], *args[-2:], **static)
+            .compile()
+            .memory_analysis()
         )
         return max(
             int(forward.temp_size_in_bytes) + int(forward.output_size_in_bytes),

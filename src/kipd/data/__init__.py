@@ -9,22 +9,23 @@ See docs/data.md.
 """
 
 from kipd.data._augment import augment
-from kipd.data._dsa import DSA_STRATEGY
-from kipd.data._dsa import dsa
-from kipd.data._datasets import Dataset
-from kipd.data._datasets import builtin_name
-from kipd.data._datasets import load
+from kipd.data._datasets import Dataset, builtin_name, load
+from kipd.data._dsa import DSA_STRATEGY, dsa
 from kipd.data._errors import DatasetError
-from kipd.data._preprocess import Preprocessing
-from kipd.data._preprocess import default_preprocessing
-from kipd.data._preprocess import default_zca_regularization
-from kipd.data._preprocess import fit_dataset_preprocessing
-from kipd.data._preprocess import fit_preprocessing
-from kipd.data._splits import centered_one_hot
-from kipd.data._splits import class_balanced_subset
-from kipd.data._splits import split_validation
-from kipd.data._splits import draw_test_subset
-from kipd.data._preprocess import zca_fit_seconds
+from kipd.data._preprocess import (
+    Preprocessing,
+    default_preprocessing,
+    default_zca_regularization,
+    fit_dataset_preprocessing,
+    fit_preprocessing,
+    zca_fit_seconds,
+)
+from kipd.data._splits import (
+    centered_one_hot,
+    class_balanced_subset,
+    draw_test_subset,
+    split_validation,
+)
 
 __all__ = [
     "DSA_STRATEGY",

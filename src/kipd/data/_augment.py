@@ -34,20 +34,47 @@ by U(-0.1, 0.1) of the height and width, bilinear interpolation, edge pixels rep
 from __future__ import annotations
 
 import functools
+import operator
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 # Operation ids. IDENTITY marks a step whose probability draw failed.
-(IDENTITY, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE, AUTO_CONTRAST, EQUALIZE,
- INVERT, SOLARIZE, POSTERIZE, COLOR, CONTRAST, BRIGHTNESS, SHARPNESS) = range(15)
+(
+    IDENTITY,
+    SHEAR_X,
+    SHEAR_Y,
+    TRANSLATE_X,
+    TRANSLATE_Y,
+    ROTATE,
+    AUTO_CONTRAST,
+    EQUALIZE,
+    INVERT,
+    SOLARIZE,
+    POSTERIZE,
+    COLOR,
+    CONTRAST,
+    BRIGHTNESS,
+    SHARPNESS,
+) = range(15)
 _GEOMETRIC = (SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE)
 _NAMES = {
-    "ShearX": SHEAR_X, "ShearY": SHEAR_Y, "TranslateX": TRANSLATE_X,
-    "TranslateY": TRANSLATE_Y, "Rotate": ROTATE, "AutoContrast": AUTO_CONTRAST,
-    "Equalize": EQUALIZE, "Invert": INVERT, "Solarize": SOLARIZE, "Posterize": POSTERIZE,
-    "Color": COLOR, "Contrast": CONTRAST, "Brightness": BRIGHTNESS, "Sharpness": SHARPNESS,
+    "ShearX": SHEAR_X,
+    "ShearY": SHEAR_Y,
+    "TranslateX": TRANSLATE_X,
+    "TranslateY": TRANSLATE_Y,
+    "Rotate": ROTATE,
+    "AutoContrast": AUTO_CONTRAST,
+    "Equalize": EQUALIZE,
+    "Invert": INVERT,
+    "Solarize": SOLARIZE,
+    "Posterize": POSTERIZE,
+    "Color": COLOR,
+    "Contrast": CONTRAST,
+    "Brightness": BRIGHTNESS,
+    "Sharpness": SHARPNESS,
 }
 
 # Cubuk et al. 2019, appendix table "policy found on reduced CIFAR-10" (also the
@@ -180,9 +207,7 @@ def _flip(x: jax.Array, flip: jax.Array) -> jax.Array:
 # CIFAR images on 2 cores: 4.4 s against 0.2 s).
 
 
-def _rgb_step_select(
-    x: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array
-) -> jax.Array:
+def _rgb_step_select(x: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array) -> jax.Array:
     """Applies operation ``op[i]`` at ``level[i]`` (magnitude / 10) with ``sign[i]``
     (+-1) to image i, computing every operation for the whole batch."""
     out = warped = _warp(x, op, level, sign)  # the identity for non-geometric ops
@@ -191,13 +216,11 @@ def _rgb_step_select(
     return out
 
 
-def _rgb_step_switch(
-    x: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array
-) -> jax.Array:
+def _rgb_step_switch(x: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array) -> jax.Array:
     """Same as :func:`_rgb_step_select`, looping over images and running one branch."""
     branch_of_op = np.zeros(len(_NAMES) + 1, np.int32)
     branch_of_op[list(_GEOMETRIC)] = 1
-    branches = [lambda xi, o, lv, sg: xi, _warp]
+    branches: list[Callable[..., jax.Array]] = [lambda xi, o, lv, sg: xi, _warp]
     for op_id, color_op in _COLOR_OPS.items():
         branch_of_op[op_id] = len(branches)
         branches.append(lambda xi, o, lv, sg, color_op=color_op: color_op(xi, lv))
@@ -223,7 +246,8 @@ def _enhance_factor(level: jax.Array) -> jax.Array:
 
 def _luma(x: jax.Array) -> jax.Array:
     # Written out, not a tensordot: XLA fuses elementwise sums, a K=3 dot it does not.
-    return sum(weight * x[..., i : i + 1] for i, weight in enumerate(_LUMA))
+    weighted = [weight * x[..., i : i + 1] for i, weight in enumerate(_LUMA)]
+    return functools.reduce(operator.add, weighted)
 
 
 def _to_levels(x: jax.Array) -> jax.Array:
@@ -379,12 +403,17 @@ def affine_bilinear(
     ``mode`` decides (``"constant"``: zeros, ``"nearest"``: the edge). Shared by the
     paper's grayscale augmentation and DSA's scale and rotation."""
     h, w, c = image.shape
-    rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
-                              jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    rows, cols = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
     centre_r, centre_c = (h - 1) / 2.0, (w - 1) / 2.0
     dr, dc = rows - centre_r + shift[0], cols - centre_c + shift[1]
-    src = jnp.stack([centre_r + matrix[0, 0] * dr + matrix[0, 1] * dc,
-                     centre_c + matrix[1, 0] * dr + matrix[1, 1] * dc])
+    src = jnp.stack(
+        [
+            centre_r + matrix[0, 0] * dr + matrix[0, 1] * dc,
+            centre_c + matrix[1, 0] * dr + matrix[1, 1] * dc,
+        ]
+    )
     warp = functools.partial(
         jax.scipy.ndimage.map_coordinates, coordinates=tuple(src), order=1, mode=mode, cval=0.0
     )

@@ -58,7 +58,8 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of every image."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        height, width, channels = self.x_train.shape[1:]
+        return (height, width, channels)
 
     def __repr__(self) -> str:
         # The default repr would print every pixel.
@@ -144,18 +145,30 @@ BUILTINS: dict[str, BuiltinDataset] = {
         title="MNIST",
         folders=("mnist",),
         files=(
-            _idx_file(_MNIST_URLS, "train-images-idx3-ubyte.gz",
-                      "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                      9912422),
-            _idx_file(_MNIST_URLS, "train-labels-idx1-ubyte.gz",
-                      "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                      28881),
-            _idx_file(_MNIST_URLS, "t10k-images-idx3-ubyte.gz",
-                      "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                      1648877),
-            _idx_file(_MNIST_URLS, "t10k-labels-idx1-ubyte.gz",
-                      "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                      4542),
+            _idx_file(
+                _MNIST_URLS,
+                "train-images-idx3-ubyte.gz",
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                9912422,
+            ),
+            _idx_file(
+                _MNIST_URLS,
+                "train-labels-idx1-ubyte.gz",
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                28881,
+            ),
+            _idx_file(
+                _MNIST_URLS,
+                "t10k-images-idx3-ubyte.gz",
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                1648877,
+            ),
+            _idx_file(
+                _MNIST_URLS,
+                "t10k-labels-idx1-ubyte.gz",
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                4542,
+            ),
         ),
         read=_read_idx_splits,
         num_classes=10,
@@ -166,23 +179,45 @@ BUILTINS: dict[str, BuiltinDataset] = {
         title="Fashion-MNIST",
         folders=("fashion-mnist", "fashion_mnist"),
         files=(
-            _idx_file(_FASHION_URLS, "train-images-idx3-ubyte.gz",
-                      "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                      26421880),
-            _idx_file(_FASHION_URLS, "train-labels-idx1-ubyte.gz",
-                      "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                      29515),
-            _idx_file(_FASHION_URLS, "t10k-images-idx3-ubyte.gz",
-                      "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                      4422102),
-            _idx_file(_FASHION_URLS, "t10k-labels-idx1-ubyte.gz",
-                      "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                      5148),
+            _idx_file(
+                _FASHION_URLS,
+                "train-images-idx3-ubyte.gz",
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                26421880,
+            ),
+            _idx_file(
+                _FASHION_URLS,
+                "train-labels-idx1-ubyte.gz",
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                29515,
+            ),
+            _idx_file(
+                _FASHION_URLS,
+                "t10k-images-idx3-ubyte.gz",
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                4422102,
+            ),
+            _idx_file(
+                _FASHION_URLS,
+                "t10k-labels-idx1-ubyte.gz",
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                5148,
+            ),
         ),
         read=_read_idx_splits,
         num_classes=10,
-        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         apt_package="dataset-fashion-mnist",
     ),
     "svhn": BuiltinDataset(
@@ -190,12 +225,18 @@ BUILTINS: dict[str, BuiltinDataset] = {
         title="SVHN (cropped digits)",
         folders=("svhn",),
         files=(
-            RemoteFile("train_32x32.mat",
-                       "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
-                       182040794, ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",)),
-            RemoteFile("test_32x32.mat",
-                       "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
-                       64275384, ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",)),
+            RemoteFile(
+                "train_32x32.mat",
+                "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
+                182040794,
+                ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",),
+            ),
+            RemoteFile(
+                "test_32x32.mat",
+                "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
+                64275384,
+                ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",),
+            ),
         ),
         read=_read_svhn_splits,
         num_classes=10,
@@ -206,10 +247,13 @@ BUILTINS: dict[str, BuiltinDataset] = {
         title="CIFAR-10",
         folders=("cifar10", "cifar-10"),
         files=(
-            RemoteFile("cifar-10-python.tar.gz",
-                       "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                       170498071, ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
-                       local_names=("cifar-10-batches-py",)),
+            RemoteFile(
+                "cifar-10-python.tar.gz",
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                170498071,
+                ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+                local_names=("cifar-10-batches-py",),
+            ),
         ),
         read=lambda paths: _formats.read_cifar(paths["cifar-10-python.tar.gz"], "cifar10"),
         num_classes=10,
@@ -220,11 +264,13 @@ BUILTINS: dict[str, BuiltinDataset] = {
         title="CIFAR-100",
         folders=("cifar100", "cifar-100"),
         files=(
-            RemoteFile("cifar-100-python.tar.gz",
-                       "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-                       169001437,
-                       ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
-                       local_names=("cifar-100-python",)),
+            RemoteFile(
+                "cifar-100-python.tar.gz",
+                "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+                169001437,
+                ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+                local_names=("cifar-100-python",),
+            ),
         ),
         read=lambda paths: _formats.read_cifar(paths["cifar-100-python.tar.gz"], "cifar100"),
         num_classes=100,
@@ -400,9 +446,7 @@ def _to_dataset(
     if class_names is None:
         class_names = tuple(str(c) for c in range(num_classes))
     if len(class_names) != num_classes:
-        raise DatasetError(
-            f"{name}: {len(class_names)} class names for {num_classes} classes"
-        )
+        raise DatasetError(f"{name}: {len(class_names)} class names for {num_classes} classes")
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes, tuple(class_names))
 
 

@@ -60,8 +60,11 @@ def _crop(key: jax.Array, x: jax.Array) -> jax.Array:
     rows = jnp.arange(h)[None, :] + dy[:, None]  # output row r reads input row r + dy
     cols = jnp.arange(w)[None, :] + dx[:, None]
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    gathered = x[jnp.arange(n)[:, None, None], jnp.clip(rows, 0, h - 1)[:, :, None],
-                 jnp.clip(cols, 0, w - 1)[:, None, :]]
+    gathered = x[
+        jnp.arange(n)[:, None, None],
+        jnp.clip(rows, 0, h - 1)[:, :, None],
+        jnp.clip(cols, 0, w - 1)[:, None, :],
+    ]
     return jnp.where(inside[..., None], gathered, 0.0)
 
 

@@ -20,7 +20,6 @@ from typing import IO, NamedTuple
 import numpy as np
 
 from kipd import files
-
 from kipd.data._errors import DatasetError
 
 
@@ -55,8 +54,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
         return gzip.decompress(data)
     except (EOFError, OSError, zlib.error) as err:
         raise DatasetError(
-            f"{path} is a truncated or corrupt gzip file ({err}); delete it and get a "
-            "fresh copy"
+            f"{path} is a truncated or corrupt gzip file ({err}); delete it and get a fresh copy"
         ) from err
 
 
@@ -105,7 +103,7 @@ def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
     for module in ("numpy.core", "numpy._core"):
         allowed[(f"{module}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{module}.multiarray", "scalar")] = multiarray.scalar
-        allowed[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
+        allowed[(f"{module}.numeric", "_frombuffer")] = getattr(numeric, "_frombuffer")  # private
     # Python 3's protocol-2 pickles spell bytes objects as _codecs.encode(str, "latin1").
     allowed[("_codecs", "encode")] = codecs.encode
     allowed[("numpy", "ndarray")] = np.ndarray
@@ -205,8 +203,7 @@ def _read_cifar_tar(path: Path, wanted: tuple[str, ...]) -> dict[str, dict]:
                     batches[base] = _unpickle(stream, f"{path}:{member.name}")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise DatasetError(
-            f"{path} is a truncated or corrupt archive ({err}); delete it and get a "
-            "fresh copy"
+            f"{path} is a truncated or corrupt archive ({err}); delete it and get a fresh copy"
         ) from err
     missing = [name for name in wanted if name not in batches]
     if missing:
@@ -330,9 +327,7 @@ def read_image_folder(root: str | os.PathLike) -> RawSplits:
     class_names = tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir()))
     if not class_names:
         raise DatasetError(f"{train_dir} has no class sub-folders")
-    unknown = sorted(
-        p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in class_names
-    )
+    unknown = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in class_names)
     if unknown:
         raise DatasetError(f"{test_dir} has classes {unknown} that {train_dir} lacks")
 

@@ -24,7 +24,7 @@ import functools
 import os
 import time
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -124,8 +124,8 @@ class Preprocessing:
     coloring: np.ndarray | None = None
     eigenvalues: np.ndarray | None = None
     regularization: float | None = None
-    image_mean: np.ndarray | None = None
-    image_std: np.ndarray | None = None
+    image_mean: np.ndarray | np.floating | None = None
+    image_std: np.ndarray | np.floating | None = None
 
     def __repr__(self) -> str:
         # The default repr would print the d x d matrices.
@@ -149,6 +149,7 @@ class Preprocessing:
             return (x - self.mean) / self.std
         flat = _layer_norm(x.reshape(x.shape[0], -1))
         flat = (flat - self.mean) / self.std
+        assert self.whitening is not None  # a zca Preprocessing has its matrices
         return (flat @ self.whitening).reshape(x.shape)
 
     def invert(self, images: jax.Array | np.ndarray) -> jax.Array:
@@ -173,6 +174,8 @@ class Preprocessing:
         x = self._check(images)
         if self.method == "standard":
             return x * self.std + self.mean
+        assert self.coloring is not None and self.image_std is not None
+        assert self.image_mean is not None  # a zca Preprocessing has all of them
         flat = x.reshape(x.shape[0], -1) @ self.coloring
         flat = flat * self.std + self.mean
         return (flat * self.image_std + self.image_mean).reshape(x.shape)
@@ -210,7 +213,7 @@ class Preprocessing:
         e.g. from ``np.load("distilled.npz")``."""
         if not cls.stored_in(arrays):
             raise ValueError("no preprocessing parameters (preprocessing.* keys) found")
-        values = {}
+        values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             key = _PREFIX + field.name
             if key in arrays:
@@ -237,9 +240,7 @@ class Preprocessing:
 
 jax.tree_util.register_dataclass(
     Preprocessing,
-    data_fields=[
-        "mean", "std", "whitening", "coloring", "eigenvalues", "image_mean", "image_std"
-    ],
+    data_fields=["mean", "std", "whitening", "coloring", "eigenvalues", "image_mean", "image_std"],
     meta_fields=["method", "image_shape", "regularization"],
 )
 
@@ -274,7 +275,8 @@ def fit_preprocessing(
     x = np.asarray(x_train)
     if x.ndim != 4 or len(x) < 2:
         raise ValueError(f"x_train has shape {x.shape}; expected (n >= 2, H, W, C)")
-    shape = tuple(int(s) for s in x.shape[1:])
+    height, width, channels = (int(s) for s in x.shape[1:])
+    shape = (height, width, channels)
     if method == "standard":
         mean, std = _channel_moments(x)
         return Preprocessing("standard", shape, mean, std)
@@ -284,7 +286,6 @@ def fit_preprocessing(
             raise ValueError(f"zca_regularization must be >= 0, got {lam}")
         return _fit_zca(x, shape, float(lam))
     raise ValueError(f"unknown preprocessing method {method!r}; use 'standard' or 'zca'")
-
 
 
 def fit_dataset_preprocessing(
@@ -422,9 +423,7 @@ def _zca_moments(x: np.ndarray, d: int) -> _Moments:
     return _Moments(mu, sigma, cov, image_mean_sum / n, image_std_sum / n)
 
 
-def _zca_from_moments(
-    moments: _Moments, shape: tuple[int, int, int], lam: float
-) -> Preprocessing:
+def _zca_from_moments(moments: _Moments, shape: tuple[int, int, int], lam: float) -> Preprocessing:
     """The O(d^3) part of the fit: the eigendecomposition and the two d x d products."""
     cov = moments.cov
     d = len(cov)

@@ -10,13 +10,14 @@ import numpy as np
 
 from kipd.data._datasets import Dataset
 
-
 TEST_SUBSET_STREAMS = {"readings": (), "final": (1,)}
 """The random stream of each use of :func:`draw_test_subset`: the readings taken during
 training and the final evaluation draw independent subsets from the same seed."""
 
 
-def draw_test_subset(num_test: int, size: int | None, seed: int, purpose: str = "final") -> np.ndarray:
+def draw_test_subset(
+    num_test: int, size: int | None, seed: int, purpose: str = "final"
+) -> np.ndarray:
     """The test images a run or an analysis evaluates on: kipd's one test-subset policy.
 
     A uniformly random subset of ``size`` test indices without replacement, sorted,
@@ -44,7 +45,9 @@ def draw_test_subset(num_test: int, size: int | None, seed: int, purpose: str = 
     if purpose not in TEST_SUBSET_STREAMS:
         raise ValueError(f"purpose must be one of {sorted(TEST_SUBSET_STREAMS)}, got {purpose!r}")
     if size is not None and not (isinstance(size, (int, np.integer)) and size >= 1):
-        raise ValueError(f"test size must be an integer >= 1, got {size!r}: pass e.g. --test-size 2000")
+        raise ValueError(
+            f"test size must be an integer >= 1, got {size!r}: pass e.g. --test-size 2000"
+        )
     if size is None or size >= num_test:
         return np.arange(num_test, dtype=np.int64)
     rng = np.random.default_rng([seed, *TEST_SUBSET_STREAMS[purpose]])

@@ -7,17 +7,9 @@ evaluation are ``kipd.runs`` (moved there in kipd 0.5).
 """
 
 from kipd.compute import ComputeError
-from kipd.distill._kip import Kip
-from kipd.distill._kip import KipState
-from kipd.distill._kip import kip
-from kipd.distill._kip import sample_target_batch
-from kipd.distill._krr import LAMBDA0
-from kipd.distill._krr import accuracy
-from kipd.distill._krr import krr_loss
-from kipd.distill._krr import krr_predict
-from kipd.distill._krr import ridge
-from kipd.distill._label_solve import RCOND
-from kipd.distill._label_solve import label_solve
+from kipd.distill._kip import Kip, KipState, kip, sample_target_batch
+from kipd.distill._krr import LAMBDA0, accuracy, krr_loss, krr_predict, ridge
+from kipd.distill._label_solve import RCOND, label_solve
 
 __all__ = [
     "LAMBDA0",

@@ -13,7 +13,8 @@ devices or a Ray cluster, with the same result.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,8 @@ from kipd.compute import KernelSpec
 from kipd.distill._krr import LAMBDA0, accuracy, krr_loss
 
 KernelFn = Callable[[jax.Array, jax.Array], jax.Array]
-"""``kernel(x1, x2) -> K``: ``x1`` ``(n1, H, W, C)``, ``x2`` ``(n2, H, W, C)``, ``K`` ``(n1, n2)``."""
+"""``kernel(x1, x2) -> K``: ``x1`` ``(n1, H, W, C)``, ``x2`` ``(n2, H, W, C)``, ``K``
+``(n1, n2)``."""
 
 Augment = Callable[[jax.Array, jax.Array], jax.Array]
 """``augment(key, images) -> images``: a pure, jit-able map of a target batch."""
@@ -151,7 +153,9 @@ def kip(
         return new_state, metrics
 
     if executor is not None:
-        return Kip(init, _blocked_update(kernels, learned, prepare, finish, executor, block_size, lambda0))
+        return Kip(
+            init, _blocked_update(kernels, learned, prepare, finish, executor, block_size, lambda0)
+        )
 
     kernel_fns = [k.build() if isinstance(k, KernelSpec) else k for k in kernels]
 

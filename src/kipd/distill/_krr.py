@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+Matrix = jax.Array | np.ndarray
+"""A kernel matrix or label array: these functions take NumPy arrays as well as JAX ones."""
 
 LAMBDA0 = 1e-6
 """Default relative ridge ``lambda0`` of the paper (appendix A)."""
 
 
-def ridge(k_ss: jax.Array, lambda0: float = LAMBDA0) -> jax.Array:
+def ridge(k_ss: Matrix, lambda0: float = LAMBDA0) -> jax.Array:
     """The scale-adapted ridge ``lambda = lambda0 * tr(K_ss) / n_s``.
 
     Args:
@@ -31,9 +35,7 @@ def ridge(k_ss: jax.Array, lambda0: float = LAMBDA0) -> jax.Array:
     return lambda0 * jnp.trace(k_ss) / k_ss.shape[0]
 
 
-def krr_predict(
-    k_ts: jax.Array, k_ss: jax.Array, y_s: jax.Array, lambda0: float = LAMBDA0
-) -> jax.Array:
+def krr_predict(k_ts: Matrix, k_ss: Matrix, y_s: Matrix, lambda0: float = LAMBDA0) -> jax.Array:
     """KRR predictions ``K_ts (K_ss + lambda I)^-1 y_s`` for targets from a support set.
 
     Args:
@@ -52,14 +54,14 @@ def krr_predict(
              [-0.5,  0.5]], dtype=float32)
     """
     system = k_ss + ridge(k_ss, lambda0) * jnp.eye(k_ss.shape[0], dtype=k_ss.dtype)
-    return k_ts @ jax.scipy.linalg.solve(system, y_s, assume_a="pos")
+    return jnp.asarray(k_ts) @ jax.scipy.linalg.solve(system, y_s, assume_a="pos")
 
 
 def krr_loss(
-    k_ts: jax.Array,
-    k_ss: jax.Array,
-    y_s: jax.Array,
-    y_t: jax.Array,
+    k_ts: Matrix,
+    k_ss: Matrix,
+    y_s: Matrix,
+    y_t: Matrix,
     lambda0: float = LAMBDA0,
 ) -> tuple[jax.Array, jax.Array]:
     """The KIP loss of eq. (1), averaged: ``0.5 * mean((y_t - K_ts (K_ss + lambda I)^-1 y_s)^2)``.
@@ -84,7 +86,7 @@ def krr_loss(
     return 0.5 * jnp.mean((y_t - predictions) ** 2), predictions
 
 
-def accuracy(predictions: jax.Array, labels: jax.Array) -> jax.Array:
+def accuracy(predictions: Matrix, labels: Matrix) -> jax.Array:
     """Fraction of rows whose largest prediction is the true class.
 
     Args:

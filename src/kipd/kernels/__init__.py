@@ -9,23 +9,21 @@ NNGP. ``default_pairs_per_block`` and ``default_block_side`` are the one size po
 the pairs a kernel computes at once and of ``kipd.compute``'s blocks of images.
 """
 
-from kipd.kernels._architectures import ARCHITECTURES
-from kipd.kernels._architectures import architecture
-from kipd.kernels._features import feature_count
-from kipd.kernels._features import random_features
-from kipd.kernels._layers import Layer
-from kipd.kernels._layers import avg_pool
-from kipd.kernels._layers import conv
-from kipd.kernels._layers import dense
-from kipd.kernels._layers import flatten
-from kipd.kernels._layers import global_avg_pool
-from kipd.kernels._layers import normalization
-from kipd.kernels._layers import relu
-from kipd.kernels._layers import serial
-from kipd.kernels._make import IMPLEMENTATIONS
-from kipd.kernels._make import make
-from kipd.kernels._sizes import default_block_side
-from kipd.kernels._sizes import default_pairs_per_block
+from kipd.kernels._architectures import ARCHITECTURES, architecture
+from kipd.kernels._features import feature_count, random_features
+from kipd.kernels._layers import (
+    Layer,
+    avg_pool,
+    conv,
+    dense,
+    flatten,
+    global_avg_pool,
+    normalization,
+    relu,
+    serial,
+)
+from kipd.kernels._make import IMPLEMENTATIONS, make
+from kipd.kernels._sizes import default_block_side, default_pairs_per_block
 from kipd.kernels._state import KernelState
 
 __all__ = [

@@ -9,6 +9,7 @@ convolutions, 2x2 average pooling with stride 2.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from kipd.kernels._layers import (
     Layer,
@@ -61,8 +62,14 @@ def architecture(
     """
     return serial(
         *_layers(
-            name, width=width, W_std=W_std, b_std=b_std, parameterization=parameterization,
-            depth=depth, out_width=out_width, norm=norm,
+            name,
+            width=width,
+            W_std=W_std,
+            b_std=b_std,
+            parameterization=parameterization,
+            depth=depth,
+            out_width=out_width,
+            norm=norm,
         )
     )
 
@@ -87,12 +94,14 @@ def _layers(
             "finite network for kipd transfer only: it has no exact kernel)"
         )
     if depth is not None and name != "convnet":
-        raise ValueError(f"depth= applies to 'convnet' only; {name!r} carries its depth in the name")
+        raise ValueError(
+            f"depth= applies to 'convnet' only; {name!r} carries its depth in the name"
+        )
     if norm is not None and norm not in ("layer", "instance", "batch"):
         raise ValueError(f"norm must be None, 'layer', 'instance' or 'batch', got {norm!r}")
     if not (isinstance(out_width, int) and out_width >= 1):
         raise ValueError(f"out_width must be an integer >= 1, got {out_width!r}")
-    affine = dict(W_std=W_std, b_std=b_std, parameterization=parameterization)
+    affine: dict[str, Any] = dict(W_std=W_std, b_std=b_std, parameterization=parameterization)
     readout = dense(out_width, **affine)
 
     def group(layer: Layer) -> list[Layer]:
@@ -104,8 +113,14 @@ def _layers(
             raise ValueError("depth= applies to 'convnet' only; myrtle5 has a fixed depth")
         conv_group = lambda: group(conv(width, **affine))  # noqa: E731
         return [
-            *conv_group(), *conv_group(), avg_pool(), *conv_group(), avg_pool(), *conv_group(),
-            global_avg_pool(), readout,
+            *conv_group(),
+            *conv_group(),
+            avg_pool(),
+            *conv_group(),
+            avg_pool(),
+            *conv_group(),
+            global_avg_pool(),
+            readout,
         ]
     if name == "convnet":
         depth = 3 if depth is None else depth

@@ -11,7 +11,8 @@ computed once and applied later then runs only the backward pass, ``kipd.compute
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -17,7 +17,7 @@ measures both. This is RFAD's feature map (Loo et al., NeurIPS 2022).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,11 @@ FeatureFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def feature_count(
-    name: str, image_shape: tuple[int, ...], *, width: int, networks: int,
+    name: str,
+    image_shape: tuple[int, ...],
+    *,
+    width: int,
+    networks: int,
     depth: int | None = None,
 ) -> int:
     """``p``, the features per image of :func:`random_features` for ``image_shape``
@@ -77,7 +81,9 @@ def random_features(
     """
     for value, what in ((width, "width"), (networks, "networks")):
         if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{what} must be an integer >= 1, got {value!r}: e.g. --features 256:8")
+            raise ValueError(
+                f"{what} must be an integer >= 1, got {value!r}: e.g. --features 256:8"
+            )
     body = serial(*_layers(name, width=width, W_std=W_std, b_std=b_std, depth=depth)[:-1])
 
     def features(key: jax.Array, images: jax.Array) -> jax.Array:

@@ -16,7 +16,7 @@ variance that the diagonal pass recorded. So both passes use the same stage.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +50,7 @@ class Layer(NamedTuple):
 
 def _check_parameterization(parameterization: str) -> None:
     if parameterization not in ("ntk", "standard"):
-        raise ValueError(
-            f"parameterization must be 'ntk' or 'standard', got {parameterization!r}"
-        )
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
 
 
 def _affine_params(key, fan_in, weight_shape, bias_shape, W_std, b_std, parameterization):
@@ -142,9 +142,8 @@ def _box_filter_sums(cov: jax.Array, filter_shape: tuple[int, int]) -> jax.Array
         pad[axis] = (half, half)
         padded = jnp.pad(cov, pad)
         length = cov.shape[axis]
-        cov = sum(
-            jax.lax.slice_in_dim(padded, tap, tap + length, axis=axis) for tap in range(size)
-        )
+        taps = [jax.lax.slice_in_dim(padded, tap, tap + length, axis=axis) for tap in range(size)]
+        cov = functools.reduce(operator.add, taps)
     return cov / (filter_shape[0] * filter_shape[1])
 
 
@@ -166,13 +165,18 @@ def conv(
     _check_parameterization(parameterization)
     if any(size % 2 == 0 for size in filter_shape):
         raise ValueError(f"conv filter sizes must be odd for 'SAME' padding, got {filter_shape}")
-    filter_shape = tuple(filter_shape)
+    filter_shape = (filter_shape[0], filter_shape[1])
 
     def init(key, in_shape):
         height, width_in, channels = in_shape
         fan_in = filter_shape[0] * filter_shape[1] * channels
         params = _affine_params(
-            key, fan_in, (*filter_shape, channels, width), (width,), W_std, b_std,
+            key,
+            fan_in,
+            (*filter_shape, channels, width),
+            (width,),
+            W_std,
+            b_std,
             parameterization,
         )
         return (height, width_in, width), params
@@ -222,7 +226,7 @@ def _pool_axis(cov: jax.Array, axis: int, coarse_radius: int) -> jax.Array:
     offset_axis = axis - 2
     coarse_len = cov.shape[axis] // 2
     num_offsets = 2 * coarse_radius + 1
-    total = 0.0
+    total: Any = 0.0  # a Python zero, then the sum of the four slices
     for a in (0, 1):
         positions = jax.lax.slice_in_dim(cov, a, a + 2 * coarse_len - 1, stride=2, axis=axis)
         for b in (0, 1):
@@ -380,11 +384,11 @@ def input_state(
         raise ValueError("the network's first layer needs a flat input; kernels take NHWC images")
     diagonal = x2 is None
     x1_channels = jnp.moveaxis(x1, -1, 1)  # (n1, C, H, W)
-    x2_channels = x1_channels if diagonal else jnp.moveaxis(x2, -1, 1)
+    x2_channels = x1_channels if x2 is None else jnp.moveaxis(x2, -1, 1)
     here = x1_channels[:, :, None, None] if diagonal else x1_channels[:, None, :, None, None]
     # A sum of per-channel products (C is 1 or 3 for images) fuses into one pass that
     # writes the band; an einsum here becomes H*W tiny batched matmuls, 3-7x slower.
-    nngp = 0.0
+    nngp: Any = 0.0  # a Python zero, then the sum of the per-channel products
     for channel in range(x1.shape[-1]):
         there = shift_band(x2_channels[:, channel], in_band, 0.0)  # (n2, Dh, Dw, H, W)
         nngp = nngp + here[..., channel, :, :, :, :] * (there if diagonal else there[None])
@@ -438,7 +442,9 @@ def normalization(kind: str, *, epsilon: float = 1e-5) -> Layer:
 
     def init(key, in_shape):
         if kind == "instance" and len(in_shape) != 3:
-            raise ValueError("instance norm needs spatial (H, W, C) inputs; use layer or batch norm")
+            raise ValueError(
+                "instance norm needs spatial (H, W, C) inputs; use layer or batch norm"
+            )
         channels = in_shape[-1]
         return in_shape, (jnp.ones((channels,)), jnp.zeros((channels,)))
 

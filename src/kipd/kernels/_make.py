@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ def _check_images(x: jax.Array, argname: str) -> None:
 IMPLEMENTATIONS = ("auto", "xla", "cpu", "pallas")
 """Full-resolution stage implementations: the XLA layer maps, the fused C++ kernel for CPUs,
 the fused Pallas kernel for GPUs, or ``auto`` (the fastest available on the backend)."""
+
 
 def make(
     name: str,
@@ -108,6 +109,7 @@ def make(
         )
     layers = _layers(name, W_std=W_std, b_std=b_std, depth=depth)
     in_band = serial(*layers).band(None)
+    assert in_band is not None  # every architecture starts from images: a spatial band
     relus = stage_relus(layers)
 
     def stage_for(images: jax.Array) -> FusedStage | None:
@@ -123,7 +125,10 @@ def make(
         if in_band[0] != in_band[1]:
             raise ValueError(f"the fused kernels take a square band, got radius {in_band}")
         return FUSED_STAGES[chosen](
-            radius=in_band[0], num_relus=relus, W_std=W_std, b_std=b_std,
+            radius=in_band[0],
+            num_relus=relus,
+            W_std=W_std,
+            b_std=b_std,
             pool=pool_follows_stage(layers),
         )
 
@@ -141,7 +146,9 @@ def make(
             chunk = pairs_per_block
         elif remat:
             chunk = default_pairs_per_block(
-                in_band, x1.shape[1:], fused=stage is not None,
+                in_band,
+                x1.shape[1:],
+                fused=stage is not None,
                 pooled=stage is not None and stage.pools,
             )
         else:
@@ -196,7 +203,7 @@ def _calibrate(architecture, image_shape, candidates) -> str:
     name, W_std, b_std, depth = architecture
     rng = np.random.default_rng(0)
     images = rng.standard_normal((2, 16, *image_shape), dtype=np.float32)
-    seconds = {}
+    seconds: dict[str, float] = {}
     # A kernel traced inside another jit calls this while tracing: evaluate eagerly.
     with jax.ensure_compile_time_eval():
         for implementation in candidates:
@@ -205,10 +212,10 @@ def _calibrate(architecture, image_shape, candidates) -> str:
                     name, W_std=W_std, b_std=b_std, depth=depth, implementation=implementation
                 )
                 x1, x2 = jnp.asarray(images[0]), jnp.asarray(images[1])
-                kernel(x1, x2).block_until_ready()
+                jax.block_until_ready(kernel(x1, x2))
                 start = time.perf_counter()
-                kernel(x1, x2).block_until_ready()
+                jax.block_until_ready(kernel(x1, x2))
                 seconds[implementation] = time.perf_counter() - start
             except Exception:  # noqa: BLE001 - a path that fails here is simply not chosen
                 continue
-    return min(seconds, key=seconds.get) if seconds else "xla"
+    return min(seconds, key=seconds.__getitem__) if seconds else "xla"

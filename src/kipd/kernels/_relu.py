@@ -40,10 +40,8 @@ def _pi_minus_arccos(c: jax.Array) -> jax.Array:
     z = jnp.where(near_one, 0.5 * (1.0 - magnitude), magnitude * magnitude)
     s = jnp.where(near_one, jnp.sqrt(z), magnitude)
     poly = (
-        (((4.2163199048e-2 * z + 2.4181311049e-2) * z + 4.5470025998e-2) * z + 7.4953002686e-2)
-        * z
-        + 1.6666752422e-1
-    )
+        ((4.2163199048e-2 * z + 2.4181311049e-2) * z + 4.5470025998e-2) * z + 7.4953002686e-2
+    ) * z + 1.6666752422e-1
     arcsin_s = s + s * z * poly
     arccos_magnitude = jnp.where(near_one, 2.0 * arcsin_s, math.pi / 2 - arcsin_s)
     return jnp.where(c < 0, arccos_magnitude, math.pi - arccos_magnitude)
@@ -105,6 +103,7 @@ arccos_maps.defvjp(_arccos_maps_fwd, _arccos_maps_bwd)
 def relu_maps(state: KernelState) -> KernelState:
     """Map the covariances of ``state`` through a ReLU; see the module docstring."""
     flat = state.is_flat
+    rest2: tuple[jax.Array, ...]  # empty for a diagonal pass
     if state.diagonal:
         r_h, r_w = (0, 0) if flat else state.radius
         variance = state.nngp if flat else state.nngp[:, r_h, r_w]

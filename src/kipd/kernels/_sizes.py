@@ -64,9 +64,8 @@ def default_pairs_per_block(
         entries = _CHUNK_ENTRIES["gpu"]
     if fused and pooled:
         height, width = image_shape[:2]
-        per_pair = band_entries(
-            tuple(pooled_radius(r) for r in in_band), (height // 2, width // 2)
-        )
+        pooled_band = (pooled_radius(in_band[0]), pooled_radius(in_band[1]))
+        per_pair = band_entries(pooled_band, (height // 2, width // 2))
     else:
         per_pair = band_entries(in_band, image_shape)
     pairs = max(1, entries // per_pair)

@@ -55,7 +55,7 @@ class KernelState:
     var2: tuple[jax.Array, ...]
     diagonal: bool
 
-    def replace(self, **fields) -> "KernelState":
+    def replace(self, **fields) -> KernelState:
         """A copy with the given fields changed (the state is immutable)."""
         return dataclasses.replace(self, **fields)
 

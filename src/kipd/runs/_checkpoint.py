@@ -129,12 +129,13 @@ def load_checkpoint(path: Path, template: Any) -> Any:
     """
     arrays = files.read_npz(path)
     names = named_leaves(template)
+    stored: list[np.ndarray | None]
     if _LEGACY_COUNT in arrays:
         stored = [arrays[f"leaf_{i:04d}"] for i in range(int(arrays[_LEGACY_COUNT]))]
     else:
         stored = [arrays.get(name) for name in names]
     expected = [(np.shape(a), np.asarray(a).dtype) for a in names.values()]
-    if any(a is None for a in stored) or [(a.shape, a.dtype) for a in stored] != expected:
+    if [None if a is None else (a.shape, a.dtype) for a in stored] != expected:
         raise ValueError(
             f"checkpoint {path} does not match this run's state (other leaves, shapes or "
             "dtypes); it belongs to another run or configuration"

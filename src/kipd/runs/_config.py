@@ -372,10 +372,11 @@ def config_differences(saved: _Common, requested: _Common) -> list[str]:
         return [f"algorithm: {saved.ALGORITHM} -> {requested.ALGORITHM}"]
     # A decaying learning rate reaches 0 at ``steps``: more steps would change every
     # step's rate, so such a run is continued only to its own end.
-    fixed_steps = getattr(saved, "lr_schedule", "constant") != "constant"
+    schedule = getattr(saved, "lr_schedule", "constant")
+    fixed_steps = schedule != "constant"
     return [
         f"{field.name}: {getattr(saved, field.name)!r} -> {getattr(requested, field.name)!r}"
-        + (f" ({saved.lr_schedule} learning rate)" if field.name == "steps" else "")
+        + (f" ({schedule} learning rate)" if field.name == "steps" else "")
         for field in dataclasses.fields(saved)
         if (field.name not in RESUMABLE_CHANGES or (field.name == "steps" and fixed_steps))
         and getattr(saved, field.name) != getattr(requested, field.name)

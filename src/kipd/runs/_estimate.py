@@ -191,8 +191,10 @@ def plan_kip(
     step_n = float(np.mean([e.step_seconds(workers) for _, e, _ in kernels]))
     pair_seconds = kernels[0][2]  # evaluations use the first kernel
     readings = config.steps // config.eval_every + 1
-    eval_seconds = pair_seconds * support_size * (
-        readings * (config.eval_size + support_size) + 2 * (test_size + support_size)
+    eval_seconds = (
+        pair_seconds
+        * support_size
+        * (readings * (config.eval_size + support_size) + 2 * (test_size + support_size))
     )
     run_1 = config.steps * step_1 + eval_seconds
     run_n = config.steps * step_n + eval_seconds / workers
@@ -206,7 +208,8 @@ def plan_kip(
         )
     if run_n > compute.DAY_SECONDS:
         warnings.append(
-            f"the run will take about {run_n / compute.DAY_SECONDS:.1f} days on {workers} worker(s): fewer "
+            f"the run will take about {run_n / compute.DAY_SECONDS:.1f} days on {workers} "
+            "worker(s): fewer "
             "--steps, a smaller --target-batch-size, more workers (--executor ray), or a GPU"
         )
     return {
@@ -257,7 +260,8 @@ def plan_run(
     times include the predicted ZCA fit (``zca_fit_seconds``; 0 without ZCA).
 
     Example:
-      >>> plan_run(KipConfig(kernels=("convnet",), target_batch_size=100))["step_seconds"]  # doctest: +SKIP
+      >>> config = KipConfig(kernels=("convnet",), target_batch_size=100)
+      >>> plan_run(config)["step_seconds"]  # doctest: +SKIP
     """
     dataset = load_dataset(config, log)
     config = config.resolve(dataset)
@@ -314,7 +318,9 @@ def kip_estimate(
     ]
     steps = max(0, config.steps - from_step)
     pass_entries = config.step_kernel_entries(num_classes) // 2  # the forward, then the VJP
-    step_seconds = float(np.mean([pass_entries * (c.forward_seconds + c.vjp_seconds) for c in costs]))
+    step_seconds = float(
+        np.mean([pass_entries * (c.forward_seconds + c.vjp_seconds) for c in costs])
+    )
     readings = steps // config.eval_every + (from_step == 0)
     eval_entries = readings * (config.eval_size + support) * support
     eval_entries += (2 + config.keep_best) * (num_test + support) * support
@@ -353,6 +359,7 @@ def label_solve_estimate(
       log: where to say that a kernel is being timed.
     """
     support = config.images_per_class * num_classes  # the class-balanced support
+    assert config.target_size is not None  # a resolved config
     remaining = config.target_size - done_targets
     done = f", {done_targets} of them done" if done_targets else ""
     return compute.kernel_estimate(

@@ -78,8 +78,7 @@ def _announce(
     against the budget."""
     n_s, num_test = len(resolved.distilled.images), len(resolved.test_indices)
     estimate = compute.kernel_estimate(
-        f"KRR of {sets} x {n_s} support images on {num_test} test images "
-        f"({resolved.kernel})",
+        f"KRR of {sets} x {n_s} support images on {num_test} test images ({resolved.kernel})",
         compute.KernelSpec(resolved.kernel),
         resolved.dataset.image_shape,
         n_s,

@@ -56,8 +56,7 @@ _FIELDS = {
     "preprocessing.eigenvalues": "zca: (d,) eigenvalues of the standardized feature covariance",
     "preprocessing.regularization": "zca: the regularization strength lambda",
     "preprocessing.image_mean": "zca: train average of the per-image means (for the inverse)",
-    "preprocessing.image_std": "zca: train average of the per-image deviations (for the "
-    "inverse)",
+    "preprocessing.image_std": "zca: train average of the per-image deviations (for the inverse)",
 }
 
 

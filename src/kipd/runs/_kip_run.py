@@ -76,6 +76,7 @@ def _kip_algorithm(
 ) -> tuple[Kip, tuple[jax.Array, jax.Array]]:
     """Stage: the KIP ``(init, update)`` pair and its targets (pixels when augmenting:
     augmentations act on pixels, and targets are preprocessed after, inside the step)."""
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None
     if config.augment > 0:
         targets = jnp.asarray(dataset.x_train)
 
@@ -148,8 +149,10 @@ def _train(
             step = int(new_state.step)
             if not bool(metrics["finite"]):
                 raise DistillError(
-                    f"the KIP loss or support set became {float(metrics['loss'])} at step {step}: the "
-                    f"run stopped, and its last good state is {_rundir.last_good_state(out)}. Start a "
+                    f"the KIP loss or support set became {float(metrics['loss'])} at step {step}: "
+                    "the "
+                    f"run stopped, and its last good state is {_rundir.last_good_state(out)}. "
+                    "Start a "
                     f"new run with a lower --lr (this one used {config.lr})."
                 )
             state = new_state
@@ -344,7 +347,7 @@ def run_kip(
                 lambda: {"step": 0, "test_accuracy": read_accuracy(init["images"], init["labels"])},
             )
         algo, targets = _kip_algorithm(config, dataset, begun.preprocessing, running)
-        template = algo.init(init["images"], init["labels"], kip_key)
+        template = algo.init(jnp.asarray(init["images"]), jnp.asarray(init["labels"]), kip_key)
         state = _resume.restored_state(out, template, config.steps)
         previous = _resume.kept_end(out, len(final)).summary  # None: not finished, or rebuilt
         if previous is not None and int(state.step) == config.steps:

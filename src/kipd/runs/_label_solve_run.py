@@ -57,6 +57,7 @@ def _draw_targets(
     key: jax.Array,
 ) -> _Targets:
     """``config.target_size`` train images drawn without replacement, in index order."""
+    assert config.target_size is not None  # a resolved config
     drawn = jax.random.choice(key, len(dataset.x_train), (config.target_size,), replace=False)
     return _Targets(dataset, preprocessing, np.sort(np.asarray(drawn)))
 
@@ -160,7 +161,8 @@ def run_label_solve(
       ValueError: bad options or dataset.
 
     Example:
-      >>> run_label_solve(LabelSolveConfig(kernel="fc1"), "runs/ls")["test_accuracy"]  # doctest: +SKIP
+      >>> config = LabelSolveConfig(kernel="fc1")
+      >>> run_label_solve(config, "runs/ls")["test_accuracy"]  # doctest: +SKIP
 
     Paper: eq. (2), §3.1.
     """

@@ -47,7 +47,9 @@ _RGB = {"svhn", "cifar10", "cifar100"}
 _PAPER_MIN_STEPS = 1000
 
 
-def paper_settings(algorithm: str, dataset: str, images_per_class: int, augment: float = 0.0) -> dict[str, Any]:
+def paper_settings(
+    algorithm: str, dataset: str, images_per_class: int, augment: float = 0.0
+) -> dict[str, Any]:
     """The paper's settings (Table 1, appendix A) for a dataset and support size.
 
     Args:
@@ -63,8 +65,10 @@ def paper_settings(algorithm: str, dataset: str, images_per_class: int, augment:
       ValueError: a dataset or support size Table 1 does not have.
 
     Example:
-      >>> paper_settings("kip", "cifar10", 10)["lr"], paper_settings("kip", "svhn", 1)["zca_regularization"]
-      (0.04, 0.1)
+      >>> paper_settings("kip", "cifar10", 10)["lr"]
+      0.04
+      >>> paper_settings("kip", "svhn", 1)["zca_regularization"]
+      0.1
     """
     name = data.builtin_name(dataset) if isinstance(dataset, str) else None
     rows = sorted({d for d, _ in PAPER_TABLE_1})
@@ -106,7 +110,7 @@ def paper_settings(algorithm: str, dataset: str, images_per_class: int, augment:
 
 
 def preset_config(
-    config_class: type, preset: str, **given: Any
+    config_class: type[KipConfig] | type[LabelSolveConfig], preset: str, **given: Any
 ) -> KipConfig | LabelSolveConfig:
     """A config of ``preset`` with the options ``given`` explicitly on top.
 
@@ -129,7 +133,11 @@ def preset_config(
     augment = given.get("augment", fields.get("augment", 0.0))
     settings = paper_settings(config_class.ALGORITHM, dataset, per_class, augment)
     overrides = tuple(
-        sorted(k for k, v in given.items() if k in settings and k not in ("dataset", "images_per_class"))
+        sorted(
+            k
+            for k, v in given.items()
+            if k in settings and k not in ("dataset", "images_per_class")
+        )
     )
     return config_class(**{**settings, **given, "preset": preset, "preset_overrides": overrides})
 
@@ -145,7 +153,7 @@ def paper_figure(config: KipConfig | LabelSolveConfig) -> tuple[float, float | N
       ((64.7, 0.2), None)
     """
     name = data.builtin_name(config.dataset) if isinstance(config.dataset, str) else None
-    row = PAPER_TABLE_1.get((name, config.images_per_class))
+    row = None if name is None else PAPER_TABLE_1.get((name, config.images_per_class))
     if row is None:
         return None
     if isinstance(config, LabelSolveConfig):

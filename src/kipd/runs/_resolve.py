@@ -111,6 +111,7 @@ def resolve(
     if config is not None:
         dataset = dataset or config.dataset
         data_dir = config.data_dir if data_dir is None else data_dir
+    assert dataset is not None  # given, or the config's (checked above)
     ds = data.load(dataset, data_dir=data_dir)
     images, labels = distilled.images, distilled.labels
     if images.shape[1:] != ds.image_shape or labels.shape[1] != ds.num_classes:
@@ -122,7 +123,11 @@ def resolve(
     note = None
     if distilled.preprocessing is None and config is None:
         preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
-        reg = "" if preprocessing.regularization is None else f", regularization {preprocessing.regularization:g}"
+        reg = (
+            ""
+            if preprocessing.regularization is None
+            else f", regularization {preprocessing.regularization:g}"
+        )
         note = (
             f"{name} does not record its preprocessing: assumed {preprocessing.method}{reg} "
             f"fitted on the {ds.name} train set"
@@ -136,6 +141,7 @@ def resolve(
     elif distilled.preprocessing is None:
         # A run's distilled.npz away from its preprocessing.npz: the fit is deterministic,
         # so the run's own options give its preprocessing again.
+        assert config is not None  # the branch above took the sets without a config
         preprocessing = data.fit_dataset_preprocessing(ds, config.zca, config.zca_regularization)
     else:
         preprocessing = distilled.preprocessing
@@ -144,6 +150,7 @@ def resolve(
     elif distilled.test_indices is not None:
         test_indices = distilled.test_indices
     else:  # a distilled.npz, or a run of kipd 0.1: the policy that drew them
+        assert config is not None  # same_dataset needs one
         test_indices = test_subsets(config, len(ds.y_test))["final"]
     return Resolved(
         distilled=distilled,
@@ -154,4 +161,3 @@ def resolve(
         lambda0=LAMBDA0 if config is None else config.lambda0,
         note=note,
     )
-

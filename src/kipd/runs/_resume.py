@@ -63,7 +63,9 @@ def check_resumable_folder(out: str | os.PathLike) -> None:
 
 
 def resume_config(
-    run_dir: str | os.PathLike, config_class: type[_Config] = KipConfig, **changes: Any
+    run_dir: str | os.PathLike,
+    config_class: type[_Config] = KipConfig,  # type: ignore[assignment]  # mypy#3737
+    **changes: Any,
 ) -> _Config:
     """The config of the run in ``run_dir`` with ``changes`` applied, to resume it.
 
@@ -85,8 +87,7 @@ def resume_config(
     saved = _rundir.load_config(run_dir)
     if not isinstance(saved, config_class):
         raise DistillError(
-            f"{run_dir} is a {saved.ALGORITHM} run: resume it with "
-            f"{resume_command(run_dir, saved)}"
+            f"{run_dir} is a {saved.ALGORITHM} run: resume it with {resume_command(run_dir, saved)}"
         )
     return dataclasses.replace(saved, **changes)
 

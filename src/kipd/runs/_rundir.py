@@ -274,7 +274,9 @@ def write_test_subsets(folder: Path, test_subsets: Mapping[str, np.ndarray]) -> 
     files.write_npz(folder / TEST_SUBSET_FILE, test_subsets)
 
 
-def test_subsets(config: Config, num_test: int, run_dir: Path | None = None) -> dict[str, np.ndarray]:
+def test_subsets(
+    config: Config, num_test: int, run_dir: Path | None = None
+) -> dict[str, np.ndarray]:
     """The test indices a run with ``config`` evaluates on: ``final`` (its summary) and,
     for KIP, ``readings`` (during training).
 
@@ -354,7 +356,9 @@ def read_kernel_rows(run_dir: Path) -> dict[int, np.ndarray]:
         try:
             chunks[int(path.stem.removeprefix("rows_"))] = files.read_npz(path)["rows"]
         except (files.DamagedFileError, KeyError) as err:
-            warnings.warn(f"{path} cannot be read ({err}); its rows are computed again", stacklevel=2)
+            warnings.warn(
+                f"{path} cannot be read ({err}); its rows are computed again", stacklevel=2
+            )
     return chunks
 
 
@@ -652,7 +656,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     if found is None:
         return run
     step, (images, labels) = found
-    return run._replace(images=images.astype(np.float32), labels=labels.astype(np.float32), step=step)
+    return run._replace(
+        images=images.astype(np.float32), labels=labels.astype(np.float32), step=step
+    )
 
 
 class Distilled(NamedTuple):
@@ -787,7 +793,8 @@ def load_distilled(path: str | os.PathLike) -> Distilled:
         or len(images) != len(labels)
     ):
         raise DistillError(
-            f"{path} is not a distilled set: it needs 'images' (n, H, W, C) and 'labels' (n, classes); "
+            f"{path} is not a distilled set: it needs 'images' (n, H, W, C) and 'labels' (n, "
+            "classes); "
             f"found {', '.join(f'{k} {v.shape}' for k, v in arrays.items()) or 'nothing'}"
         )
     has_config = "config" in arrays

@@ -7,29 +7,31 @@ critical learning rate of the empirical NTK) and L2 strengths, chooses the setti
 early-stopping step on the validation split, and reports its test accuracy.
 ``standard_protocol`` is the field's shared recipe instead (DC-bench: ConvNet-3, DSA, fixed
 SGD schedule, mean +- std over network seeds, against a random subset of the same size);
-``transfer_run`` runs either on a distilled set on disk.
+``transfer_run`` runs either on a distilled set on disk, with the options of
+``TransferOptions`` (the flags of ``kipd transfer``).
 """
 
-from kipd.transfer._ntk import critical_learning_rate
-from kipd.transfer._ntk import empirical_ntk
-from kipd.transfer._standard import EPOCHS
-from kipd.transfer._standard import NETWORK_SEEDS
-from kipd.transfer._standard import StandardResult
-from kipd.transfer._standard import standard_network
-from kipd.transfer._standard import standard_protocol
-from kipd.transfer._train import L2_STRENGTHS
-from kipd.transfer._train import LR_FACTORS
-from kipd.transfer._train import GridResult
-from kipd.transfer._train import GridRow
-from kipd.transfer._train import TrainState
-from kipd.transfer._train import network
-from kipd.transfer._train import objective
-from kipd.transfer._train import optimizer
-from kipd.transfer._train import train
-from kipd.transfer._transfer import PROTOCOLS
-from kipd.transfer._transfer import TransferResult
-from kipd.transfer._transfer import transfer
-from kipd.transfer._transfer import transfer_run
+from kipd.transfer._ntk import critical_learning_rate, empirical_ntk
+from kipd.transfer._options import TransferOptions
+from kipd.transfer._standard import (
+    EPOCHS,
+    NETWORK_SEEDS,
+    StandardResult,
+    standard_network,
+    standard_protocol,
+)
+from kipd.transfer._train import (
+    L2_STRENGTHS,
+    LR_FACTORS,
+    GridResult,
+    GridRow,
+    TrainState,
+    network,
+    objective,
+    optimizer,
+    train,
+)
+from kipd.transfer._transfer import PROTOCOLS, TransferResult, transfer, transfer_run
 
 __all__ = [
     "EPOCHS",
@@ -41,6 +43,7 @@ __all__ = [
     "GridRow",
     "StandardResult",
     "TrainState",
+    "TransferOptions",
     "TransferResult",
     "critical_learning_rate",
     "empirical_ntk",

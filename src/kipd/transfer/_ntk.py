@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +40,7 @@ def empirical_ntk(
     """
     num_outputs = jax.eval_shape(apply, params, x1[:1]).shape[-1]
     total = 0.0
-    for output in range(
-        num_outputs
-    ):  # one output at a time bounds the Jacobian's memory
+    for output in range(num_outputs):  # one output at a time bounds the Jacobian's memory
         total = total + _one_output_ntk(
             apply, x2 is None, params, x1, x1 if x2 is None else x2, output
         )

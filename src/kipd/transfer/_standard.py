@@ -56,7 +56,12 @@ def standard_network(image_shape: Sequence[int], num_classes: int, width: int = 
       (10,)
     """
     depth = 4 if min(image_shape[:2]) >= 64 else 3
-    block = [conv(width, parameterization="standard"), normalization("instance"), relu(), avg_pool()]
+    block = [
+        conv(width, parameterization="standard"),
+        normalization("instance"),
+        relu(),
+        avg_pool(),
+    ]
     return serial(*(block * depth), flatten(), dense(num_classes, parameterization="standard"))
 
 
@@ -78,10 +83,12 @@ def _schedule(steps: int) -> optax.Schedule:
     return optax.piecewise_constant_schedule(LEARNING_RATE, {steps // 2: 0.1})
 
 
-def _trainer(net: Layer, n: int, steps: int, steps_per_epoch: int, loss: str) -> Callable:
-    """The compiled training step: ``(params, opt_state, key, x, y, step) -> (params,
-    opt_state)``; each epoch visits the set once in a random order, in batches of up to
-    :data:`BATCH_SIZE`, and every batch is augmented by DSA."""
+def _trainer(
+    net: Layer, n: int, steps: int, steps_per_epoch: int, loss: str
+) -> tuple[Callable, optax.GradientTransformation]:
+    """The compiled training step ``(params, opt_state, key, x, y, step) -> (params,
+    opt_state)`` and its optimizer; each epoch visits the set once in a random order, in
+    batches of up to :data:`BATCH_SIZE`, and every batch is augmented by DSA."""
     opt = optax.sgd(_schedule(steps), momentum=MOMENTUM)
     batch = min(n, BATCH_SIZE)
 
@@ -89,7 +96,9 @@ def _trainer(net: Layer, n: int, steps: int, steps_per_epoch: int, loss: str) ->
     def step(params, opt_state, key, x, y, index):
         epoch, position = index // steps_per_epoch, index % steps_per_epoch
         order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-        chosen = jax.lax.dynamic_slice_in_dim(jnp.concatenate([order, order]), position * batch, batch)
+        chosen = jax.lax.dynamic_slice_in_dim(
+            jnp.concatenate([order, order]), position * batch, batch
+        )
         images = data.dsa(jax.random.fold_in(jax.random.fold_in(key, 1 << 20), index), x[chosen])
         grads, _ = jax.grad(
             lambda p: objective(net.apply, p, images, y[chosen], WEIGHT_DECAY, loss), has_aux=True
@@ -140,8 +149,10 @@ def standard_protocol(
       ValueError: bad options or shapes.
     """
     if not (isinstance(network_seeds, int) and network_seeds >= 1):
-        raise ValueError(f"network seeds must be an integer >= 1, got {network_seeds!r}: pass "
-                         "e.g. --network-seeds 5")
+        raise ValueError(
+            f"network seeds must be an integer >= 1, got {network_seeds!r}: pass "
+            "e.g. --network-seeds 5"
+        )
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     image_shape = tuple(np.shape(test_images)[1:])
@@ -167,8 +178,9 @@ def standard_protocol(
         estimate = _estimate(net, prepared, test_images, test_labels, network_seeds, image_shape)
         estimate.announce(log, budget_seconds, "fewer --network-seeds, or fewer --epochs")
     results = {}
-    bar = tqdm.tqdm(total=len(sets) * network_seeds, desc="networks", disable=not progress,
-                    leave=False)
+    bar = tqdm.tqdm(
+        total=len(sets) * network_seeds, desc="networks", disable=not progress, leave=False
+    )
     for name, (x, y, (step, opt), steps) in prepared.items():
         scores = []
         for seed in range(network_seeds):

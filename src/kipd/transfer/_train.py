@@ -19,7 +19,8 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,9 +41,7 @@ MOMENTUM = 0.9
 FULL_BATCH_MAX = 100
 
 
-def network(
-    arch: str, num_classes: int, *, width: int = 128, norm: str | None = None
-) -> Layer:
+def network(arch: str, num_classes: int, *, width: int = 128, norm: str | None = None) -> Layer:
     """The finite network of transfer: a named architecture in standard parameterization.
 
     Args:
@@ -58,9 +57,7 @@ def network(
     if not (isinstance(width, int) and width >= 1):
         raise ValueError(f"width must be an integer >= 1, got {width!r}")
     if norm not in NORMS:
-        raise ValueError(
-            f"norm must be one of none, layer, instance, batch; got {norm!r}"
-        )
+        raise ValueError(f"norm must be one of none, layer, instance, batch; got {norm!r}")
     return kipd.kernels.architecture(
         arch, width=width, parameterization="standard", out_width=num_classes, norm=norm
     )
@@ -105,13 +102,9 @@ class GridResult:
     critical_learning_rate: float
 
 
-def optimizer(
-    learning_rate: float | jax.Array, steps: int
-) -> optax.GradientTransformation:
+def optimizer(learning_rate: float | jax.Array, steps: int) -> optax.GradientTransformation:
     """SGD, momentum 0.9, learning rate decayed from ``learning_rate`` to 0 by a cosine."""
-    return optax.sgd(
-        optax.cosine_decay_schedule(learning_rate, steps), momentum=MOMENTUM
-    )
+    return optax.sgd(optax.cosine_decay_schedule(learning_rate, steps), momentum=MOMENTUM)
 
 
 def objective(
@@ -152,16 +145,12 @@ def train_targets(labels: np.ndarray, num_classes: int, loss: str) -> np.ndarray
     return (labels.argmax(-1) if labels.ndim == 2 else labels).astype(np.int32)
 
 
-def _check_grid(
-    name: str, values: Sequence[float], positive: bool
-) -> tuple[float, ...]:
+def _check_grid(name: str, values: Sequence[float], positive: bool) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     bad = [v for v in values if not math.isfinite(v) or (v <= 0 if positive else v < 0)]
     if not values or bad:
         need = "positive" if positive else "non-negative"
-        raise ValueError(
-            f"{name} must be a non-empty list of {need} numbers, got {values}"
-        )
+        raise ValueError(f"{name} must be a non-empty list of {need} numbers, got {values}")
     return values
 
 
@@ -183,7 +172,10 @@ def accuracies(
     predict = _predict(apply)
     correct = np.zeros(len(params), np.int64)
     for start in range(0, len(x), batch_size):
-        xb, yb = jnp.asarray(x[start : start + batch_size]), np.asarray(y[start : start + batch_size])
+        xb, yb = (
+            jnp.asarray(x[start : start + batch_size]),
+            np.asarray(y[start : start + batch_size]),
+        )
         for i, p in enumerate(params):
             correct[i] += int((np.asarray(predict(p, xb)).argmax(-1) == yb).sum())
     return correct / len(x)
@@ -263,11 +255,7 @@ def train(
     eval_every = max(1, steps // 50) if eval_every is None else eval_every
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
-    batch_size = (
-        min(n, FULL_BATCH_MAX)
-        if batch_size is None
-        else batch_size
-    )
+    batch_size = min(n, FULL_BATCH_MAX) if batch_size is None else batch_size
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
 
@@ -286,10 +274,27 @@ def train(
 
     step = _step_function(net.apply, loss, steps, n, batch_size)
     if log is not None or budget_seconds is not None:
-        estimate = _estimate(step, net.apply, states[0], lrs[0], l2s[0], x, targets, batch_key,
-                             x_val, y_val, steps, eval_every, settings)
-        estimate.announce(log, budget_seconds, "fewer --steps, fewer --lr-factors or --l2 values, a "
-                       "smaller --width or --validation-size")
+        estimate = _estimate(
+            step,
+            net.apply,
+            states[0],
+            lrs[0],
+            l2s[0],
+            x,
+            targets,
+            batch_key,
+            x_val,
+            y_val,
+            steps,
+            eval_every,
+            settings,
+        )
+        estimate.announce(
+            log,
+            budget_seconds,
+            "fewer --steps, fewer --lr-factors or --l2 values, a "
+            "smaller --width or --validation-size",
+        )
     best_params = [params] * settings
     best_acc = np.full(settings, -1.0)
     best_step = np.zeros(settings, np.int64)
@@ -336,8 +341,9 @@ def train(
     return GridResult(best_params[chosen], rows[chosen], rows, eta)
 
 
-def _estimate(step, apply, state, lr, l2, x, targets, batch_key, x_val, y_val, steps,
-              eval_every, settings) -> compute.Estimate:
+def _estimate(
+    step, apply, state, lr, l2, x, targets, batch_key, x_val, y_val, steps, eval_every, settings
+) -> compute.Estimate:
     """The grid's cost from a few timed steps and one validation reading (compiled first;
     the compiled functions are those the grid then uses)."""
 
@@ -363,9 +369,7 @@ def _estimate(step, apply, state, lr, l2, x, targets, batch_key, x_val, y_val, s
     )
 
 
-def _step_function(
-    apply: Callable, loss: str, steps: int, n: int, batch_size: int
-) -> Callable:
+def _step_function(apply: Callable, loss: str, steps: int, n: int, batch_size: int) -> Callable:
     """One compiled SGD step of one setting: ``(state, bad, lr, l2, x, targets, batch_key,
     index) -> (state, bad | loss not finite)``; step ``index`` draws its batch from
     ``fold_in(batch_key, index)`` unless the batch is the whole support set."""
@@ -381,9 +385,9 @@ def _step_function(
             )
             xb, yb = x[idx], targets[idx]
         opt = optimizer(lr, steps)
-        grads, value = jax.grad(
-            lambda p: objective(apply, p, xb, yb, l2, loss), has_aux=True
-        )(state.params)
+        grads, value = jax.grad(lambda p: objective(apply, p, xb, yb, l2, loss), has_aux=True)(
+            state.params
+        )
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state), bad | ~jnp.isfinite(value)

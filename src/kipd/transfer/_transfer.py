@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,7 +28,8 @@ class TransferResult:
 
     Attributes:
       test_accuracy: test accuracy of the chosen setting at its early-stopping step.
-      validation_accuracy: that setting's best validation accuracy (what chose it).
+      validation_accuracy: that setting's best validation accuracy (what chose it);
+        ``None`` if every setting diverged.
       lr_factor, l2, learning_rate, step: the chosen setting (``learning_rate`` is
         ``lr_factor * critical_learning_rate``; ``step`` the early-stopping step).
       critical_learning_rate: ``eta_critical`` of the initial network.
@@ -36,7 +38,7 @@ class TransferResult:
     """
 
     test_accuracy: float
-    validation_accuracy: float
+    validation_accuracy: float | None
     lr_factor: float
     l2: float
     learning_rate: float
@@ -140,9 +142,7 @@ def transfer(
         budget_seconds=budget_seconds,
     )
     x_test = np.asarray(prep(dataset.x_test), np.float32)
-    (test_accuracy,) = accuracies(
-        net.apply, [fit.params], x_test, np.asarray(dataset.y_test)
-    )
+    (test_accuracy,) = accuracies(net.apply, [fit.params], x_test, np.asarray(dataset.y_test))
     choice = fit.choice
     return TransferResult(
         test_accuracy=float(test_accuracy),
@@ -171,8 +171,12 @@ PROTOCOLS = ("appendix-a", "standard")
 
 
 def _natural_set(
-    baseline: str, distilled: Any, ds: data.Dataset, preprocessing: data.Preprocessing,
-    seed: int, path: Any,
+    baseline: str,
+    distilled: Any,
+    ds: data.Dataset,
+    preprocessing: data.Preprocessing,
+    seed: int,
+    path: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The images and labels of a baseline: the run's initial set, or a random
     class-balanced natural subset of the train split of the same size."""
@@ -249,9 +253,7 @@ def transfer_run(
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if baseline not in (None, "natural", "init"):
-        raise ValueError(
-            f"baseline must be 'natural', 'init' or omitted, got {baseline!r}"
-        )
+        raise ValueError(f"baseline must be 'natural', 'init' or omitted, got {baseline!r}")
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     resolved = runs.resolve(
@@ -289,12 +291,8 @@ def transfer_run(
         result.update(dataset=ds.name, source="distilled", path=str(path))
         return result
     if not (isinstance(validation_size, int) and validation_size >= 1):
-        raise ValueError(
-            f"validation size must be an integer >= 1, got {validation_size!r}"
-        )
-    ds = data.split_validation(
-        ds, min(validation_size, len(ds.x_train) // 10), seed=seed
-    )
+        raise ValueError(f"validation size must be an integer >= 1, got {validation_size!r}")
+    ds = data.split_validation(ds, min(validation_size, len(ds.x_train) // 10), seed=seed)
     images, labels = distilled.images, distilled.labels
     if baseline is not None:
         images, labels = _natural_set(baseline, distilled, ds, preprocessing, seed, path)
@@ -306,6 +304,7 @@ def transfer_run(
         key=jax.random.PRNGKey(seed),
         **options,
     ).to_dict()
-    result.update(protocol="appendix-a", dataset=ds.name, source=baseline or "distilled",
-                  path=str(path))
+    result.update(
+        protocol="appendix-a", dataset=ds.name, source=baseline or "distilled", path=str(path)
+    )
     return result

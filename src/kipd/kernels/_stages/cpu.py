@@ -44,7 +44,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -82,8 +83,9 @@ class _Spec:
 
     def attributes(self) -> dict:
         if self.band_input:  # the radius is the input band's
-            return dict(**self.constants(), diagonal=np.int64(self.diagonal),
-                        pool=np.int64(self.pool))
+            return dict(
+                **self.constants(), diagonal=np.int64(self.diagonal), pool=np.int64(self.pool)
+            )
         return dict(radius=np.int64(self.radius), **self.constants(), pool=np.int64(self.pool))
 
 
@@ -106,8 +108,18 @@ def _band_shape(spec: _Spec, *batch: int) -> tuple[int, ...]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _band(spec: _Spec, x1, x2, v1, v2):
     shape = _band_shape(spec, x1.shape[0], x2.shape[0])
-    return tuple(_call("kipd_cpu_band_forward", (_f32(shape), _f32(shape)), x1, x2, v1, v2,
-                       diagonal=np.int64(0), **spec.attributes()))
+    return tuple(
+        _call(
+            "kipd_cpu_band_forward",
+            (_f32(shape), _f32(shape)),
+            x1,
+            x2,
+            v1,
+            v2,
+            diagonal=np.int64(0),
+            **spec.attributes(),
+        )
+    )
 
 
 # Symbolic zeros (``defvjp(..., symbolic_zeros=True)``): the forward learns which inputs
@@ -145,12 +157,22 @@ def _band_bwd(spec, residuals, cotangents):
     if not any(perturbed) or (g_nngp.size == 0 and g_ntk.size == 0):
         return (None,) * 4
     # The gradient of an input that is not perturbed is not computed: an empty result.
-    results = tuple(_f32(a.shape if need else (0,))
-                    for a, need in zip((x1, x2, v1, v2), perturbed))
-    needs = {f"need_{name}": np.int64(need)
-             for name, need in zip(("x1", "x2", "v1", "v2"), perturbed)}
-    gradients = _call("kipd_cpu_band_backward", results, x1, x2, v1, v2, g_nngp, g_ntk,
-                      **spec.attributes(), **needs)
+    results = tuple(_f32(a.shape if need else (0,)) for a, need in zip((x1, x2, v1, v2), perturbed))
+    needs = {
+        f"need_{name}": np.int64(need) for name, need in zip(("x1", "x2", "v1", "v2"), perturbed)
+    }
+    gradients = _call(
+        "kipd_cpu_band_backward",
+        results,
+        x1,
+        x2,
+        v1,
+        v2,
+        g_nngp,
+        g_ntk,
+        **spec.attributes(),
+        **needs,
+    )
     return tuple(g if need else None for g, need in zip(gradients, perturbed))
 
 
@@ -160,8 +182,18 @@ _band.defvjp(_band_fwd, _band_bwd, symbolic_zeros=True)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _diagonal(spec: _Spec, x, v):
     shape = _band_shape(spec, x.shape[0])
-    return tuple(_call("kipd_cpu_band_forward", (_f32(shape), _f32(shape)), x, x, v, v,
-                       diagonal=np.int64(1), **spec.attributes()))
+    return tuple(
+        _call(
+            "kipd_cpu_band_forward",
+            (_f32(shape), _f32(shape)),
+            x,
+            x,
+            v,
+            v,
+            diagonal=np.int64(1),
+            **spec.attributes(),
+        )
+    )
 
 
 def _diagonal_fwd(spec, x, v):
@@ -174,8 +206,15 @@ def _diagonal_bwd(spec, residuals, cotangents):
     g_nngp, g_ntk = (_cotangent(c) for c in cotangents)
     if not any(perturbed) or (g_nngp.size == 0 and g_ntk.size == 0):
         return None, None
-    gradients = _call("kipd_cpu_diagonal_backward", (_f32(x.shape), _f32(v.shape)), x, v,
-                      g_nngp, g_ntk, **spec.attributes())
+    gradients = _call(
+        "kipd_cpu_diagonal_backward",
+        (_f32(x.shape), _f32(v.shape)),
+        x,
+        v,
+        g_nngp,
+        g_ntk,
+        **spec.attributes(),
+    )
     return tuple(g if need else None for g, need in zip(gradients, perturbed))
 
 
@@ -192,7 +231,8 @@ def _box_mean(cov: jax.Array) -> jax.Array:
     """3x3 mean over the last two axes, zero padded."""
     height, width = cov.shape[-2:]
     padded = jnp.pad(cov, [(0, 0)] * (cov.ndim - 2) + [(1, 1), (1, 1)])
-    return sum(padded[..., a : a + height, b : b + width] for a in range(3) for b in range(3)) / 9
+    taps = (padded[..., a : a + height, b : b + width] for a in range(3) for b in range(3))
+    return cast(jax.Array, sum(taps)) / 9
 
 
 def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
@@ -215,8 +255,13 @@ def _variances_jnp(spec: _Spec, x: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _variances(spec: _Spec, x):
     shape = (x.shape[0], spec.num_relus, spec.height, spec.width)
-    return _call("kipd_cpu_variances", _f32(shape), x, **spec.constants(),
-                 band_input=np.int64(spec.band_input))
+    return _call(
+        "kipd_cpu_variances",
+        _f32(shape),
+        x,
+        **spec.constants(),
+        band_input=np.int64(spec.band_input),
+    )
 
 
 def _variances_fwd(spec, x):
@@ -233,8 +278,17 @@ _variances.defvjp(_variances_fwd, _variances_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _on_band(spec: _Spec, nngp, ntk, v1, v2):
     shape = _band_shape(spec, *nngp.shape[: 1 if spec.diagonal else 2])
-    return tuple(_call("kipd_cpu_band_on_band_forward", (_f32(shape), _f32(shape)), nngp, ntk,
-                       v1, v2, **spec.attributes()))
+    return tuple(
+        _call(
+            "kipd_cpu_band_on_band_forward",
+            (_f32(shape), _f32(shape)),
+            nngp,
+            ntk,
+            v1,
+            v2,
+            **spec.attributes(),
+        )
+    )
 
 
 _on_band_fwd = _forward_keeping_inputs(_on_band)
@@ -253,12 +307,25 @@ def _on_band_bwd(spec, residuals, cotangents):
     needs = (need_band, need_band, need_v1, need_v2)
     results = tuple(_f32(a.shape if need else (0,)) for a, need in zip((nngp, ntk, v1, v2), needs))
     d_nngp, d_ntk, d_v1, d_v2 = _call(
-        "kipd_cpu_band_on_band_backward", results, nngp, ntk, v1, v2, g_nngp, g_ntk,
-        **spec.attributes(), need_band=np.int64(need_band), need_v1=np.int64(need_v1),
+        "kipd_cpu_band_on_band_backward",
+        results,
+        nngp,
+        ntk,
+        v1,
+        v2,
+        g_nngp,
+        g_ntk,
+        **spec.attributes(),
+        need_band=np.int64(need_band),
+        need_v1=np.int64(need_v1),
         need_v2=np.int64(need_v2),
     )
-    return (d_nngp if perturbed[0] else None, d_ntk if perturbed[1] else None,
-            d_v1 if need_v1 else None, d_v2 if need_v2 else None)
+    return (
+        d_nngp if perturbed[0] else None,
+        d_ntk if perturbed[1] else None,
+        d_v1 if need_v1 else None,
+        d_v2 if need_v2 else None,
+    )
 
 
 _on_band.defvjp(_on_band_fwd, _on_band_bwd, symbolic_zeros=True)
@@ -286,8 +353,16 @@ def _spec(images, *, radius, num_relus, W_std, b_std, pool=False) -> _Spec:
             f"{height}x{width} images"
         )
     cpu_build.require()
-    return _Spec(int(radius), int(num_relus), height, width, channels,
-                 float(W_std) ** 2, float(b_std) ** 2, bool(pool))
+    return _Spec(
+        int(radius),
+        int(num_relus),
+        height,
+        width,
+        channels,
+        float(W_std) ** 2,
+        float(b_std) ** 2,
+        bool(pool),
+    )
 
 
 def _band_spec(nngp, ntk, *, diagonal, num_relus, W_std, b_std, pool) -> _Spec:
@@ -315,8 +390,18 @@ def _band_spec(nngp, ntk, *, diagonal, num_relus, W_std, b_std, pool) -> _Spec:
     if pool and radius < 1:
         raise ValueError(f"pool=True needs an input band of radius >= 1, got {nngp.shape}")
     cpu_build.require()
-    return _Spec(radius, int(num_relus), height, width, 1, float(W_std) ** 2,
-                 float(b_std) ** 2, bool(pool), band_input=True, diagonal=diagonal)
+    return _Spec(
+        radius,
+        int(num_relus),
+        height,
+        width,
+        1,
+        float(W_std) ** 2,
+        float(b_std) ** 2,
+        bool(pool),
+        band_input=True,
+        diagonal=diagonal,
+    )
 
 
 def _stack_variances(variances: Sequence[jax.Array], n: int, spec: _Spec, name: str):
@@ -473,8 +558,9 @@ def conv_relu_on_band(
       ``(nngp, ntk)``, each ``(n1, n2, 2R+1, 2R+1, H, W)``; with ``pool``,
       ``(n1, n2, 2R'+1, 2R'+1, H // 2, W // 2)``, ``R' = (R - 1) // 2``.
     """
-    spec = _band_spec(nngp, ntk, diagonal=False, num_relus=num_relus, W_std=W_std,
-                      b_std=b_std, pool=pool)
+    spec = _band_spec(
+        nngp, ntk, diagonal=False, num_relus=num_relus, W_std=W_std, b_std=b_std, pool=pool
+    )
     v1 = _stack_variances(var1, nngp.shape[0], spec, "var1")
     v2 = _stack_variances(var2, nngp.shape[1], spec, "var2")
     return _on_band(spec, nngp, ntk, v1, v2)
@@ -502,8 +588,9 @@ def conv_relu_on_band_diagonal(
       ``(nngp, ntk)``, each ``(n, 2R+1, 2R+1, H, W)`` (pooled: as for
       :func:`conv_relu_on_band`).
     """
-    spec = _band_spec(nngp, ntk, diagonal=True, num_relus=num_relus, W_std=W_std,
-                      b_std=b_std, pool=pool)
+    spec = _band_spec(
+        nngp, ntk, diagonal=True, num_relus=num_relus, W_std=W_std, b_std=b_std, pool=pool
+    )
     v = _stack_variances(var, nngp.shape[0], spec, "var")
     return _on_band(spec, nngp, ntk, v, v)
 
@@ -533,8 +620,9 @@ def conv_relu_on_band_variances(
         raise ValueError(f"nngp must be a diagonal band (n, A, A, H, W), A odd; got {nngp.shape}")
     radius = (nngp.shape[1] - 1) // 2
     plane = nngp[:, radius, radius]
-    spec = _band_spec(nngp, nngp, diagonal=True, num_relus=num_relus, W_std=W_std,
-                      b_std=b_std, pool=False)
+    spec = _band_spec(
+        nngp, nngp, diagonal=True, num_relus=num_relus, W_std=W_std, b_std=b_std, pool=False
+    )
     variances = _variances(dataclasses.replace(spec, radius=0), plane)
     return tuple(variances[:, k] for k in range(num_relus))
 
@@ -552,10 +640,10 @@ def stage(*, radius: int, num_relus: int, W_std: float, b_std: float, pool: bool
             f"implementation='cpu' needs the C++ kernel, which did not build: "
             f"{cpu_build.build_error()}; install g++ or use implementation='xla'"
         )
-    hyper = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
+    hyper: dict[str, Any] = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
 
     def on_band(num_relus: int, pool: bool) -> BandStage:
-        later = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
+        later: dict[str, Any] = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
         return BandStage(
             band=functools.partial(conv_relu_on_band, **later, pool=pool),
             diagonal=functools.partial(conv_relu_on_band_diagonal, **later, pool=pool),

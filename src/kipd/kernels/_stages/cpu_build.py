@@ -30,8 +30,15 @@ _SOURCE = Path(__file__).with_name("cpu_band.cc")
 # worse, differently in two loops that must agree bit for bit. -fno-math-errno only drops
 # the errno store of sqrt (so sqrt vectorizes); the results stay IEEE.
 _FLAGS = (
-    "-O3", "-march=native", "-std=c++17", "-fno-fast-math", "-ffp-contract=off",
-    "-fno-math-errno", "-fPIC", "-shared", "-pthread",
+    "-O3",
+    "-march=native",
+    "-std=c++17",
+    "-fno-fast-math",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fPIC",
+    "-shared",
+    "-pthread",
 )
 _COMPILER = "g++"
 _TARGETS = {
@@ -60,9 +67,14 @@ def _cpu_fingerprint() -> str:
 
 def _library_path() -> Path:
     key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), _COMPILER.encode(),
-                 jax.__version__.encode(), jax.lib.__version__.encode(),
-                 _cpu_fingerprint().encode()):
+    for part in (
+        _SOURCE.read_bytes(),
+        " ".join(_FLAGS).encode(),
+        _COMPILER.encode(),
+        jax.__version__.encode(),
+        jax.lib.__version__.encode(),
+        _cpu_fingerprint().encode(),
+    ):
         key.update(part)
         key.update(b"\0")
     return files.cache_dir() / f"kipd_cpu_band-{key.hexdigest()[:20]}.so"
@@ -72,8 +84,14 @@ def _build(path: Path) -> None:
     """Compile the source to ``path`` via a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(path) as temporary:
-        command = [_COMPILER, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o",
-                   str(temporary)]
+        command = [
+            _COMPILER,
+            *_FLAGS,
+            f"-I{jax.ffi.include_dir()}",
+            str(_SOURCE),
+            "-o",
+            str(temporary),
+        ]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         except FileNotFoundError:

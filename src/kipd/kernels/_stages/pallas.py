@@ -70,7 +70,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -123,10 +124,13 @@ class _Spec:
 def _asm(ptx: str, *args) -> jax.Array:
     """One float32 PTX instruction applied elementwise (operands broadcast)."""
     shape = jnp.broadcast_shapes(*(jnp.shape(a) for a in args))
-    args = [jnp.broadcast_to(jnp.asarray(a, jnp.float32), shape) for a in args]
-    constraints = ",".join(["=f"] + ["f"] * len(args))
+    operands = [jnp.broadcast_to(jnp.asarray(a, jnp.float32), shape) for a in args]
+    constraints = ",".join(["=f"] + ["f"] * len(operands))
     [out] = plgpu.elementwise_inline_asm(
-        ptx, args=args, constraints=constraints, pack=1,
+        ptx,
+        args=operands,
+        constraints=constraints,
+        pack=1,
         result_shape_dtypes=[jax.ShapeDtypeStruct(shape, jnp.float32)],
     )
     return out
@@ -163,8 +167,8 @@ class _Tile:
         self.cols = jax.lax.broadcasted_iota(jnp.int32, (hp, wp), 1)
         self.inside = self._inside(self.rows, self.cols)
         # The tridiagonal sums of the 3x3 box filter along rows (left) and columns (right).
-        self.t_rows = sum(_band_matrix(hp, k) for k in (-1, 0, 1))
-        self.t_cols = sum(_band_matrix(wp, k) for k in (-1, 0, 1))
+        self.t_rows = cast(jax.Array, sum(_band_matrix(hp, k) for k in (-1, 0, 1)))
+        self.t_cols = cast(jax.Array, sum(_band_matrix(wp, k) for k in (-1, 0, 1)))
 
     def _inside(self, rows, cols):
         return (rows >= 0) & (rows < self.spec.height) & (cols >= 0) & (cols < self.spec.width)
@@ -176,8 +180,9 @@ class _Tile:
 
     def load(self, ref, index, count, rows, cols, mask, fill):
         """Planes ``ref[index, k, rows, cols]``, ``k < count``, ``fill`` where not ``mask``."""
-        return [plgpu.load(ref.at[index, k, rows, cols], mask=mask, other=fill)
-                for k in range(count)]
+        return [
+            plgpu.load(ref.at[index, k, rows, cols], mask=mask, other=fill) for k in range(count)
+        ]
 
     def box(self, x: jax.Array) -> jax.Array:
         """Mean over the 3x3 window, zero outside: rows first, then columns, as in XLA."""
@@ -327,8 +332,20 @@ def _forward_kernel(*refs, spec: _Spec, diagonal: bool):
     plgpu.store(ntk_ref.at[i, j, a, b, rows, cols], ntk, mask=inside)
 
 
-def _band_backward_kernel(x1_ref, x2_ref, v1_ref, v2_ref, gn_ref, gk_ref,
-                          dx1_ref, dx2_ref, dv1_ref, dv2_ref, *, spec: _Spec):
+def _band_backward_kernel(
+    x1_ref,
+    x2_ref,
+    v1_ref,
+    v2_ref,
+    gn_ref,
+    gk_ref,
+    dx1_ref,
+    dx2_ref,
+    dv1_ref,
+    dv2_ref,
+    *,
+    spec: _Spec,
+):
     """Per pair: partial gradients w.r.t. both images and both variance sets.
 
     Refs as in :func:`_forward_kernel` plus the output cotangents; outputs
@@ -374,11 +391,18 @@ def _band_backward_kernel(x1_ref, x2_ref, v1_ref, v2_ref, gn_ref, gk_ref,
     init = ([zero] * channels, [zero] * channels, [zero] * relus, [zero] * relus)
     dx1, dx2, dv1, dv2 = jax.lax.fori_loop(0, offsets * offsets, plane, init)
     vars2 = tile.load(v2_ref, j, relus, rows, cols, inside, 1.0)
-    for out, sums, scale in ((dx1_ref, dx1, None), (dx2_ref, dx2, None),
-                             (dv1_ref, dv1, vars1), (dv2_ref, dv2, vars2)):
+    for out, sums, scale in (
+        (dx1_ref, dx1, None),
+        (dx2_ref, dx2, None),
+        (dv1_ref, dv1, vars1),
+        (dv2_ref, dv2, vars2),
+    ):
         for k, total in enumerate(sums):
-            total = (_div(spec, total, float(channels)) if scale is None
-                     else _div(spec, total, 2.0 * scale[k]))
+            total = (
+                _div(spec, total, float(channels))
+                if scale is None
+                else _div(spec, total, 2.0 * scale[k])
+            )
             plgpu.store(out.at[i, j, k, rows, cols], total, mask=inside)
 
 
@@ -393,8 +417,11 @@ def _diagonal_backward_kernel(x_ref, gv_ref, dx_ref, *, spec: _Spec):
     g_input, _ = _backward_plane(tile, xs, xs, None, None, inside, zero, None, g_vars)
     for k, x in enumerate(xs):
         # The input band x * x / C has derivative 2 x / C.
-        plgpu.store(dx_ref.at[i, k, rows, cols],
-                    _div(spec, 2.0 * g_input * x, float(spec.channels)), mask=inside)
+        plgpu.store(
+            dx_ref.at[i, k, rows, cols],
+            _div(spec, 2.0 * g_input * x, float(spec.channels)),
+            mask=inside,
+        )
 
 
 def _f32(shape) -> jax.ShapeDtypeStruct:
@@ -407,7 +434,9 @@ def _band(spec: _Spec, x1, x2, v1, v2):
     shape = (n1, n2, spec.offsets, spec.offsets, spec.height, spec.width)
     call = spec.call(
         functools.partial(_forward_kernel, diagonal=False),
-        (n1, n2, spec.offsets, spec.offsets), (_f32(shape), _f32(shape)), "conv_relu_band",
+        (n1, n2, spec.offsets, spec.offsets),
+        (_f32(shape), _f32(shape)),
+        "conv_relu_band",
     )
     return tuple(call(x1, x2, v1, v2))
 
@@ -424,7 +453,9 @@ def _band_bwd(spec, residuals, cotangents):
     x_part = _f32((n1, n2, spec.channels, *spatial))
     v_part = _f32((n1, n2, spec.num_relus, *spatial))
     call = spec.call(
-        _band_backward_kernel, (n1, n2), (x_part, x_part, v_part, v_part),
+        _band_backward_kernel,
+        (n1, n2),
+        (x_part, x_part, v_part, v_part),
         "conv_relu_band_bwd",
     )
     dx1, dx2, dv1, dv2 = call(x1, x2, v1, v2, g_nngp, g_ntk)
@@ -438,8 +469,10 @@ _band.defvjp(_band_fwd, _band_bwd)
 def _variances(spec: _Spec, x):
     n = x.shape[0]
     call = spec.call(
-        functools.partial(_forward_kernel, diagonal=True), (n, 1, 1),
-        _f32((n, spec.num_relus, spec.height, spec.width)), "conv_relu_variances",
+        functools.partial(_forward_kernel, diagonal=True),
+        (n, 1, 1),
+        _f32((n, spec.num_relus, spec.height, spec.width)),
+        "conv_relu_variances",
     )
     return call(x)
 
@@ -449,8 +482,9 @@ def _variances_fwd(spec, x):
 
 
 def _variances_bwd(spec, x, g_vars):
-    call = spec.call(_diagonal_backward_kernel, (x.shape[0],), _f32(x.shape),
-                     "conv_relu_variances_bwd")
+    call = spec.call(
+        _diagonal_backward_kernel, (x.shape[0],), _f32(x.shape), "conv_relu_variances_bwd"
+    )
     return (call(x, g_vars),)
 
 
@@ -465,8 +499,16 @@ def _spec(images, *, radius, num_relus, W_std, b_std, interpret) -> _Spec:
     _, height, width, channels = images.shape
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    return _Spec(int(radius), int(num_relus), channels, height, width,
-                 float(W_std) ** 2, float(b_std) ** 2, bool(interpret))
+    return _Spec(
+        int(radius),
+        int(num_relus),
+        channels,
+        height,
+        width,
+        float(W_std) ** 2,
+        float(b_std) ** 2,
+        bool(interpret),
+    )
 
 
 def _channels_first(images) -> jax.Array:
@@ -521,8 +563,9 @@ def conv_relu_band(
       ``[i, j, a, b, h, w] = cov(x1_i[h, w], x2_j[h + a - R, w + b - R])``, zero where the
       second position lies outside the image.
     """
-    spec = _spec(x1, radius=radius, num_relus=num_relus, W_std=W_std, b_std=b_std,
-                 interpret=interpret)
+    spec = _spec(
+        x1, radius=radius, num_relus=num_relus, W_std=W_std, b_std=b_std, interpret=interpret
+    )
     if x2.ndim != 4 or x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x2 {x2.shape} must match x1 {x1.shape} but for the batch axis")
     v1 = _stack_variances(var1, x1.shape[0], spec, "var1")
@@ -553,8 +596,7 @@ def conv_relu_variances(
     Returns:
       ``num_relus`` arrays ``(n, H, W)``, in ReLU order.
     """
-    spec = _spec(x, radius=0, num_relus=num_relus, W_std=W_std, b_std=b_std,
-                 interpret=interpret)
+    spec = _spec(x, radius=0, num_relus=num_relus, W_std=W_std, b_std=b_std, interpret=interpret)
     variances = _variances(spec, _channels_first(x))
     return tuple(variances[:, k] for k in range(num_relus))
 
@@ -565,7 +607,7 @@ def stage(*, radius: int, num_relus: int, W_std: float, b_std: float, pool: bool
     everything after it run as layer maps), and it has no diagonal kernel: the diagonal
     pass runs each image with itself as a one-pair grid."""
     del pool  # not fused: see the docstring
-    hyper = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
+    hyper: dict[str, Any] = dict(num_relus=num_relus, W_std=W_std, b_std=b_std)
     band = functools.partial(conv_relu_band, radius=radius, **hyper)
 
     def diagonal(images, variances):

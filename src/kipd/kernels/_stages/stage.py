@@ -8,7 +8,8 @@ returns (``pools``, ``on_band``), so the passes never ask a module what it has.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import jax
 

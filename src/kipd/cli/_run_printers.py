@@ -1,0 +1,135 @@
+"""The text of ``distill``, ``label-solve``, ``evaluate`` and ``export`` (``--json`` prints
+their result dict instead): a run's summary table, its plan, an evaluation, the files of
+an export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kipd import compute
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:6.2f}%"
+
+
+def format_summary(summary: dict[str, Any], out: str) -> str:
+    """A finished run: natural init against the distilled set (and the paper's row where
+    the run is in its setting), with the run directory."""
+    method = "KIP" if summary["algorithm"] == "kip" else "Label Solve"
+    done = f"{method} ({summary['steps']} steps)" if "steps" in summary else method
+    rows = [("natural init", _percent(summary["init_test_accuracy"]), "")]
+    gain = 100 * (summary["test_accuracy"] - summary["init_test_accuracy"])
+    rows.append((done, _percent(summary["test_accuracy"]), f"({gain:+.2f} points)"))
+    if "best_checkpoints_test_accuracy" in summary:
+        steps = ",".join(map(str, summary["best_checkpoints"]))
+        rows.append(
+            (
+                f"{len(summary['best_checkpoints'])} lowest-loss checkpoints",
+                _percent(summary["best_checkpoints_test_accuracy"]),
+                f"+- {100 * summary['best_checkpoints_test_accuracy_std']:.2f} (steps {steps}; "
+                "Table 1's protocol)",
+            )
+        )
+    if "paper_test_accuracy" in summary:
+        std = summary["paper_test_accuracy_std"]
+        rows.append(
+            (
+                "paper, Table 1",
+                _percent(summary["paper_test_accuracy"]),
+                ("" if std is None else f"+- {100 * std:.1f} ")
+                + f"(gap {100 * summary['gap_to_paper']:+.2f} points)",
+            )
+        )
+    width = max(len(label) for label, _, _ in rows)
+    lines = [f"  {label:<{width}}  {value}  {note}".rstrip() for label, value, note in rows]
+    preset = ""
+    if summary.get("preset"):
+        given = ", ".join(summary["preset_overrides"]) or "none"
+        preset = f"preset {summary['preset']} (overridden: {given})\n"
+    return (
+        f"\n{summary['dataset']}: {summary['support_size']} support images, kernel "
+        f"{summary['kernel']}, "
+        f"{_duration(summary)}\n{preset}"
+        f"KRR test accuracy on {summary['test_size']} test images:\n"
+        + "\n".join(lines)
+        + f"\nrun directory: {out}"
+    )
+
+
+def _duration(summary: dict[str, Any]) -> str:
+    """This command's wall time, and the whole run's where earlier legs add to it."""
+    seconds, run_seconds = summary["seconds"], summary.get("run_seconds", summary["seconds"])
+    if run_seconds - seconds < 1:
+        return f"{seconds:.0f} s"
+    return f"{seconds:.0f} s ({run_seconds:.0f} s in all, earlier legs of the run included)"
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """``kipd evaluate``: the test accuracy (and the natural init's, for a run)."""
+    lines = [
+        f"{result['dataset']}: {result['support_size']} support images, kernel {result['kernel']}"
+    ]
+    if "init_test_accuracy" in result:
+        lines.append(f"  natural init test accuracy  {_percent(result['init_test_accuracy'])}")
+    lines.append(f"  test accuracy               {_percent(result['test_accuracy'])}")
+    return "\n".join(lines)
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """``kipd distill --plan``: per kernel the blocks and their measured times, then the
+    time per step and in all on 1 and N workers, and the memory per worker."""
+    n = plan["workers"]
+    lines = [
+        f"{plan['dataset']}: {plan['support_size']} support images, {plan['target_batch_size']} "
+        f"targets per step, {plan['steps']} steps, executor {plan['executor']}"
+    ]
+    for k in plan["kernels"]:
+        lines.append(
+            f"kernel {k['kernel']}: {k['blocks']} blocks of {k['target_block']}x{k['block_size']} "
+            f"images per pass; {k['entries_forward']:,} kernel entries forward and "
+            f"{k['entries_vjp']:,} in the VJP per step\n"
+            f"  measured here: forward block {k['forward_seconds']['ts']:.3g} s, VJP block "
+            f"{k['vjp_seconds']['ts']:.3g} s, server {k['server_seconds']:.2g} s, compile "
+            f"{k['compile_seconds']:.1f} s per worker"
+        )
+    rows = [
+        ("", "1 worker", f"{n} workers"),
+        (
+            "per step",
+            compute.format_duration(plan["step_seconds"]),
+            compute.format_duration(plan["step_seconds_workers"]),
+        ),
+        (
+            "whole run",
+            compute.format_duration(plan["run_seconds"]),
+            compute.format_duration(plan["run_seconds_workers"]),
+        ),
+    ]
+    lines += [f"  {label:<10} {one:>12} {many:>12}" for label, one, many in rows]
+    if plan["zca_fit_seconds"] > 0:
+        lines.append(
+            f"  whole run includes the ZCA fit: "
+            f"{compute.format_duration(plan['zca_fit_seconds'])} (once; --no-zca skips it)"
+        )
+    lines.append(
+        f"  block overhead {1000 * plan['overhead_seconds_per_block']:.2f} ms; peak memory per "
+        f"worker {plan['peak_bytes_per_worker'] / 2**20:,.0f} MiB of "
+        f"{plan['memory_limit_bytes'] / 2**30:.0f} GiB"
+    )
+    lines += [f"warning: {warning}" for warning in plan["warnings"]]
+    return "\n".join(lines)
+
+
+def format_export(result: dict[str, Any]) -> str:
+    """``kipd export``: the files written and their sizes."""
+    files = ", ".join(f"{name} ({_size(size)})" for name, size in result["bytes"].items())
+    return f"exported to {result['export']}: {files}; {_size(sum(result['bytes'].values()))} in all"
+
+
+def _size(size: int) -> str:
+    """Bytes as a reader takes them in: ``812 B``, ``4.1 KB``, ``1.2 GB`` (powers of 1000)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
