@@ -10,7 +10,7 @@ keeps each block's pullback (its intermediates) from the forward pass when they 
 (what the Ray executor's workers, which hold nothing between passes, always do). The table
 gives seconds per step (median of ``--repeats`` after a warm-up), the ratio, the memory the
 kept pullbacks hold, and the largest difference between the two gradients: zero since kipd
-0.4.2 (a recomputed block runs the same linearization and backward programs as a kept one;
+0.5.0 (a recomputed block runs the same linearization and backward programs as a kept one;
 float32 rounding before).
 """
 
