@@ -67,3 +67,18 @@ def test_support_set_is_interpolated_with_small_ridge(ntk):
 def test_accuracy_counts_argmax_hits():
     predictions = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     assert float(distill.accuracy(predictions, jnp.array([0, 1, 1, 1]))) == 0.75
+
+
+@pytest.mark.parametrize("support, features", [(8, 40), (12, 5)], ids=["n_s<p", "p<n_s"])
+def test_feature_predictions_equal_krr_of_the_feature_kernel(support, features):
+    # Both systems (n_s x n_s where n_s <= p, p x p where p < n_s) against krr_predict of
+    # K = Phi Phi^T, in float64 (where the two routes agree to ~1e-12; observed below 1e-9).
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        phi_s = rng.standard_normal((support, features))
+        phi_t = rng.standard_normal((30, features))
+        y_s, y_t = _targets(np.arange(support) % 3, 3), _targets(np.arange(30) % 3, 3)
+        loss, predictions = distill.krr_loss_features(phi_t, phi_s, y_s, y_t, 1e-3)
+        expected = distill.krr_predict(phi_t @ phi_s.T, phi_s @ phi_s.T, y_s, 1e-3)
+        np.testing.assert_allclose(predictions, expected, rtol=1e-9, atol=1e-9)
+        assert float(loss) == pytest.approx(0.5 * np.mean((y_t - np.asarray(expected)) ** 2))

@@ -22,7 +22,7 @@ import optax
 
 from kipd import compute
 from kipd.compute import KernelSpec
-from kipd.distill._krr import LAMBDA0, accuracy, krr_loss
+from kipd.distill._krr import LAMBDA0, accuracy, krr_loss, krr_loss_features
 
 KernelFn = Callable[[jax.Array, jax.Array], jax.Array]
 """``kernel(x1, x2) -> K``: ``x1`` ``(n1, H, W, C)``, ``x2`` ``(n2, H, W, C)``, ``K``
@@ -117,40 +117,7 @@ def kip(
         raise ValueError("kip needs at least one kernel")
     if executor is not None and not all(isinstance(k, KernelSpec) for k in kernels):
         raise ValueError("with an executor, kernels must be kipd.compute.KernelSpec (names)")
-
-    def learned(images: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-        return {"images": images, "labels": labels} if learn_labels else {"images": images}
-
-    def init(support_images: jax.Array, support_labels: jax.Array, key: jax.Array) -> KipState:
-        support_images, support_labels = jnp.asarray(support_images), jnp.asarray(support_labels)
-        opt_state = optimizer.init(learned(support_images, support_labels))
-        return KipState(support_images, support_labels, opt_state, jnp.zeros((), jnp.int32), key)
-
-    def prepare(state: KipState, target_images: jax.Array):
-        """The step's keys, kernel index and (augmented) targets."""
-        key, kernel_key, augment_key = jax.random.split(state.key, 3)
-        if augment is not None:
-            target_images = augment(augment_key, target_images)
-        return key, jax.random.randint(kernel_key, (), 0, len(kernels)), target_images
-
-    def finish(state: KipState, key, index, loss, predictions, grads, target_labels):
-        """The optimizer step and the metrics, from the loss and its gradient."""
-        params = learned(state.support_images, state.support_labels)
-        updates, opt_state = optimizer.update(grads, state.opt_state, params)
-        params = optax.apply_updates(params, updates)
-        new_state = KipState(
-            support_images=params["images"],
-            support_labels=params.get("labels", state.support_labels),
-            opt_state=opt_state,
-            step=state.step + 1,
-            key=key,
-        )
-        metrics = {
-            "loss": loss,
-            "accuracy": accuracy(predictions, jnp.argmax(target_labels, axis=-1)),
-            "kernel": index,
-        }
-        return new_state, metrics
+    learned, init, prepare, finish = _steps(optimizer, learn_labels, augment, len(kernels))
 
     if executor is not None:
         return Kip(
@@ -175,6 +142,117 @@ def kip(
         ]
         params = learned(state.support_images, state.support_labels)
         (loss, predictions), grads = jax.lax.switch(index, branches, params)
+        return finish(state, key, index, loss, predictions, grads, target_labels)
+
+    return Kip(init, update)
+
+
+class _Steps(NamedTuple):
+    learned: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+    init: Callable[[jax.Array, jax.Array, jax.Array], KipState]
+    prepare: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+    finish: Callable[..., tuple[KipState, dict[str, jax.Array]]]
+
+
+def _steps(
+    optimizer: optax.GradientTransformation,
+    learn_labels: bool,
+    augment: Augment | None,
+    num_kernels: int,
+) -> _Steps:
+    """What every KIP update shares, whatever gives its loss (kernels, blocks, features):
+    the learned parameters, ``init``, the step's keys and targets, and the optimizer step
+    with the metrics."""
+
+    def learned(images: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+        return {"images": images, "labels": labels} if learn_labels else {"images": images}
+
+    def init(support_images: jax.Array, support_labels: jax.Array, key: jax.Array) -> KipState:
+        support_images, support_labels = jnp.asarray(support_images), jnp.asarray(support_labels)
+        opt_state = optimizer.init(learned(support_images, support_labels))
+        return KipState(support_images, support_labels, opt_state, jnp.zeros((), jnp.int32), key)
+
+    def prepare(state: KipState, target_images: jax.Array):
+        """The step's keys, kernel index and (augmented) targets."""
+        key, kernel_key, augment_key = jax.random.split(state.key, 3)
+        if augment is not None:
+            target_images = augment(augment_key, target_images)
+        return key, jax.random.randint(kernel_key, (), 0, num_kernels), target_images
+
+    def finish(state: KipState, key, index, loss, predictions, grads, target_labels):
+        """The optimizer step and the metrics, from the loss and its gradient."""
+        params = learned(state.support_images, state.support_labels)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        params = optax.apply_updates(params, updates)
+        new_state = KipState(
+            support_images=params["images"],
+            support_labels=params.get("labels", state.support_labels),
+            opt_state=opt_state,
+            step=state.step + 1,
+            key=key,
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": accuracy(predictions, jnp.argmax(target_labels, axis=-1)),
+            "kernel": index,
+        }
+        return new_state, metrics
+
+    return _Steps(learned, init, prepare, finish)
+
+
+_NETWORK_STREAM = 0x6E6574
+"""Folded into a step's key to draw that step's random networks, apart from the streams
+``prepare`` splits off (the next state's key, the kernel index, augmentation)."""
+
+
+def kip_on_features(
+    features: Callable[[jax.Array, jax.Array], jax.Array],
+    optimizer: optax.GradientTransformation,
+    *,
+    learn_labels: bool = True,
+    lambda0: float = LAMBDA0,
+    augment: Augment | None = None,
+) -> Kip:
+    """KIP on a random-feature kernel: each step draws fresh networks (as RFAD does) and
+    takes the loss of eq. (1) for ``K = Phi Phi^T`` through :func:`krr_loss_features`, so a
+    step costs forward passes of the support and target images (linear in their number)
+    and a ``min(n_s, p)``-sized solve, never ``K_ts``.
+
+    Args:
+      features: ``features(key, images) -> (n, p)``, e.g.
+        :func:`kipd.kernels.random_features`; the key draws the networks.
+      optimizer, learn_labels, lambda0, augment: as :func:`kip`.
+
+    Returns:
+      A :class:`Kip` pair over the same :class:`KipState` as :func:`kip` (the metrics'
+      ``kernel`` is always 0); ``update`` is pure and jit-able.
+
+    Example:
+      >>> import kipd.kernels, optax
+      >>> features = kipd.kernels.random_features("fc1", width=16, networks=2)
+      >>> algo = kip_on_features(features, optax.adam(0.01))
+      >>> x = jax.random.normal(jax.random.PRNGKey(0), (12, 4, 4, 1))
+      >>> y = jnp.eye(2)[jnp.arange(12) % 2] - 0.5
+      >>> state = algo.init(x[:2], y[:2], jax.random.PRNGKey(1))
+      >>> state, metrics = jax.jit(algo.update)(state, x[2:], y[2:])
+      >>> int(state.step)
+      1
+    """
+    learned, init, prepare, finish = _steps(optimizer, learn_labels, augment, 1)
+
+    def update(state: KipState, target_images: jax.Array, target_labels: jax.Array):
+        key, index, target_images = prepare(state, target_images)
+        network_key = jax.random.fold_in(state.key, _NETWORK_STREAM)
+
+        def loss_fn(params):
+            phi_s = features(network_key, params["images"])
+            phi_t = features(network_key, target_images)
+            labels = params.get("labels", state.support_labels)
+            return krr_loss_features(phi_t, phi_s, labels, target_labels, lambda0)
+
+        params = learned(state.support_images, state.support_labels)
+        (loss, predictions), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return finish(state, key, index, loss, predictions, grads, target_labels)
 
     return Kip(init, update)
