@@ -119,6 +119,58 @@ def _estimate(
     )
 
 
+def _page(run: runs.Run, figures: dict[str, bytes], outcomes: dict[str, Any]) -> str:
+    """The report's HTML: summary and config, images, labels, curves, one section per
+    analysis."""
+    state = "finished" if run.finished else f"unfinished: latest checkpoint, step {run.step}"
+    summary = run.summary or {"state": state}
+    parts = [
+        f"<h1>kipd report: {html.escape(str(run.path))}</h1>",
+        (
+            f'<p class="meta">{html.escape(run.config.ALGORITHM)} run, {state}; written '
+            f"{datetime.datetime.now().isoformat(timespec='seconds')} by kipd "
+            f"{kipd.__version__}</p>"
+        ),
+        _section(
+            "Summary",
+            '<div class="row">',
+            _tables.to_html(_tables.mapping_table("summary.json", summary)),
+            f"<details><summary>{runs.CONFIG_FILE}</summary>",
+            _tables.to_html(_tables.mapping_table(runs.CONFIG_FILE, run.config.to_json())),
+            "</details></div>",
+        ),
+        _section(
+            "Images",
+            _paragraph(
+                "Initial (natural) support images and the learned images they became, per "
+                "class, in pixel space (preprocessing undone, clipped to [0, 1])."
+            ),
+            _image(figures["images"], "initial and learned support images"),
+        ),
+        _section(
+            "Labels",
+            _paragraph("Support labels: one row per support image, one column per class."),
+            _image(figures["labels"], "support labels"),
+        ),
+    ]
+    if "curves" in figures:
+        parts.append(_section("Training", _image(figures["curves"], "training curves")))
+    parts += [
+        _section(
+            analysis.title,
+            _tables.to_html(analysis.table(outcomes[name].result)),
+            _image(outcomes[name].figure(), analysis.title),
+        )
+        for name, analysis in ANALYSES.items()
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>kipd report: {html.escape(run.path.name)}</title><style>{_STYLE}</style>"
+        f"</head><body>{''.join(parts)}</body></html>\n"
+    )
+    return page
+
+
 def write_report(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -193,52 +245,7 @@ def write_report(
     }
     figures = _figures.run_figures(run, context.kernels.class_names)
 
-    state = "finished" if run.finished else f"unfinished: latest checkpoint, step {run.step}"
-    summary = run.summary or {"state": state}
-    parts = [
-        f"<h1>kipd report: {html.escape(str(run.path))}</h1>",
-        (
-            f'<p class="meta">{html.escape(run.config.ALGORITHM)} run, {state}; written '
-            f"{datetime.datetime.now().isoformat(timespec='seconds')} by kipd "
-            f"{kipd.__version__}</p>"
-        ),
-        _section(
-            "Summary",
-            '<div class="row">',
-            _tables.to_html(_tables.mapping_table("summary.json", summary)),
-            f"<details><summary>{runs.CONFIG_FILE}</summary>",
-            _tables.to_html(_tables.mapping_table(runs.CONFIG_FILE, run.config.to_json())),
-            "</details></div>",
-        ),
-        _section(
-            "Images",
-            _paragraph(
-                "Initial (natural) support images and the learned images they became, per "
-                "class, in pixel space (preprocessing undone, clipped to [0, 1])."
-            ),
-            _image(figures["images"], "initial and learned support images"),
-        ),
-        _section(
-            "Labels",
-            _paragraph("Support labels: one row per support image, one column per class."),
-            _image(figures["labels"], "support labels"),
-        ),
-    ]
-    if "curves" in figures:
-        parts.append(_section("Training", _image(figures["curves"], "training curves")))
-    parts += [
-        _section(
-            analysis.title,
-            _tables.to_html(analysis.table(outcomes[name].result)),
-            _image(outcomes[name].figure(), analysis.title),
-        )
-        for name, analysis in ANALYSES.items()
-    ]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>kipd report: {html.escape(run.path.name)}</title><style>{_STYLE}</style>"
-        f"</head><body>{''.join(parts)}</body></html>\n"
-    )
+    page = _page(run, figures, outcomes)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.atomic_write(out, lambda f: f.write(page.encode("utf-8")))
     return {

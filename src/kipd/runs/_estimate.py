@@ -122,6 +122,42 @@ def _memory_limit() -> tuple[int, str]:
 
 # Over 60 lines: one straight sequence (measure each kernel, model the step and the run,
 # warn) whose last third is the JSON-able result, one entry per line.
+def _kernel_plan(name: str, e: compute.StepEstimate, workers: int) -> dict[str, Any]:
+    """One kernel's row of :func:`plan_kip`: its plan, timed blocks and modelled step."""
+    return {
+        "kernel": name,
+        "block_size": e.plan.support_block,
+        "target_block": e.plan.target_block,
+        "blocks": len(e.plan.blocks),
+        "entries_forward": e.entries(),
+        "entries_vjp": e.entries(),
+        "forward_seconds": e.forward_seconds,
+        "vjp_seconds": e.vjp_seconds,
+        "server_seconds": e.server_seconds,
+        "compile_seconds": e.compile_seconds,
+        "step_seconds": e.step_seconds(1),
+        "step_seconds_workers": e.step_seconds(workers),
+        "peak_bytes_per_worker": e.peak_bytes_per_worker,
+    }
+
+
+def _plan_warnings(peak: int, limit: int, limit_name: str, run_n: float, workers: int) -> list[str]:
+    """What a plan should warn of: a worker over this machine's memory, a run over a day."""
+    warnings = []
+    if peak > 0.9 * limit:
+        warnings.append(
+            f"a worker needs about {peak / 2**30:.1f} GiB, more than this machine's "
+            f"{limit_name} ({limit / 2**30:.1f} GiB): lower --target-batch-size or --block-size"
+        )
+    if run_n > compute.DAY_SECONDS:
+        warnings.append(
+            f"the run will take about {run_n / compute.DAY_SECONDS:.1f} days on {workers} "
+            "worker(s): fewer --steps, a smaller --target-batch-size, more workers "
+            "(--executor ray), or a GPU"
+        )
+    return warnings
+
+
 def plan_kip(
     config: KipConfig,
     *,
@@ -200,18 +236,7 @@ def plan_kip(
     run_n = config.steps * step_n + eval_seconds / workers
     peak = max(e.peak_bytes_per_worker for _, e, _ in kernels)
     limit, limit_name = _memory_limit()
-    warnings = []
-    if peak > 0.9 * limit:
-        warnings.append(
-            f"a worker needs about {peak / 2**30:.1f} GiB, more than this machine's "
-            f"{limit_name} ({limit / 2**30:.1f} GiB): lower --target-batch-size or --block-size"
-        )
-    if run_n > compute.DAY_SECONDS:
-        warnings.append(
-            f"the run will take about {run_n / compute.DAY_SECONDS:.1f} days on {workers} "
-            "worker(s): fewer "
-            "--steps, a smaller --target-batch-size, more workers (--executor ray), or a GPU"
-        )
+    warnings = _plan_warnings(peak, limit, limit_name, run_n, workers)
     return {
         "support_size": support_size,
         "target_batch_size": targets,
@@ -219,24 +244,7 @@ def plan_kip(
         "workers": workers,
         "executor": executor.executor,
         "overhead_seconds_per_block": overhead_seconds,
-        "kernels": [
-            {
-                "kernel": name,
-                "block_size": e.plan.support_block,
-                "target_block": e.plan.target_block,
-                "blocks": len(e.plan.blocks),
-                "entries_forward": e.entries(),
-                "entries_vjp": e.entries(),
-                "forward_seconds": e.forward_seconds,
-                "vjp_seconds": e.vjp_seconds,
-                "server_seconds": e.server_seconds,
-                "compile_seconds": e.compile_seconds,
-                "step_seconds": e.step_seconds(1),
-                "step_seconds_workers": e.step_seconds(workers),
-                "peak_bytes_per_worker": e.peak_bytes_per_worker,
-            }
-            for name, e, _ in kernels
-        ],
+        "kernels": [_kernel_plan(name, e, workers) for name, e, _ in kernels],
         "step_seconds": step_1,
         "step_seconds_workers": step_n,
         "eval_seconds": eval_seconds,
