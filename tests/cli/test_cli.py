@@ -136,6 +136,11 @@ def test_label_solve(dataset, tmp_path, capsys):
         (["evaluate", "missing.npz"], "missing.npz"),
         (["distill", "--kernel", "fc1", "--workers", "2"], "--executor ray"),
         (["distill", "--kernel", "fc1", "--block-size", "0"], "--block-size"),
+        (["distill", "--kernel", "fc1", "--features", "128"], "--features 128:4"),
+        (["distill", "--kernel", "fc1", "--loss", "platt"], "add e.g. --features"),
+        (["distill", "--kernel", "fc1,fc2", "--features", "8:2"], "--features takes one"),
+        (["label-solve", "--kernel", "fc1", "--features", "0:2"], "WIDTH:NETWORKS"),
+        (["distill", "--kernel", "fc1", "--init-from", "nowhere"], "nowhere"),
     ],
 )
 def test_bad_input_names_the_problem(args, message, tmp_path, capsys):

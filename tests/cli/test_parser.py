@@ -17,12 +17,14 @@ SWITCHES = {"help", "json", "quiet", "yes", "out", "resume", "plan"}
 # The flags of each command (the command-line contract; --help is everywhere).
 FLAGS = {
     "distill": "--dataset --data-dir --images-per-class --zca --no-zca --zca-regularization "
-    "--seed --lambda0 --test-size --preset --kernel --steps --target-batch-size "
+    "--seed --lambda0 --test-size --features --preset --kernel --steps --target-batch-size "
     "--target-sampling --learn-labels --no-learn-labels --augment --lr --lr-schedule --init "
-    "--checkpoint-every --eval-every --eval-size --keep-best --block-size --out --resume --plan "
+    "--checkpoint-every --eval-every --eval-size --keep-best --block-size --loss --init-from "
+    "--out --resume --plan "
     "--executor --ray-address --workers --json --quiet --yes",
     "label-solve": "--dataset --data-dir --images-per-class --zca --no-zca "
-    "--zca-regularization --seed --lambda0 --test-size --preset --kernel --target-size "
+    "--zca-regularization --seed --lambda0 --test-size --features --preset --kernel "
+    "--target-size "
     "--rcond --out --resume --executor --ray-address --workers --json --quiet --yes",
     "evaluate": "--dataset --data-dir --kernel --zca --no-zca --zca-regularization --executor "
     "--ray-address --workers --json --quiet --yes",

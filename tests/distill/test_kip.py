@@ -10,6 +10,9 @@ import pytest
 
 import kipd.kernels
 from kipd import distill
+from kipd.distill import _kip
+from kipd.distill._krr import krr_platt_loss_features  # not (yet) a public name
+from kipd.runs import _checkpoint
 
 
 def _problem(num_support=4, num_target=11, shape=(5, 5, 1), num_classes=2, seed=0):
@@ -203,3 +206,167 @@ def test_kip_on_random_features_lowers_the_loss():
         losses.append(float(step_metrics["loss"]))
     # Fresh networks every step make single losses noisy: compare the first and last fives.
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def _fc1_features():
+    return kipd.kernels.random_features("fc1", width=16, networks=2)
+
+
+def _doctest_problem():
+    """The docstring example's data: 2 support images, 10 targets of 4x4x1, 2 classes."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (12, 4, 4, 1))
+    y = jnp.eye(2)[jnp.arange(12) % 2] - 0.5
+    return x[:2], y[:2], x[2:], y[2:]
+
+
+def test_kip_on_features_mse_is_unchanged():
+    # Pinned from kip_on_features before the loss and resample_networks options (float32,
+    # CPU): the default stays eq. (1) with fresh networks, and its state the same leaves.
+    xs, ys, xt, yt = _doctest_problem()
+    runs = []
+    for options in ({}, {"loss": "mse", "resample_networks": True}):
+        algo = distill.kip_on_features(_fc1_features(), optax.adam(0.01), **options)
+        state = algo.init(xs, ys, jax.random.PRNGKey(1))
+        losses = []
+        for _ in range(3):
+            state, metrics = jax.jit(algo.update)(state, xt, yt)
+            losses.append(float(metrics["loss"]))
+        runs.append((state, losses))
+    (state, losses), (explicit, explicit_losses) = runs
+    assert losses == explicit_losses
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(explicit)):
+        np.testing.assert_array_equal(a, b)
+    assert list(_checkpoint.named_leaves(state)) == [
+        "support_images",
+        "support_labels",
+        "opt_state/0/count",
+        "opt_state/0/mu/images",
+        "opt_state/0/mu/labels",
+        "opt_state/0/nu/images",
+        "opt_state/0/nu/labels",
+        "step",
+        "key",
+    ]
+    assert state.log_scale is None and state.network_key is None
+    np.testing.assert_allclose(
+        losses, [0.1428402066230774, 0.13719619810581207, 0.12002778053283691], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(state.support_images).ravel()[:3],
+        [1.650984764099121, 1.9968575239181519, -0.40793710947036743],
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        state.support_labels,
+        [[0.47317132353782654, -0.47317132353782654], [-0.4743795692920685, 0.4743795692920685]],
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("resample_networks", [True, False])
+def test_platt_update_follows_the_loss_gradient(x64, resample_networks):
+    """One SGD(1) step of ``loss="platt"`` moves images, labels and ``log_scale`` by minus
+    the gradient of RFAD's loss, which agrees with central finite differences in float64."""
+    features = _fc1_features()
+    xs, ys, xt, yt = (a.astype(jnp.float64) for a in _doctest_problem())
+    ys = ys + 0.1 * jax.random.normal(jax.random.PRNGKey(4), ys.shape, jnp.float64)
+    algo = distill.kip_on_features(
+        features, optax.sgd(1.0), lambda0=1e-3, loss="platt", resample_networks=resample_networks
+    )
+    state = algo.init(xs, ys, jax.random.PRNGKey(1))
+    # Moving off RFAD's initial scale 1: the gradient in log_scale at another point.
+    state = state._replace(log_scale=jnp.asarray(0.4, jnp.float64))
+    assert state.log_scale.dtype == jnp.float64
+    new_state, metrics = jax.jit(algo.update)(state, xt, yt)
+    grads = (
+        xs - new_state.support_images,
+        ys - new_state.support_labels,
+        state.log_scale - new_state.log_scale,
+    )
+    # The networks of the first step: the init key's, either way.
+    network_key = jax.random.fold_in(jax.random.PRNGKey(1), _kip._NETWORK_STREAM)
+    if not resample_networks:
+        np.testing.assert_array_equal(state.network_key, network_key)
+
+    @jax.jit
+    def loss(images, labels, log_scale):
+        phi_s, phi_t = features(network_key, images), features(network_key, xt)
+        return krr_platt_loss_features(phi_t, phi_s, labels, yt, log_scale, 1e-3)[0]
+
+    point = (xs, ys, state.log_scale)
+    assert float(metrics["loss"]) == pytest.approx(float(loss(*point)), rel=1e-12)
+    eps = 1e-5
+    for i, grad in enumerate(grads):
+        direction = jax.random.normal(jax.random.PRNGKey(20 + i), np.shape(grad), jnp.float64)
+        plus = [p + eps * direction if j == i else p for j, p in enumerate(point)]
+        minus = [p - eps * direction if j == i else p for j, p in enumerate(point)]
+        numeric = (loss(*plus) - loss(*minus)) / (2 * eps)
+        assert float(jnp.vdot(grad, direction)) == pytest.approx(float(numeric), rel=1e-6)
+
+
+@pytest.mark.parametrize("resample_networks", [True, False])
+def test_platt_state_survives_a_checkpoint_and_resumes_bit_for_bit(tmp_path, resample_networks):
+    xs, ys, xt, yt = _doctest_problem()
+    algo = distill.kip_on_features(
+        _fc1_features(),
+        optax.adam(0.05),
+        loss="platt",
+        resample_networks=resample_networks,
+    )
+    update = jax.jit(algo.update)
+    state = algo.init(xs, ys, jax.random.PRNGKey(1))
+    for _ in range(2):
+        state, metrics = update(state, xt, yt)
+    assert float(state.log_scale) != 0.0  # learned: it moved from RFAD's initial 0
+    path = _checkpoint.save_checkpoint(tmp_path, state, float(metrics["loss"]), keep_best=1)
+    names = set(np.load(path).keys())
+    assert {"log_scale", "opt_state/0/mu/log_scale", "opt_state/0/nu/log_scale"} <= names
+    assert ("network_key" in names) != resample_networks
+    template = algo.init(xs, ys, jax.random.PRNGKey(99))
+    restored = _checkpoint.load_checkpoint(path, template)
+    assert type(restored) is distill.KipState
+    runs = []
+    for start in (state, restored):
+        for _ in range(2):
+            start, metrics = update(start, xt, yt)
+        runs.append((start, float(metrics["loss"])))
+    (a, loss_a), (b, loss_b) = runs
+    assert loss_a == loss_b
+    for leaf_a, leaf_b in zip(
+        jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True
+    ):
+        np.testing.assert_array_equal(leaf_a, leaf_b)
+    # An mse checkpoint has no Platt scale: it does not restore into this state.
+    mse = distill.kip_on_features(_fc1_features(), optax.adam(0.05))
+    (tmp_path / "mse").mkdir()
+    other = _checkpoint.save_checkpoint(tmp_path / "mse", mse.init(xs, ys, template.key), 1.0, 1)
+    with pytest.raises(ValueError, match="does not match"):
+        _checkpoint.load_checkpoint(other, template)
+
+
+@pytest.mark.parametrize("resample_networks", [True, False])
+def test_resample_networks_draws_networks_per_step_or_once(resample_networks):
+    # Step 2 from step 1's state with step 1's parameters put back: only the state's key
+    # differs, and that key draws the networks only when they are resampled.
+    xs, ys, xt, yt = _doctest_problem()
+    for loss in ("mse", "platt"):
+        algo = distill.kip_on_features(
+            _fc1_features(), optax.adam(0.01), loss=loss, resample_networks=resample_networks
+        )
+        update = jax.jit(algo.update)
+        first = algo.init(xs, ys, jax.random.PRNGKey(1))
+        second, metrics_1 = update(first, xt, yt)
+        rewound = second._replace(
+            support_images=first.support_images,
+            support_labels=first.support_labels,
+            opt_state=first.opt_state,
+            log_scale=first.log_scale,
+        )
+        _, metrics_2 = update(rewound, xt, yt)
+        assert not np.array_equal(second.key, first.key)
+        assert (float(metrics_1["loss"]) == float(metrics_2["loss"])) != resample_networks
+
+
+def test_kip_on_features_rejects_an_unknown_loss():
+    with pytest.raises(ValueError, match="'mse', 'platt'.*'hinge'"):
+        distill.kip_on_features(_fc1_features(), optax.adam(0.01), loss="hinge")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kipd import distill
+from kipd.distill._krr import krr_platt_loss_features  # not (yet) a public name
 
 
 def _images(seed, n, shape=(6, 6, 1)):
@@ -82,3 +83,49 @@ def test_feature_predictions_equal_krr_of_the_feature_kernel(support, features):
         expected = distill.krr_predict(phi_t @ phi_s.T, phi_s @ phi_s.T, y_s, 1e-3)
         np.testing.assert_allclose(predictions, expected, rtol=1e-9, atol=1e-9)
         assert float(loss) == pytest.approx(0.5 * np.mean((y_t - np.asarray(expected)) ** 2))
+
+
+def _platt_problem(seed=5, support=6, targets=20, features=9, classes=3):
+    rng = np.random.default_rng(seed)
+    phi_s = rng.standard_normal((support, features))
+    phi_t = rng.standard_normal((targets, features))
+    y_s = _targets(np.arange(support) % classes, classes).astype(np.float64)
+    y_t = _targets(rng.integers(0, classes, targets), classes).astype(np.float64)
+    return phi_t, phi_s, y_s, y_t
+
+
+def test_platt_loss_is_the_cross_entropy_of_scaled_predictions():
+    # RFAD's loss: CrossEntropyLoss(exp(k) * preds, argmax(y_t)), the mean over targets.
+    with jax.enable_x64(True):
+        phi_t, phi_s, y_s, y_t = _platt_problem()
+        log_scale = 0.7
+        loss, predictions = krr_platt_loss_features(phi_t, phi_s, y_s, y_t, log_scale, 1e-3)
+        expected = _numpy_predict(phi_t @ phi_s.T, phi_s @ phi_s.T, y_s, 1e-3)
+        np.testing.assert_allclose(predictions, expected, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(
+            predictions, distill.krr_loss_features(phi_t, phi_s, y_s, y_t, 1e-3)[1]
+        )
+        logits = np.exp(log_scale) * expected
+        classes = np.argmax(y_t, axis=1)
+        log_norm = np.log(np.sum(np.exp(logits), axis=1))
+        hand = np.mean(log_norm - logits[np.arange(len(classes)), classes])
+        assert float(loss) == pytest.approx(hand, rel=1e-12)
+
+
+def test_platt_loss_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        phi_t, phi_s, y_s, y_t = _platt_problem(seed=6)
+
+        def loss(features_s, labels, log_scale):
+            return krr_platt_loss_features(phi_t, features_s, labels, y_t, log_scale, 1e-3)[0]
+
+        point = (jnp.asarray(phi_s), jnp.asarray(y_s), jnp.asarray(-0.3))
+        grads = jax.grad(loss, argnums=(0, 1, 2))(*point)
+        rng = np.random.default_rng(7)
+        eps = 1e-5
+        for i, grad in enumerate(grads):
+            direction = rng.standard_normal(np.shape(point[i]))
+            plus = [p + eps * direction if j == i else p for j, p in enumerate(point)]
+            minus = [p - eps * direction if j == i else p for j, p in enumerate(point)]
+            numeric = (loss(*plus) - loss(*minus)) / (2 * eps)
+            assert float(jnp.vdot(grad, direction)) == pytest.approx(float(numeric), rel=1e-7)

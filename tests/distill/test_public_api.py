@@ -15,6 +15,7 @@ def test_public_names():
         "kip_on_features",
         "krr_loss",
         "krr_loss_features",
+        "krr_platt_loss_features",
         "krr_predict",
         "krr_predict_features",
         "label_solve",

@@ -15,6 +15,7 @@ def test_public_names():
         "default_block_side",
         "default_pairs_per_block",
         "dense",
+        "FeatureFn",
         "feature_count",
         "flatten",
         "global_avg_pool",

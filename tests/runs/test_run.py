@@ -120,6 +120,10 @@ def _steps(run_dir):
         {"lr_schedule": "cosine"},
         # balanced batches (10 of each class, 29 from the 3 classes' 30): drawn by step too.
         {"target_sampling": "balanced", "target_batch_size": 29},
+        # on features: fresh networks each step, drawn from the checkpointed key.
+        {"features": "16:2"},
+        # RFAD's loss: its learned scale is checkpointed with the support.
+        {"features": "16:2", "loss": "platt"},
     ],
 )
 def test_interrupted_run_resumes_bit_for_bit(dataset, tmp_path, monkeypatch, changes):

@@ -13,23 +13,38 @@ def _percent(value: float) -> str:
     return f"{100 * value:6.2f}%"
 
 
-def format_summary(summary: dict[str, Any], out: str) -> str:
-    """A finished run: natural init against the distilled set (and the paper's row where
-    the run is in its setting), with the run directory."""
+def _accuracy_rows(summary: dict[str, Any], prefix: str, kernel: str) -> list[tuple[str, ...]]:
+    """Natural init, the distilled set and the best checkpoints, with the kernel whose
+    accuracies the ``prefix`` entries of ``summary`` are."""
     method = "KIP" if summary["algorithm"] == "kip" else "Label Solve"
     done = f"{method} ({summary['steps']} steps)" if "steps" in summary else method
-    rows = [("natural init", _percent(summary["init_test_accuracy"]), "")]
-    gain = 100 * (summary["test_accuracy"] - summary["init_test_accuracy"])
-    rows.append((done, _percent(summary["test_accuracy"]), f"({gain:+.2f} points)"))
-    if "best_checkpoints_test_accuracy" in summary:
+    init, final = summary[f"{prefix}init_test_accuracy"], summary[f"{prefix}test_accuracy"]
+    start = f"initial set ({summary['init_from']})" if "init_from" in summary else "natural init"
+    rows: list[tuple[str, ...]] = [
+        (f"{start}{kernel}", _percent(init), ""),
+        (f"{done}{kernel}", _percent(final), f"({100 * (final - init):+.2f} points)"),
+    ]
+    best = f"best_checkpoints_{prefix}test_accuracy"
+    if best in summary:
         steps = ",".join(map(str, summary["best_checkpoints"]))
         rows.append(
             (
-                f"{len(summary['best_checkpoints'])} lowest-loss checkpoints",
-                _percent(summary["best_checkpoints_test_accuracy"]),
-                f"+- {100 * summary['best_checkpoints_test_accuracy_std']:.2f} (steps {steps}; "
-                "Table 1's protocol)",
+                f"{len(summary['best_checkpoints'])} lowest-loss checkpoints{kernel}",
+                _percent(summary[best]),
+                f"+- {100 * summary[f'{best}_std']:.2f} (steps {steps}; Table 1's protocol)",
             )
+        )
+    return rows
+
+
+def format_summary(summary: dict[str, Any], out: str) -> str:
+    """A finished run: natural init against the distilled set (and the paper's row where
+    the run is in its setting), with the run directory. A run on features shows the exact
+    kernel's rows (the referee), then the feature kernel's."""
+    rows = _accuracy_rows(summary, "", "")
+    if "features" in summary:
+        rows = _accuracy_rows(summary, "", ", exact") + _accuracy_rows(
+            summary, "feature_", f", features {summary['features']}"
         )
     if "paper_test_accuracy" in summary:
         std = summary["paper_test_accuracy_std"]
@@ -43,6 +58,11 @@ def format_summary(summary: dict[str, Any], out: str) -> str:
         )
     width = max(len(label) for label, _, _ in rows)
     lines = [f"  {label:<{width}}  {value}  {note}".rstrip() for label, value, note in rows]
+    if summary.get("feature_kernel_error") is not None:
+        lines.append(
+            f"  features vs the exact NNGP at the start: relative error "
+            f"{summary['feature_kernel_error']:.3f}"
+        )
     preset = ""
     if summary.get("preset"):
         given = ", ".join(summary["preset_overrides"]) or "none"
@@ -93,7 +113,7 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"{k['vjp_seconds']['ts']:.3g} s, server {k['server_seconds']:.2g} s, compile "
             f"{k['compile_seconds']:.1f} s per worker"
         )
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("", "1 worker", f"{n} workers"),
         (
             "per step",
@@ -106,17 +126,25 @@ def format_plan(plan: dict[str, Any]) -> str:
             compute.format_duration(plan["run_seconds_workers"]),
         ),
     ]
+    if "features" in plan:
+        f = plan["features"]
+        lines.append(
+            f"features {f['features']}: {f['feature_count']:,} per image; measured here: "
+            f"{1000 * f['forward_seconds_per_image']:.3g} ms per image forward, "
+            f"{1000 * f['gradient_seconds_per_image']:.3g} ms with the gradient"
+        )
     lines += [f"  {label:<10} {one:>12} {many:>12}" for label, one, many in rows]
     if plan["zca_fit_seconds"] > 0:
         lines.append(
             f"  whole run includes the ZCA fit: "
             f"{compute.format_duration(plan['zca_fit_seconds'])} (once; --no-zca skips it)"
         )
-    lines.append(
-        f"  block overhead {1000 * plan['overhead_seconds_per_block']:.2f} ms; peak memory per "
-        f"worker {plan['peak_bytes_per_worker'] / 2**20:,.0f} MiB of "
-        f"{plan['memory_limit_bytes'] / 2**30:.0f} GiB"
-    )
+    if "peak_bytes_per_worker" in plan:  # runs on features have no block plan
+        lines.append(
+            f"  block overhead {1000 * plan['overhead_seconds_per_block']:.2f} ms; peak memory "
+            f"per worker {plan['peak_bytes_per_worker'] / 2**20:,.0f} MiB of "
+            f"{plan['memory_limit_bytes'] / 2**30:.0f} GiB"
+        )
     lines += [f"warning: {warning}" for warning in plan["warnings"]]
     return "\n".join(lines)
 

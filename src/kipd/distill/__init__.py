@@ -2,9 +2,10 @@
 
 ``kip(kernels, optimizer)`` gives the optax-style ``(init, update)`` pair over a
 :class:`KipState` (``kip_on_features`` the same on a random-feature kernel, through
-``krr_loss_features``), and ``label_solve`` solves eq. (2) from kernel matrices. Nothing here
-reads or writes a file: runs on a dataset, their run directories, checkpoints and
-evaluation are ``kipd.runs`` (moved there in kipd 0.5).
+``krr_loss_features``, or RFAD's Platt-scaled cross-entropy with ``loss="platt"``), and
+``label_solve`` solves eq. (2) from kernel matrices. Nothing here reads or writes a file:
+runs on a dataset, their run directories, checkpoints and evaluation are ``kipd.runs``
+(moved there in kipd 0.5).
 """
 
 from kipd.compute import ComputeError
@@ -14,6 +15,7 @@ from kipd.distill._krr import (
     accuracy,
     krr_loss,
     krr_loss_features,
+    krr_platt_loss_features,
     krr_predict,
     krr_predict_features,
     ridge,
@@ -31,6 +33,7 @@ __all__ = [
     "kip_on_features",
     "krr_loss",
     "krr_loss_features",
+    "krr_platt_loss_features",
     "krr_predict",
     "krr_predict_features",
     "label_solve",

@@ -7,7 +7,9 @@ samples one of them with the state's key ("sampling KIP", paper §3.2). The kern
 ``kipd.kernels`` bound their own memory (they compute pairs in blocks, rematerialized in
 the backward pass), so a 5000-image target batch is one call. With an executor the
 same step runs as the block plan of paper §2.1 (``kipd.compute``), on this machine's
-devices or a Ray cluster, with the same result.
+devices or a Ray cluster, with the same result. ``kip_on_features`` takes the same step
+on a random-feature kernel (RFAD), with eq. (1) or RFAD's Platt-scaled cross-entropy, and
+fresh or fixed random networks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import optax
 
 from kipd import compute
 from kipd.compute import KernelSpec
-from kipd.distill._krr import LAMBDA0, accuracy, krr_loss, krr_loss_features
+from kipd.distill._krr import (
+    LAMBDA0,
+    accuracy,
+    krr_loss,
+    krr_loss_features,
+    krr_platt_loss_features,
+)
 
 KernelFn = Callable[[jax.Array, jax.Array], jax.Array]
 """``kernel(x1, x2) -> K``: ``x1`` ``(n1, H, W, C)``, ``x2`` ``(n2, H, W, C)``, ``K``
@@ -42,6 +50,15 @@ class KipState(NamedTuple):
       opt_state: the optax optimizer state of the learned parameters.
       step: int32 scalar, the number of updates taken.
       key: PRNG key for kernel sampling and augmentation; split at every step.
+      log_scale: scalar, the log of the learned Platt scale of
+        :func:`kip_on_features` with ``loss="platt"`` (dtype of the support images,
+        starts at 0, learned by the optimizer with the images); else ``None``.
+      network_key: PRNG key of the fixed random networks of :func:`kip_on_features`
+        with ``resample_networks=False``; else ``None``.
+
+    The last two default to ``None``, which is no pytree leaf: the states of :func:`kip`
+    and of the default :func:`kip_on_features` have the leaves they always had, so their
+    checkpoints (``kipd.runs``) restore unchanged.
     """
 
     support_images: jax.Array
@@ -49,6 +66,8 @@ class KipState(NamedTuple):
     opt_state: optax.OptState
     step: jax.Array
     key: jax.Array
+    log_scale: jax.Array | None = None
+    network_key: jax.Array | None = None
 
 
 class Kip(NamedTuple):
@@ -148,7 +167,7 @@ def kip(
 
 
 class _Steps(NamedTuple):
-    learned: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+    learned: Callable[..., dict[str, jax.Array]]
     init: Callable[[jax.Array, jax.Array, jax.Array], KipState]
     prepare: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
     finish: Callable[..., tuple[KipState, dict[str, jax.Array]]]
@@ -159,18 +178,33 @@ def _steps(
     learn_labels: bool,
     augment: Augment | None,
     num_kernels: int,
+    learn_scale: bool = False,
 ) -> _Steps:
     """What every KIP update shares, whatever gives its loss (kernels, blocks, features):
     the learned parameters, ``init``, the step's keys and targets, and the optimizer step
-    with the metrics."""
+    with the metrics. ``learn_scale``: one more learned parameter, ``"log_scale"`` (the
+    state's ``log_scale``, RFAD's Platt scale, starting at 0)."""
 
-    def learned(images: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-        return {"images": images, "labels": labels} if learn_labels else {"images": images}
+    def learned(
+        images: jax.Array, labels: jax.Array, log_scale: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        params = {"images": images, "labels": labels} if learn_labels else {"images": images}
+        if learn_scale:
+            if log_scale is None:
+                raise ValueError(
+                    "this KIP learns a Platt scale but the state has none (log_scale is None): "
+                    "use a state made by this algorithm's init"
+                )
+            params["log_scale"] = log_scale
+        return params
 
     def init(support_images: jax.Array, support_labels: jax.Array, key: jax.Array) -> KipState:
         support_images, support_labels = jnp.asarray(support_images), jnp.asarray(support_labels)
-        opt_state = optimizer.init(learned(support_images, support_labels))
-        return KipState(support_images, support_labels, opt_state, jnp.zeros((), jnp.int32), key)
+        log_scale = jnp.zeros((), support_images.dtype) if learn_scale else None
+        opt_state = optimizer.init(learned(support_images, support_labels, log_scale))
+        return KipState(
+            support_images, support_labels, opt_state, jnp.zeros((), jnp.int32), key, log_scale
+        )
 
     def prepare(state: KipState, target_images: jax.Array):
         """The step's keys, kernel index and (augmented) targets."""
@@ -181,15 +215,16 @@ def _steps(
 
     def finish(state: KipState, key, index, loss, predictions, grads, target_labels):
         """The optimizer step and the metrics, from the loss and its gradient."""
-        params = learned(state.support_images, state.support_labels)
+        params = learned(state.support_images, state.support_labels, state.log_scale)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         params = optax.apply_updates(params, updates)
-        new_state = KipState(
+        new_state = state._replace(
             support_images=params["images"],
             support_labels=params.get("labels", state.support_labels),
             opt_state=opt_state,
             step=state.step + 1,
             key=key,
+            log_scale=params.get("log_scale", state.log_scale),
         )
         metrics = {
             "loss": loss,
@@ -205,6 +240,9 @@ _NETWORK_STREAM = 0x6E6574
 """Folded into a step's key to draw that step's random networks, apart from the streams
 ``prepare`` splits off (the next state's key, the kernel index, augmentation)."""
 
+_FEATURE_LOSSES = ("mse", "platt")
+"""The losses of :func:`kip_on_features`."""
+
 
 def kip_on_features(
     features: Callable[[jax.Array, jax.Array], jax.Array],
@@ -213,20 +251,43 @@ def kip_on_features(
     learn_labels: bool = True,
     lambda0: float = LAMBDA0,
     augment: Augment | None = None,
+    loss: str = "mse",
+    resample_networks: bool = True,
 ) -> Kip:
-    """KIP on a random-feature kernel: each step draws fresh networks (as RFAD does) and
-    takes the loss of eq. (1) for ``K = Phi Phi^T`` through :func:`krr_loss_features`, so a
-    step costs forward passes of the support and target images (linear in their number)
-    and a ``min(n_s, p)``-sized solve, never ``K_ts``.
+    """KIP on a random-feature kernel ``K = Phi Phi^T``, as RFAD does it (Loo et al., NeurIPS
+    2022, "Efficient dataset distillation using random feature approximation"): a step
+    costs forward passes of the support and target images (linear in their number) and a
+    ``min(n_s, p)``-sized solve, never ``K_ts``.
 
     Args:
       features: ``features(key, images) -> (n, p)``, e.g.
         :func:`kipd.kernels.random_features`; the key draws the networks.
       optimizer, learn_labels, lambda0, augment: as :func:`kip`.
+      loss: ``"mse"``: the loss of eq. (1), half the mean squared error of the KRR
+        predictions (:func:`krr_loss_features`). ``"platt"``: RFAD's Platt-scaled
+        cross-entropy (:func:`krr_platt_loss_features`), the softmax cross-entropy of
+        ``exp(log_scale)`` times the KRR predictions against the targets' classes, in
+        nats per target image. ``log_scale`` is the state's ``log_scale``, starting at 0
+        (scale 1) as in RFAD, and one more learned parameter, ``"log_scale"`` in the
+        dict of learned parameters (next to ``"images"`` and ``"labels"``), stepped by
+        ``optimizer``. RFAD gives it a larger learning rate (1e-2) than the images; a
+        per-parameter optimizer does that here, e.g. ``optax.multi_transform`` with
+        labels ``lambda p: {k: "scale" if k == "log_scale" else "rest" for k in p}``.
+      resample_networks: ``True``: every step draws fresh networks from its key (RFAD's
+        setting, ``fold_in`` of the state's key). ``False``: the networks are drawn once
+        from the key given to ``init`` (those of the first step with ``True``), kept in
+        the state's ``network_key``, and the same at every step: KIP on one fixed finite
+        random-feature kernel.
 
     Returns:
       A :class:`Kip` pair over the same :class:`KipState` as :func:`kip` (the metrics'
-      ``kernel`` is always 0); ``update`` is pure and jit-able.
+      ``kernel`` is always 0, ``loss`` is the chosen loss, ``accuracy`` that of the raw
+      KRR predictions with either loss); ``update`` is pure and jit-able. With the
+      defaults the state has the leaves of :func:`kip`'s; ``"platt"`` adds ``log_scale``
+      (and its optimizer state), ``resample_networks=False`` adds ``network_key``.
+
+    Raises:
+      ValueError: ``loss`` is not one of ``"mse"``, ``"platt"``.
 
     Example:
       >>> import kipd.kernels, optax
@@ -239,21 +300,46 @@ def kip_on_features(
       >>> int(state.step)
       1
     """
-    learned, init, prepare, finish = _steps(optimizer, learn_labels, augment, 1)
+    if loss not in _FEATURE_LOSSES:
+        raise ValueError(
+            f"loss must be one of {', '.join(map(repr, _FEATURE_LOSSES))}, got {loss!r}"
+        )
+    platt = loss == "platt"
+    learned, shared_init, prepare, finish = _steps(
+        optimizer, learn_labels, augment, 1, learn_scale=platt
+    )
+
+    def init(support_images: jax.Array, support_labels: jax.Array, key: jax.Array) -> KipState:
+        state = shared_init(support_images, support_labels, key)
+        if resample_networks:
+            return state
+        return state._replace(network_key=jax.random.fold_in(key, _NETWORK_STREAM))
 
     def update(state: KipState, target_images: jax.Array, target_labels: jax.Array):
         key, index, target_images = prepare(state, target_images)
-        network_key = jax.random.fold_in(state.key, _NETWORK_STREAM)
+        if resample_networks:
+            network_key = jax.random.fold_in(state.key, _NETWORK_STREAM)
+        elif state.network_key is None:
+            raise ValueError(
+                "resample_networks=False needs the state's network_key: use a state made by "
+                "this algorithm's init"
+            )
+        else:
+            network_key = state.network_key
 
         def loss_fn(params):
             phi_s = features(network_key, params["images"])
             phi_t = features(network_key, target_images)
             labels = params.get("labels", state.support_labels)
+            if platt:
+                return krr_platt_loss_features(
+                    phi_t, phi_s, labels, target_labels, params["log_scale"], lambda0
+                )
             return krr_loss_features(phi_t, phi_s, labels, target_labels, lambda0)
 
-        params = learned(state.support_images, state.support_labels)
-        (loss, predictions), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return finish(state, key, index, loss, predictions, grads, target_labels)
+        params = learned(state.support_images, state.support_labels, state.log_scale)
+        (value, predictions), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return finish(state, key, index, value, predictions, grads, target_labels)
 
     return Kip(init, update)
 

@@ -27,6 +27,8 @@ from kipd.kernels._layers import serial
 from kipd.kernels._make import _check_images
 
 FeatureFn = Callable[[jax.Array, jax.Array], jax.Array]
+"""``features(key, images (n, H, W, C)) -> (n, p)``: a random feature map; ``key`` draws
+its networks (:func:`random_features`)."""
 
 
 def feature_count(

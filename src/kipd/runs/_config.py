@@ -28,6 +28,29 @@ LR_SCHEDULES = ("constant", "cosine")
 TARGET_SAMPLINGS = ("uniform", "balanced")
 """How a KIP step draws its targets: any train images (the paper), or as many per class."""
 
+LOSSES = ("mse", "platt")
+"""KIP's loss: the paper's mean squared error of the KRR predictions (eq. 1), or RFAD's
+Platt-scaled cross-entropy (the predictions times a learned scale, softmax cross-entropy;
+runs on random features only)."""
+
+
+def parse_features(text: str) -> tuple[int, int]:
+    """``(width, networks)`` of a ``--features W:M`` value.
+
+    Example:
+      >>> parse_features("128:4")
+      (128, 4)
+    """
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) == 2 and all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        return int(parts[0]), int(parts[1])
+    raise ValueError(
+        f"features must be WIDTH:NETWORKS, two integers >= 1, got {text!r}: pass e.g. "
+        "--features 128:4 (random networks of 128 channels, 4 per step), or leave it out "
+        "for the exact kernel"
+    )
+
+
 # Options a resumed run may change: they do not alter the trajectory (``steps`` does
 # under a decaying learning rate: see ``config_differences``).
 RESUMABLE_CHANGES = frozenset({"steps", "data_dir", "test_size", "block_size"})
@@ -77,6 +100,7 @@ class _Common:
     seed: int = 0
     lambda0: float = LAMBDA0
     test_size: int | None = _cli(None, metavar="N")
+    features: str | None = _cli(None, metavar="W:M")
     preset: str | None = _cli(None, choices=PRESETS)
     preset_overrides: tuple[str, ...] = _cli((), skip=True)
 
@@ -111,6 +135,13 @@ class _Common:
             f"test size must be an integer >= 1, got {self.test_size!r}: pass e.g. --test-size "
             "2000, or leave it out to use the whole test set",
         )
+        if self.features is not None:
+            parse_features(self.features)
+
+    @property
+    def feature_map(self) -> tuple[int, int] | None:
+        """``(width, networks)`` of a run on random features, ``None`` for the exact kernel."""
+        return None if self.features is None else parse_features(self.features)
 
     def _resolve_common(self, dataset: data.Dataset) -> dict[str, Any]:
         """Preprocessing and test size resolved for ``dataset`` (``None``: whole test set)."""
@@ -149,6 +180,13 @@ class KipConfig(_Common):
         means the whole test set, a number a fixed random subset of that size (seeded by
         ``seed``). A 100-image ConvNet set against 10,000 test images is 2M kernel
         entries, over an hour on a CPU; readings during training use ``eval_size``.
+      features: ``W:M``: train on random features instead of the exact kernel: each step
+        draws ``M`` random finite networks of width ``W`` of the kernel's architecture
+        (RFAD's feature map, whose inner products estimate the kernel's NNGP; see
+        docs/kernels.md), so a step costs forward passes of the images instead of one
+        kernel evaluation per (support, target) pair. Readings during training use the
+        same feature map with fixed networks; the final accuracies are measured with the
+        exact kernel (the referee) and with the features. ``None``: the exact kernel.
       preset: ``paper``: start from the paper's settings for the dataset and images per
         class (Table 1, appendix A; see docs/runs.md); options given explicitly
         override its values.
@@ -175,6 +213,13 @@ class KipConfig(_Common):
       keep_best: checkpoints of lowest train loss kept, besides the latest.
       block_size: block side ``B`` of the block plan (``None``: per kernel, see
         :func:`kipd.compute.default_block_size`).
+      loss: ``"mse"`` (the paper's eq. 1) or ``"platt"``: RFAD's Platt-scaled
+        cross-entropy, softmax cross-entropy of the KRR predictions times a learned scale
+        (runs on ``features`` only).
+      init_from: start from the distilled set of a run directory, its ``distilled.npz``, an
+        export or a released ``.npz`` (images and labels) instead of natural images, e.g. to
+        refine a run on features with the exact kernel. It must have ``images_per_class``
+        images per class and the run's preprocessing.
     """
 
     ALGORITHM: ClassVar[str] = "kip"
@@ -194,6 +239,8 @@ class KipConfig(_Common):
     eval_size: int = _cli(1000, metavar="N")
     keep_best: int = _cli(5, metavar="N")
     block_size: int | None = _cli(None, metavar="B")
+    loss: str = _cli("mse", choices=LOSSES)
+    init_from: str | None = _cli(None, metavar="RUN_OR_EXPORT")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -244,6 +291,31 @@ class KipConfig(_Common):
             f"block size must be an integer >= 1, got {self.block_size!r}: pass e.g. "
             "--block-size 32, or leave it out for the default",
         )
+        self._check_features_and_init()
+
+    def _check_features_and_init(self) -> None:
+        _check(
+            self.loss in LOSSES,
+            f"unknown loss {self.loss!r}: pass --loss mse (the paper) or --loss platt",
+        )
+        _check(
+            self.loss == "mse" or self.features is not None,
+            "--loss platt (RFAD's) is for runs on random features: add e.g. --features 128:4, "
+            "or use --loss mse with the exact kernel",
+        )
+        _check(
+            self.features is None or len(self.kernels) == 1,
+            f"--features takes one kernel, got {','.join(self.kernels)}: pass e.g. --kernel "
+            "convnet, or leave out --features for sampling KIP over several exact kernels",
+        )
+        _check(
+            self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)),
+            "init_from is empty: pass a run directory or .npz file, e.g. --init-from runs/features",
+        )
+        _check(
+            self.init_from is None or self.init == "natural",
+            f"--init {self.init} and --init-from both choose the initial set: leave out --init",
+        )
 
     def step_kernel_entries(self, num_classes: int) -> int:
         """Kernel entries one KIP step spends: ``K_ss`` and ``K_ts`` forward, then the
@@ -287,7 +359,11 @@ class LabelSolveConfig(_Common):
       dataset, data_dir, images_per_class, zca, zca_regularization, lambda0, test_size,
         preset, preset_overrides: as in :class:`KipConfig`.
       seed: seeds the draws of Label Solve: the class-balanced natural support images, the
-        ``target_size`` random targets and the ``test_size`` test subset.
+        ``target_size`` random targets, the ``test_size`` test subset and the networks of
+        ``features``.
+      features: ``W:M``: solve with the kernel of ``M`` random finite networks of width
+        ``W`` (fixed networks; see :class:`KipConfig`); the final accuracies are measured
+        with the exact kernel and with the features. ``None``: the exact kernel.
       kernel: kernel name: ``fc<n>`` (n dense layers, e.g. ``fc1``), ``convvec<n>`` (n
         conv layers, e.g. ``convvec3``) or ``convnet`` (the paper's).
       target_size: targets the labels are solved on; ``None`` means the whole train set

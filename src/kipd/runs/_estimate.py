@@ -18,10 +18,12 @@ from typing import Any
 import jax
 import numpy as np
 
+import kipd.kernels
 from kipd import compute, data
 from kipd.distill import krr_loss
 from kipd.runs._config import KipConfig, LabelSolveConfig
-from kipd.runs._context import Log, load_dataset
+from kipd.runs._context import Log, load_dataset, say
+from kipd.runs._features import feature_image_seconds
 
 ZCA_FIT = "ZCA fit"
 """The part of a run's estimate that fits its regularized ZCA."""
@@ -190,6 +192,8 @@ def plan_kip(
       ``peak_bytes_per_worker``, ``memory_limit_bytes``, and ``warnings`` (a list of
       sentences).
     """
+    if config.features is not None:
+        return _plan_features(config, image_shape, num_classes, test_size, log)
     support_size = config.images_per_class * num_classes
     targets = config.target_batch_size
     labels = np.zeros((support_size, num_classes), np.float32)
@@ -256,6 +260,44 @@ def plan_kip(
     }
 
 
+def _plan_features(
+    config: KipConfig,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    test_size: int,
+    log: Log | None,
+) -> dict[str, Any]:
+    """:func:`plan_kip` of a run on features: the feature map timed here, the step and the
+    run modelled from it (the steps run in this process: one worker)."""
+    estimate = _feature_kip_estimate(config, image_shape, num_classes, test_size, 0, log)
+    forward, gradient = _feature_seconds(config, image_shape, log)
+    assert config.feature_map is not None
+    width, networks = config.feature_map
+    step = estimate.parts["steps"] / max(config.steps, 1)
+    return {
+        "support_size": config.images_per_class * num_classes,
+        "target_batch_size": config.target_batch_size,
+        "steps": config.steps,
+        "workers": 1,
+        "executor": "local",
+        "kernels": [],
+        "features": {
+            "features": config.features,
+            "feature_count": kipd.kernels.feature_count(
+                config.eval_kernel, image_shape, width=width, networks=networks
+            ),
+            "forward_seconds_per_image": forward,
+            "gradient_seconds_per_image": gradient,
+        },
+        "step_seconds": step,
+        "step_seconds_workers": step,
+        "eval_seconds": estimate.parts["evaluations"] + estimate.parts["exact evaluation"],
+        "run_seconds": estimate.seconds,
+        "run_seconds_workers": estimate.seconds,
+        "warnings": [],
+    }
+
+
 def plan_run(
     config: KipConfig,
     *,
@@ -318,6 +360,8 @@ def kip_estimate(
         (the local executor: see :func:`kipd.compute.estimate_step`).
       log: where to say that a kernel is being timed.
     """
+    if config.features is not None:
+        return _feature_kip_estimate(config, image_shape, num_classes, num_test, from_step, log)
     support = config.images_per_class * num_classes
     targets = config.target_batch_size
     costs = [
@@ -341,6 +385,51 @@ def kip_estimate(
             "evaluations": eval_entries * costs[0].forward_seconds / workers,
         },
         entries=steps * config.step_kernel_entries(num_classes) + eval_entries,
+    )
+
+
+def _feature_seconds(
+    config: KipConfig | LabelSolveConfig, image_shape: tuple[int, ...], log: Log | None
+) -> tuple[float, float]:
+    """:func:`feature_image_seconds` of a config on features, said before it is timed."""
+    assert config.feature_map is not None
+    width, networks = config.feature_map
+    say(log, f"timing the feature map ({config.eval_kernel} {config.features}) on this machine ...")
+    return feature_image_seconds(config.eval_kernel, width, networks, tuple(image_shape))
+
+
+def _feature_kip_estimate(
+    config: KipConfig,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    num_test: int,
+    from_step: int,
+    log: Log | None,
+) -> compute.Estimate:
+    """:func:`kip_estimate` of a run on features: a step is the support's features with
+    their gradient and the targets' features; readings and the final accuracies on the
+    feature kernel are forward passes, the final referee ``2 (t + n_s) n_s`` exact
+    forward entries (initial and final set)."""
+    support = config.images_per_class * num_classes
+    forward, gradient = _feature_seconds(config, image_shape, log)
+    exact = compute.entry_cost(compute.KernelSpec(config.eval_kernel), image_shape, support, log)
+    steps = max(0, config.steps - from_step)
+    readings = steps // config.eval_every + (from_step == 0)
+    feature_images = readings * (config.eval_size + support)
+    feature_images += (2 + config.keep_best) * (num_test + support)
+    exact_entries = 2 * (num_test + support) * support
+    return compute.Estimate(
+        what=f"{steps} KIP steps on features {config.features} of {support} support x "
+        f"{config.target_batch_size} target images ({config.eval_kernel}), {readings} test "
+        f"readings on features and the final evaluation on {num_test} test images (features, "
+        "and the exact kernel for the initial and final set)",
+        parts={
+            "steps": steps * (support * gradient + config.target_batch_size * forward),
+            "evaluations": feature_images * forward,
+            "exact evaluation": exact_entries * exact.forward_seconds,
+        },
+        entries=exact_entries,
+        unit="exact kernel entries",
     )
 
 
@@ -370,6 +459,21 @@ def label_solve_estimate(
     assert config.target_size is not None  # a resolved config
     remaining = config.target_size - done_targets
     done = f", {done_targets} of them done" if done_targets else ""
+    if config.features is not None:
+        forward, _ = _feature_seconds(config, image_shape, log)
+        exact = compute.entry_cost(compute.KernelSpec(config.kernel), image_shape, support, log)
+        return compute.Estimate(
+            what=f"Label Solve of {support} images on {config.target_size} targets (features "
+            f"{config.features} of {config.kernel}{done}), tested on {num_test} images with "
+            "the features and the exact kernel",
+            parts={
+                "targets": (remaining + support) * forward,
+                "evaluations": (num_test + support) * forward,
+                "exact evaluation": num_test * support * exact.forward_seconds,
+            },
+            entries=num_test * support,
+            unit="exact kernel entries",
+        )
     return compute.kernel_estimate(
         f"Label Solve of {support} images on {config.target_size} targets ({config.kernel}"
         f"{done}), tested on {num_test} images",

@@ -17,11 +17,12 @@ from kipd import compute, data
 from kipd.distill import accuracy, krr_predict
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, executor_for, say
+from kipd.runs._features import FeatureKernel
 from kipd.runs._resolve import Resolved, resolve
 
 
 def krr_test_accuracies(
-    kernel: str,
+    kernel: str | FeatureKernel,
     support_images: Any,
     label_sets: Sequence[Any],
     test_images: Any,
@@ -32,10 +33,16 @@ def krr_test_accuracies(
     desc: str | None = None,
 ) -> list[float]:
     """KRR test accuracy of one support image set under each of several label sets; the
-    kernel matrices once, through ``kipd.compute`` (any executor)."""
-    spec = compute.KernelSpec(kernel)
-    k_ss = compute.kernel_matrix(spec, support_images, executor=executor)
-    k_ts = compute.kernel_matrix(spec, test_images, support_images, executor=executor, desc=desc)
+    kernel matrices once: an exact kernel (by name) through ``kipd.compute`` (any
+    executor), a run's feature kernel from its feature rows."""
+    if isinstance(kernel, FeatureKernel):
+        k_ss, k_ts = kernel.matrix(support_images), kernel.matrix(test_images, support_images)
+    else:
+        spec = compute.KernelSpec(kernel)
+        k_ss = compute.kernel_matrix(spec, support_images, executor=executor)
+        k_ts = compute.kernel_matrix(
+            spec, test_images, support_images, executor=executor, desc=desc
+        )
     return [
         float(accuracy(krr_predict(k_ts, k_ss, jnp.asarray(y), lambda0), test_labels))
         for y in label_sets
@@ -43,12 +50,19 @@ def krr_test_accuracies(
 
 
 class Evaluator(NamedTuple):
-    """KRR test accuracy of support sets on a run's test subsets."""
+    """KRR test accuracy of support sets on a run's test subsets, with the run's exact
+    kernel (``config.eval_kernel``) or ``kernel``: a run's feature kernel."""
 
     config: KipConfig | LabelSolveConfig
     dataset: data.Dataset
     preprocessing: data.Preprocessing
     executor: compute.Executor
+    kernel: FeatureKernel | None = None
+
+    @property
+    def name(self) -> str:
+        """The kernel's name, e.g. ``convnet`` or ``convnet features 128:4``."""
+        return self.config.eval_kernel if self.kernel is None else self.kernel.name
 
     def accuracies(
         self, images: Any, label_sets: Sequence[Any], subset: np.ndarray, desc: str | None = None
@@ -56,7 +70,7 @@ class Evaluator(NamedTuple):
         """The accuracy of ``images`` under each of ``label_sets`` on the test images
         ``subset`` (indices into the test split)."""
         return krr_test_accuracies(
-            self.config.eval_kernel,
+            self.config.eval_kernel if self.kernel is None else self.kernel,
             images,
             label_sets,
             self.preprocessing.apply(self.dataset.x_test[subset]),

@@ -25,13 +25,20 @@ import optax
 from tqdm.auto import tqdm
 
 from kipd import compute, data
-from kipd.distill import Kip, KipState, kip, sample_target_batch
+from kipd.distill import Kip, KipState, kip, kip_on_features, sample_target_batch
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import KipConfig
 from kipd.runs._context import Log, executor_for, load_dataset, say
 from kipd.runs._errors import DistillError
 from kipd.runs._estimate import announce, final_test_size, kip_estimate, with_zca_fit
 from kipd.runs._evaluate import Evaluator
+from kipd.runs._features import (
+    REFEREE_DRAWS,
+    REFEREE_IMAGES,
+    feature_fn,
+    feature_kernel,
+    referee_error,
+)
 from kipd.runs._summary import run_summary
 
 Step = Callable[[KipState, jax.Array, jax.Array], tuple[KipState, dict[str, Any]]]
@@ -86,6 +93,16 @@ def _kip_algorithm(
     else:
         targets, augment = preprocessing.apply(dataset.x_train), None
     labels = data.centered_one_hot(dataset.y_train, dataset.num_classes)
+    if config.features is not None:
+        algo = kip_on_features(
+            feature_fn(config),
+            optax.adam(learning_rate(config)),
+            learn_labels=config.learn_labels,
+            lambda0=config.lambda0,
+            augment=augment,
+            loss=config.loss,
+        )
+        return algo._replace(update=jax.jit(algo.update)), (targets, labels)
     algo = kip(
         [compute.KernelSpec(name) for name in config.kernels],
         optax.adam(learning_rate(config)),
@@ -113,7 +130,9 @@ def _checked_step(config: KipConfig, algo: Kip, batch_key: jax.Array) -> Step:
     def step_fn(state: KipState, images: jax.Array, labels: jax.Array):
         new_state, metrics = algo.update(state, *sample(state.step, images, labels))
         finite = bool(np.isfinite(float(metrics["loss"])))
-        for leaf in (new_state.support_images, new_state.support_labels):
+        for leaf in jax.tree_util.tree_leaves(
+            (new_state.support_images, new_state.support_labels, new_state.log_scale)
+        ):
             finite &= bool(np.all(np.isfinite(np.asarray(leaf))))
         return new_state, {**metrics, "finite": finite}
 
@@ -178,6 +197,27 @@ def _train(
     return state, last_loss
 
 
+def _referee(
+    config: KipConfig,
+    dataset: data.Dataset,
+    begun: _resume.Start,
+    executor: compute.Executor,
+    log: Log | None,
+) -> float:
+    """Stage: the feature kernel's error against the exact NNGP on a few train images,
+    said before the first step (a large error warns that the features do not stand for
+    the exact kernel the run is judged by)."""
+    images = begun.preprocessing.apply(dataset.x_train[:REFEREE_IMAGES])
+    error = referee_error(config, images, executor=executor)
+    say(
+        log,
+        f"feature kernel ({config.features}) vs the exact {config.eval_kernel} NNGP on "
+        f"{REFEREE_IMAGES} train images: relative error {error:.3f} (mean of {REFEREE_DRAWS} "
+        "draws of the networks)",
+    )
+    return error
+
+
 def _announce(
     config: KipConfig,
     dataset: data.Dataset,
@@ -217,14 +257,17 @@ def _final_accuracies(
     previous: dict[str, Any] | None,
     final: np.ndarray,
     progress: bool,
+    *,
+    with_best: bool = True,
+    init_key: str = "init_test_accuracy",
 ) -> tuple[float, float, dict[int, float]]:
     """Stage: the KRR test accuracy on the final subset of the initial set, the last
-    step's and (Table 1's protocol) each of the ``keep_best`` checkpoints of lowest train
-    loss, by step. An extended finished run keeps its initial set's (same init, kernel and
-    test set)."""
-    desc = "test accuracy" if progress else None
-    if previous is not None:
-        init_accuracy = previous["init_test_accuracy"]
+    step's and (Table 1's protocol, ``with_best``) each of the ``keep_best`` checkpoints of
+    lowest train loss, by step. An extended finished run keeps its initial set's (same
+    init, kernel and test set: ``previous[init_key]``)."""
+    desc = f"test accuracy ({evaluator.name})" if progress else None
+    if previous is not None and init_key in previous:
+        init_accuracy = previous[init_key]
     else:
         (init_accuracy,) = evaluator.accuracies(init["images"], [init["labels"]], final, desc)
     (final_accuracy,) = evaluator.accuracies(
@@ -233,6 +276,7 @@ def _final_accuracies(
     best = {
         step: evaluator.accuracies(images, [labels], final, desc)[0]
         for step, (images, labels) in _rundir.best_supports(out, config.keep_best).items()
+        if with_best
     }
     return init_accuracy, final_accuracy, best
 
@@ -246,10 +290,26 @@ def _summary(
     last_loss: float,
     started: float,
     run_seconds: float,
+    referee: tuple[float, float, float | None] | None = None,
 ) -> dict[str, Any]:
     """Stage: the run's summary, from :func:`_final_accuracies`; ``run_seconds``: the wall
-    time of every leg of the run."""
+    time of every leg of the run. A run on features gives ``referee``: the exact kernel's
+    accuracy of the initial and final set and the feature kernel's start-of-run error;
+    ``test_accuracy`` is then the exact kernel's (what ``kipd evaluate`` says), and the
+    feature kernel's accuracies are the ``feature_`` entries."""
     init_accuracy, final_accuracy, best = accuracies
+    best_name = "best_checkpoints_test_accuracy"
+    features: dict[str, Any] = {}
+    if referee is not None:
+        best_name = "best_checkpoints_feature_test_accuracy"
+        features = {
+            "features": config.features,
+            "loss": config.loss,
+            "feature_kernel_error": referee[2],
+            "feature_init_test_accuracy": init_accuracy,
+            "feature_test_accuracy": final_accuracy,
+        }
+        init_accuracy, final_accuracy = referee[0], referee[1]
     return run_summary(
         config,
         dataset,
@@ -262,8 +322,11 @@ def _summary(
         steps=config.steps,
         final_loss=last_loss,
         best_checkpoints=sorted(best),
-        best_checkpoints_test_accuracy=float(np.mean(list(best.values()))),
-        best_checkpoints_test_accuracy_std=float(np.std(list(best.values()))),
+        **{
+            best_name: float(np.mean(list(best.values()))),
+            f"{best_name}_std": float(np.std(list(best.values()))),
+        },
+        **features,
     )
 
 
@@ -334,18 +397,22 @@ def run_kip(
             _announce(config, dataset, out, resume, running, log, budget_seconds)
         begun = _resume.start(config, out, dataset, resume, init_key, log)
         init, final = begun.init, begun.test_subsets["final"]
-        evaluator = Evaluator(config, dataset, begun.preprocessing, running)
+        exact = Evaluator(config, dataset, begun.preprocessing, running)
+        evaluator = (
+            exact if config.features is None else exact._replace(kernel=feature_kernel(config))
+        )
 
         def read_accuracy(images: Any, labels: Any) -> float:
             return evaluator.accuracies(images, [labels], begun.test_subsets["readings"])[0]
 
+        def first_record() -> dict[str, Any]:
+            record = {"step": 0, "test_accuracy": read_accuracy(init["images"], init["labels"])}
+            if config.features is not None:
+                record["feature_kernel_error"] = _referee(config, dataset, begun, running, log)
+            return record
+
         if not resume:
-            _resume.create(
-                out,
-                config,
-                begun,
-                lambda: {"step": 0, "test_accuracy": read_accuracy(init["images"], init["labels"])},
-            )
+            _resume.create(out, config, begun, first_record)
         algo, targets = _kip_algorithm(config, dataset, begun.preprocessing, running)
         template = algo.init(jnp.asarray(init["images"]), jnp.asarray(init["labels"]), kip_key)
         state = _resume.restored_state(out, template, config.steps)
@@ -365,13 +432,29 @@ def run_kip(
             config, out, step_fn, state, targets, read_accuracy, progress, run_clock
         )
         accuracies = _final_accuracies(
-            config, out, evaluator, init, state, previous, final, progress
+            config,
+            out,
+            evaluator,
+            init,
+            state,
+            previous,
+            final,
+            progress,
+            init_key="init_test_accuracy" if evaluator is exact else "feature_init_test_accuracy",
         )
+        referee = None
+        if evaluator is not exact:
+            init_exact, final_exact, _ = _final_accuracies(
+                config, out, exact, init, state, previous, final, progress, with_best=False
+            )
+            first = _rundir.read_metrics(out, 0)
+            error = first[0].get("feature_kernel_error") if first else None
+            referee = (init_exact, final_exact, error)
     _rundir.write_distilled(
         out, state.support_images, state.support_labels, init, config, begun.preprocessing
     )
     summary = _summary(
-        config, dataset, len(final), init, accuracies, last_loss, started, run_clock()
+        config, dataset, len(final), init, accuracies, last_loss, started, run_clock(), referee
     )
     _rundir.write_summary(out, summary)
     return summary

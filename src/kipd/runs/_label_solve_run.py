@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from kipd.runs._config import LabelSolveConfig
 from kipd.runs._context import Log, executor_for, load_dataset
 from kipd.runs._estimate import announce, final_test_size, label_solve_estimate, with_zca_fit
 from kipd.runs._evaluate import Evaluator
+from kipd.runs._features import feature_kernel
 from kipd.runs._summary import run_summary
 
 KERNEL_ROWS_CHUNK_ENTRIES = 2**18
@@ -62,12 +64,27 @@ def _draw_targets(
     return _Targets(dataset, preprocessing, np.sort(np.asarray(drawn)))
 
 
+KernelMatrix = Callable[..., np.ndarray]
+"""``matrix(x1, x2=None, desc=None) -> (n1, n2)``: the run's kernel, exact or on features."""
+
+
+def _kernel_matrix(config: LabelSolveConfig, executor: compute.Executor) -> KernelMatrix:
+    """The kernel Label Solve solves with: exact (through ``executor``), or the run's
+    fixed-draw feature kernel."""
+    if config.features is not None:
+        features = feature_kernel(config)
+        return lambda x1, x2=None, desc=None: features.matrix(x1, x2)
+    spec = compute.KernelSpec(config.kernel)
+    return lambda x1, x2=None, desc=None: np.asarray(
+        compute.kernel_matrix(spec, x1, x2, executor=executor, desc=desc)
+    )
+
+
 def _durable_kernel_rows(
-    spec: compute.KernelSpec,
+    matrix: KernelMatrix,
     targets: _Targets,
     support_images: Any,
     out: Path,
-    executor: compute.Executor,
     saved: dict[int, np.ndarray],
     desc: str | None,
 ) -> np.ndarray:
@@ -86,11 +103,9 @@ def _durable_kernel_rows(
             stop = min(first + rows_per_chunk, n_targets)
             rows = saved.get(first)
             if rows is None or rows.shape != (stop - first, n_support):
-                rows = compute.kernel_matrix(
-                    spec,
+                rows = matrix(
                     targets.images(first, stop),
                     support_images,
-                    executor=executor,
                     desc=None if desc is None else f"rows {first:,}-{stop - 1:,}",
                 )
                 _rundir.write_kernel_rows(out, first, rows)
@@ -110,10 +125,10 @@ def _solve(
 ) -> np.ndarray:
     """Stage: the solved labels of the support set (eq. 2), written to ``distilled.npz``."""
     support = begun.init
-    spec = compute.KernelSpec(config.kernel)
-    k_ss = compute.kernel_matrix(spec, support["images"], executor=executor)
+    matrix = _kernel_matrix(config, executor)
+    k_ss = matrix(support["images"])
     desc = "K(targets, support)" if progress else None
-    k_ts = _durable_kernel_rows(spec, targets, support["images"], out, executor, saved, desc)
+    k_ts = _durable_kernel_rows(matrix, targets, support["images"], out, saved, desc)
     labels = label_solve(k_ts, k_ss, targets.labels(), config.lambda0, config.rcond)
     _rundir.write_distilled(out, support["images"], labels, support, config, begun.preprocessing)
     return labels
@@ -206,14 +221,26 @@ def run_label_solve(
             labels = end.distilled["labels"]
         else:
             labels = _solve(config, out, begun, targets, running, saved, progress)
-        init_accuracy, final_accuracy = Evaluator(
-            config, dataset, begun.preprocessing, running
-        ).accuracies(
-            support["images"],
-            [support["labels"], labels],
-            final,
-            "test accuracy" if progress else None,
-        )
+        exact = Evaluator(config, dataset, begun.preprocessing, running)
+        evaluators = [exact]
+        if config.features is not None:
+            evaluators.append(exact._replace(kernel=feature_kernel(config)))
+        (init_accuracy, final_accuracy), *on_features = [
+            evaluator.accuracies(
+                support["images"],
+                [support["labels"], labels],
+                final,
+                f"test accuracy ({evaluator.name})" if progress else None,
+            )
+            for evaluator in evaluators
+        ]
+    features = {}
+    if on_features:
+        features = {
+            "features": config.features,
+            "feature_init_test_accuracy": on_features[0][0],
+            "feature_test_accuracy": on_features[0][1],
+        }
     summary = run_summary(
         config,
         dataset,
@@ -223,6 +250,7 @@ def run_label_solve(
         final_accuracy,
         started,
         target_size=config.target_size,
+        **features,
     )
     _rundir.write_summary(out, summary)
     _rundir.remove_kernel_rows(out)

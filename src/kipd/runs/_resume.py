@@ -41,6 +41,7 @@ from kipd.runs._config import KipConfig, LabelSolveConfig, config_differences, r
 from kipd.runs._context import Log
 from kipd.runs._errors import DistillError
 from kipd.runs._estimate import log_zca_fit
+from kipd.runs._resolve import resolve
 
 Config = KipConfig | LabelSolveConfig
 _Config = TypeVar("_Config", "KipConfig", "LabelSolveConfig")
@@ -157,6 +158,41 @@ def _natural_support(
     }
 
 
+def _distilled_init(config: KipConfig, dataset: data.Dataset) -> dict[str, np.ndarray]:
+    """The initial support of ``init_from``: a distilled set's images and labels, checked
+    against the run (its size, dataset and preprocessing) before anything is fitted."""
+    source = config.init_from
+    assert source is not None  # the caller's condition
+    resolved = resolve(source, dataset=config.dataset, data_dir=config.data_dir)
+    images, labels = resolved.distilled.images, resolved.distilled.labels
+    wanted = config.images_per_class * dataset.num_classes
+    if len(images) != wanted:
+        per_class, extra = divmod(len(images), dataset.num_classes)
+        fix = f"pass --images-per-class {per_class}" if not extra else "start from another set"
+        raise ValueError(
+            f"--init-from {source} has {len(images)} images, this run {wanted} "
+            f"({config.images_per_class} per class, {dataset.num_classes} classes): {fix}"
+        )
+    theirs = resolved.preprocessing
+    ours = ("zca", config.zca_regularization) if config.zca else ("standard", None)
+    if (theirs.method, theirs.regularization) != ours:
+        flags = (
+            f"--zca --zca-regularization {theirs.regularization:g}"
+            if theirs.method == "zca"
+            else "--no-zca"
+        )
+        raise ValueError(
+            f"--init-from {source} is in the space of {theirs.method} preprocessing"
+            f"{'' if theirs.regularization is None else f' {theirs.regularization:g}'}, this run "
+            f"uses {ours[0]}{'' if ours[1] is None else f' {ours[1]:g}'}: pass {flags}"
+        )
+    return {
+        "images": np.asarray(images, np.float32),
+        "labels": np.asarray(labels, np.float32),
+        "indices": np.full(len(images), -1),
+    }
+
+
 def _initial_support(
     config: Config, dataset: data.Dataset, preprocessing: data.Preprocessing, key: jax.Array
 ) -> dict[str, np.ndarray]:
@@ -195,9 +231,12 @@ def start(
         subsets = _rundir.test_subsets(config, num_test, out)
         _rundir.write_test_subsets(out, subsets)  # a new --test-size draws a new final subset
         return Start(_rundir.read_preprocessing(out), _rundir.read_init(out), subsets)
+    distilled = None
+    if isinstance(config, KipConfig) and config.init_from is not None:
+        distilled = _distilled_init(config, dataset)
     log_zca_fit(log, config, dataset)
     preprocessing = data.fit_dataset_preprocessing(dataset, config.zca, config.zca_regularization)
-    init = _initial_support(config, dataset, preprocessing, key)
+    init = distilled or _initial_support(config, dataset, preprocessing, key)
     return Start(preprocessing, init, _rundir.test_subsets(config, num_test))
 
 

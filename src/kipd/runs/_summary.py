@@ -43,6 +43,7 @@ def run_summary(
             "paper_test_accuracy_std": None if figure[1] is None else figure[1] / 100,
             "gap_to_paper": measured - figure[0] / 100,
         }
+    init_from = getattr(config, "init_from", None)  # KIP's --init-from
     return {
         "algorithm": config.ALGORITHM,
         "dataset": dataset.name,
@@ -54,6 +55,7 @@ def run_summary(
         "seconds": round(time.perf_counter() - started, 1),
         **extra,
         **paper,
+        **({"init_from": init_from} if init_from else {}),
         "preset": config.preset,
         "preset_overrides": list(config.preset_overrides),
     }

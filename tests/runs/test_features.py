@@ -1,0 +1,162 @@
+"""Runs on random features (``--features W:M``): the exact kernel as referee, the
+feature kernel's own readings, Label Solve on features, and exact refinement from a
+distilled set (``--init-from``). Every run here is FC1 on 8x8x1 images, like the rest of
+the folder, so the kernels compile once."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import kipd.kernels
+from kipd import data, distill, runs
+from kipd.runs import _features
+from kipd.runs._estimate import kip_estimate
+
+
+@pytest.fixture(scope="module")
+def feature_run(tiny_dataset, tmp_path_factory):
+    """A finished 4-step KIP run on features 16:2 (FC1, 4 images per class)."""
+    out = tmp_path_factory.mktemp("runs") / "features"
+    config = runs.KipConfig(
+        dataset=tiny_dataset,
+        kernels=("fc1",),
+        features="16:2",
+        images_per_class=4,
+        steps=4,
+        target_batch_size=30,
+        checkpoint_every=2,
+        eval_every=2,
+        eval_size=15,
+        keep_best=2,
+    )
+    return out, config, runs.run_kip(config, out, progress=False)
+
+
+def _test_set(config):
+    dataset = data.load(config.dataset)
+    pre = data.fit_dataset_preprocessing(dataset, False, None)
+    return dataset, np.asarray(pre.apply(dataset.x_test)), dataset.y_test
+
+
+def test_summary_gives_the_exact_kernels_accuracy_beside_the_features(feature_run):
+    out, config, summary = feature_run
+    assert summary["features"] == "16:2" and summary["kernel"] == "fc1"
+    assert 0 < summary["feature_kernel_error"] < 2
+    with np.load(out / "distilled.npz") as f:
+        images, labels = f["images"], f["labels"]
+    dataset, test_images, test_labels = _test_set(config)
+    # The exact kernel's accuracy (the referee) is what `kipd evaluate` says.
+    (exact,) = runs.krr_test_accuracies(
+        "fc1", images, [labels], test_images, test_labels, config.lambda0
+    )
+    assert summary["test_accuracy"] == pytest.approx(exact, abs=1e-6)
+    assert runs.evaluate(out, progress=False)["test_accuracy"] == pytest.approx(exact, abs=1e-6)
+    # The feature kernel's: one fixed draw of 2 width-16 networks, from the run's seed.
+    features = kipd.kernels.random_features("fc1", width=16, networks=2)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _features._EVAL_STREAM)
+    phi_s, phi_t = features(key, images), features(key, test_images)
+    predictions = distill.krr_predict_features(phi_t, phi_s, labels, config.lambda0)
+    assert summary["feature_test_accuracy"] == pytest.approx(
+        float(distill.accuracy(predictions, test_labels)), abs=1e-6
+    )
+    assert "best_checkpoints_feature_test_accuracy" in summary
+    assert "best_checkpoints_test_accuracy" not in summary  # the best are judged on features
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["feature_kernel_error"] == summary["feature_kernel_error"]
+
+
+def test_feature_kernel_matrix_is_chunk_independent(monkeypatch):
+    config = runs.KipConfig(kernels=("fc1",), features="8:3")
+    kernel = _features.feature_kernel(config)
+    images = np.random.default_rng(0).standard_normal((11, 4, 4, 1)).astype(np.float32)
+    whole = kernel.matrix(images)
+    monkeypatch.setattr(_features, "FEATURE_CHUNK", 4)  # 3 chunks, the last one padded
+    np.testing.assert_allclose(kernel.matrix(images), whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(whole, whole.T, rtol=1e-6)
+
+
+def test_referee_error_falls_as_the_features_grow():
+    images = np.random.default_rng(1).standard_normal((16, 4, 4, 1)).astype(np.float32)
+    errors = [
+        _features.referee_error(runs.KipConfig(kernels=("fc1",), features=f), images)
+        for f in ("2:1", "64:16")
+    ]
+    # fc1's features are exact in expectation; error ~ 1 / sqrt(width * networks), 22x less.
+    assert errors[1] < errors[0] / 5 and errors[1] < 0.1
+
+
+def test_estimate_prices_features_and_the_exact_referee(tiny_dataset):
+    dataset = data.load(tiny_dataset)
+    config = runs.KipConfig(dataset=tiny_dataset, kernels=("fc1",), features="16:2").resolve(
+        dataset
+    )
+    estimate = kip_estimate(config, dataset.image_shape, 3, 30)
+    assert set(estimate.parts) == {"steps", "evaluations", "exact evaluation"}
+    assert all(seconds > 0 for seconds in estimate.parts.values())
+    assert estimate.entries == 2 * (30 + 3) * 3 and "features 16:2" in estimate.what
+
+
+def test_label_solve_on_features_solves_with_the_feature_kernel(tiny_dataset, tmp_path):
+    config = runs.LabelSolveConfig(
+        dataset=tiny_dataset, kernel="fc1", features="16:2", images_per_class=2
+    )
+    summary = runs.run_label_solve(config, tmp_path / "ls", progress=False)
+    assert summary["features"] == "16:2" and {"feature_test_accuracy", "test_accuracy"} <= set(
+        summary
+    )
+    with np.load(tmp_path / "ls/distilled.npz") as f:
+        images, labels = f["images"], f["labels"]
+    dataset = data.load(tiny_dataset)
+    pre = data.fit_dataset_preprocessing(dataset, False, None)
+    kernel = _features.feature_kernel(config.resolve(dataset))
+    targets = np.asarray(pre.apply(dataset.x_train))
+    expected = distill.label_solve(
+        kernel.matrix(targets, images),
+        kernel.matrix(images),
+        data.centered_one_hot(dataset.y_train, 3),
+        config.lambda0,
+        config.rcond,
+    )
+    np.testing.assert_allclose(labels, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_init_from_starts_an_exact_run_from_a_distilled_set(feature_run, tmp_path):
+    source, config, _ = feature_run
+    refine = runs.KipConfig(
+        dataset=config.dataset,
+        kernels=("fc1",),
+        images_per_class=4,
+        steps=2,
+        target_batch_size=30,
+        eval_every=2,
+        eval_size=15,
+        init_from=str(source),
+    )
+    summary = runs.run_kip(refine, tmp_path / "refined", progress=False)
+    assert summary["init_from"] == str(source)
+    with np.load(source / "distilled.npz") as a, np.load(tmp_path / "refined/init.npz") as b:
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    # Its initial set's exact accuracy is the source's final one.
+    assert summary["init_test_accuracy"] == pytest.approx(
+        json.loads((source / "summary.json").read_text())["test_accuracy"], abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"images_per_class": 2}, "pass --images-per-class 4"),
+        ({"zca": True, "images_per_class": 4}, "pass --no-zca"),
+    ],
+)
+def test_init_from_refuses_a_set_that_does_not_fit(feature_run, tmp_path, changes, message):
+    source, config, _ = feature_run
+    refine = runs.KipConfig(
+        dataset=config.dataset, kernels=("fc1",), init_from=str(source), **changes
+    )
+    with pytest.raises(ValueError, match=message):
+        runs.run_kip(refine, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
