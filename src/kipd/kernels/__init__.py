@@ -10,7 +10,7 @@ the pairs a kernel computes at once and of ``kipd.compute``'s blocks of images.
 """
 
 from kipd.kernels._architectures import ARCHITECTURES, architecture
-from kipd.kernels._features import feature_count, random_features
+from kipd.kernels._features import FeatureFn, feature_count, random_features
 from kipd.kernels._layers import (
     Layer,
     avg_pool,
@@ -37,6 +37,7 @@ __all__ = [
     "default_block_side",
     "default_pairs_per_block",
     "dense",
+    "FeatureFn",
     "feature_count",
     "flatten",
     "global_avg_pool",
