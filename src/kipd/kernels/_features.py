@@ -96,10 +96,12 @@ def random_features(
             hidden = body.apply(params, images)
             return hidden * (W_std / math.sqrt(hidden.shape[-1]))
 
-        # One network at a time: M networks' activations at once would multiply the
-        # memory of a forward pass by M.
-        per_network = jax.lax.map(one_network, jax.random.split(key, networks))
-        flat = jnp.moveaxis(per_network, 0, 1).reshape(images.shape[0], -1)
+        # The networks unrolled, not looped: on the CPU the backward pass of a loop over
+        # networks (lax.map / scan, or vmap's batched convolutions) took 12-15x as long as
+        # the same networks unrolled (ConvNet width 32 x 4 networks, 100 images at 28x28:
+        # 4.6 s against 0.31 s); compile time grows with M instead.
+        per_network = [one_network(k) for k in jax.random.split(key, networks)]
+        flat = jnp.stack(per_network, axis=1).reshape(images.shape[0], -1)
         bias = jnp.full((images.shape[0], 1), b_std, flat.dtype)
         return jnp.concatenate([flat / math.sqrt(networks), bias], axis=1)
 
