@@ -11,6 +11,7 @@ def test_public_names():
         "Layer",
         "architecture",
         "avg_pool",
+        "chunk_calibration",
         "conv",
         "default_block_side",
         "default_pairs_per_block",
@@ -24,6 +25,7 @@ def test_public_names():
         "random_features",
         "relu",
         "serial",
+        "store_chunk_calibration",
     ]
     public = {name for name in dir(kipd.kernels) if not name.startswith("_")}
     assert public == set(kipd.kernels.__all__)

@@ -9,6 +9,8 @@ large kernel matrix by blocks. Where the blocks run is the executor's business: 
 machine or a cluster. Every executor gives the same numbers as ``jax.grad`` of the whole
 loss. ``ExecutorConfig`` names an executor as options (``--executor``, ``--workers``,
 ``--ray-address``). ``estimate`` measures a block and predicts a run's time and memory (``--plan``).
+``device_summary`` names the devices the local executor uses; ``calibrate_chunk_sizes``
+times a GPU's chunk sizes (run once per machine before the first block, then cached).
 """
 
 from kipd.compute._calibration import (
@@ -20,10 +22,11 @@ from kipd.compute._calibration import (
     format_duration,
     kernel_estimate,
 )
+from kipd.compute._chunk_sizes import ChunkCalibration, calibrate_chunk_sizes
 from kipd.compute._estimate import StepEstimate, block_overhead, estimate_step
 from kipd.compute._executor import ComputeError, Executor
 from kipd.compute._grad import default_block_size, kernel_matrix, value_and_grad
-from kipd.compute._local import LocalExecutor
+from kipd.compute._local import LocalExecutor, device_summary
 from kipd.compute._options import EXECUTORS, ExecutorConfig
 from kipd.compute._plan import Block, BlockPlan, plan_blocks
 from kipd.compute._ray import RayExecutor
@@ -35,6 +38,7 @@ __all__ = [
     "Block",
     "BlockPlan",
     "BlockWorker",
+    "ChunkCalibration",
     "ComputeError",
     "EntryCost",
     "Estimate",
@@ -46,7 +50,9 @@ __all__ = [
     "RayExecutor",
     "StepEstimate",
     "block_overhead",
+    "calibrate_chunk_sizes",
     "default_block_size",
+    "device_summary",
     "entry_cost",
     "estimate_step",
     "format_duration",

@@ -142,6 +142,33 @@ class LocalExecutor:
         self.close()
 
 
+def device_summary(devices: Sequence[Any] | None = None) -> str:
+    """The devices the local executor uses, in words: ``"2 CPU cores"`` (the cores this
+    process may run on; ``"4 CPU devices on 2 cores"`` with forced host devices), or the
+    count and kind of each accelerator, ``"1 x NVIDIA H100 80GB HBM3"``.
+
+    Args:
+      devices: JAX devices (default: :class:`LocalExecutor`'s, every local device of the
+        default backend).
+
+    Example:
+      >>> device_summary().endswith(("core", "cores"))  # on a CPU
+      True
+    """
+    devices = list(devices) if devices is not None else list(jax.local_devices())
+    if all(device.platform == "cpu" for device in devices):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+        plural = "s" if cores != 1 else ""
+        if len(devices) == 1:
+            return f"{cores} CPU core{plural}"
+        return f"{len(devices)} CPU devices on {cores} core{plural}"
+    kinds = collections.Counter(
+        str(getattr(device, "device_kind", device.platform)) for device in devices
+    )
+    return ", ".join(f"{count} x {kind}" for kind, count in kinds.items())
+
+
 def _quarter_of_memory(device: jax.Device) -> int:
     """A quarter of a device's memory: what XLA reports for an accelerator, the machine's
     RAM for a CPU (0 where neither is known: pullbacks are then never kept)."""

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import kipd.kernels
+from kipd.compute._chunk_sizes import ensure_chunk_sizes
 from kipd.compute._plan import SUPPORT_BLOCK, Block
 
 
@@ -40,11 +41,15 @@ class KernelSpec(NamedTuple):
     depth: int | None = None
     implementation: str = "auto"
 
-    def build(self, remat: bool = True) -> Any:
+    def build(self, remat: bool = True, vjp: bool = False) -> Any:
         """``kernel(x1, x2) -> (n1, n2)``, the jitted kernel this spec names
         (``x2=None``: the symmetric ``K(x1, x1)``); ``remat`` as in
-        :func:`kipd.kernels.make`."""
-        kernel = kipd.kernels.make(
+        :func:`kipd.kernels.make`. ``vjp``: a kernel that will be differentiated, whose
+        chunks (with ``remat``) are a GPU's calibrated fwd+VJP size
+        (``kipd.kernels.default_pairs_per_block(..., vjp=True)``); on a CPU the same
+        kernel as without it."""
+        make = functools.partial(
+            kipd.kernels.make,
             self.name,
             W_std=self.W_std,
             b_std=self.b_std,
@@ -52,7 +57,25 @@ class KernelSpec(NamedTuple):
             implementation=self.implementation,
             remat=remat,
         )
-        return functools.partial(kernel, get=self.get)
+        if vjp and remat and jax.default_backend() != "cpu":
+            return _with_vjp_chunks(make, self)
+        return functools.partial(make(), get=self.get)
+
+
+def _with_vjp_chunks(make: Any, spec: KernelSpec) -> Any:
+    """``spec``'s kernel whose pairs per chunk are, for each image shape it is called on,
+    the accelerator's fwd+VJP size (the pairs of one ``make`` call are static; one jitted
+    kernel per size)."""
+    in_band = kipd.kernels.architecture(spec.name, depth=spec.depth).band(None)
+    assert in_band is not None  # every architecture starts from images: a spatial band
+    kernels = functools.cache(lambda pairs: make(pairs_per_block=pairs))
+
+    def kernel(x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+        # No GPU stage pools (fused and pooled only change a CPU's chunks).
+        pairs = kipd.kernels.default_pairs_per_block(in_band, tuple(x1.shape[1:]), vjp=True)
+        return kernels(pairs)(x1, x2, get=spec.get)
+
+    return kernel
 
 
 Shared = Mapping[str, Any]
@@ -147,6 +170,7 @@ class BlockWorker:
 
     def __init__(self, spec: KernelSpec):
         self.spec = spec
+        ensure_chunk_sizes()  # a GPU's chunk sizes, calibrated once per machine (CPU: none)
         kernel = spec.build()
 
         def forward(rows_array, support, row, col, row_size, col_size):
@@ -159,11 +183,12 @@ class BlockWorker:
         self._forward_diagonal = jax.jit(forward_diagonal, static_argnames="size")
         # Per kind, two linearizations: every intermediate kept (the backward pass only
         # applies transposes), or each internal block of pairs rematerialized (bounded
-        # memory); :meth:`_linearization` picks one from the block's shapes.
+        # memory; on a GPU in chunks of its calibrated fwd+VJP size); :meth:`_linearization`
+        # picks one from the block's shapes.
         self._keeping, self._rematerializing, self._pull = [], [], []
         self._choice: dict[tuple, tuple[Any, int]] = {}
         for kind, (keeping, rematerializing) in enumerate(
-            zip(_linearizations(spec.build(remat=False)), _linearizations(kernel))
+            zip(_linearizations(spec.build(remat=False)), _linearizations(spec.build(vjp=True)))
         ):
             static = _SIZE_NAMES[kind]
             self._keeping.append(jax.jit(keeping, static_argnames=static))

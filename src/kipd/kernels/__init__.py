@@ -6,7 +6,8 @@ its full-resolution stage runs as XLA layer maps or a fused kernel (``IMPLEMENTA
 ``apply`` are the finite network used for transfer; ``random_features(name, width=,
 networks=)`` gives features of random finite networks whose inner products estimate the
 NNGP. ``default_pairs_per_block`` and ``default_block_side`` are the one size policy of
-the pairs a kernel computes at once and of ``kipd.compute``'s blocks of images.
+the pairs a kernel computes at once and of ``kipd.compute``'s blocks of images;
+``chunk_calibration`` / ``store_chunk_calibration`` read and keep a GPU's calibrated chunks.
 """
 
 from kipd.kernels._architectures import ARCHITECTURES, architecture
@@ -23,7 +24,12 @@ from kipd.kernels._layers import (
     serial,
 )
 from kipd.kernels._make import IMPLEMENTATIONS, make
-from kipd.kernels._sizes import default_block_side, default_pairs_per_block
+from kipd.kernels._sizes import (
+    chunk_calibration,
+    default_block_side,
+    default_pairs_per_block,
+    store_chunk_calibration,
+)
 from kipd.kernels._state import KernelState
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "Layer",
     "architecture",
     "avg_pool",
+    "chunk_calibration",
     "conv",
     "default_block_side",
     "default_pairs_per_block",
@@ -46,4 +53,5 @@ __all__ = [
     "random_features",
     "relu",
     "serial",
+    "store_chunk_calibration",
 ]
