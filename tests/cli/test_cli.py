@@ -94,6 +94,7 @@ def test_plan_prints_the_cost_and_trains_nothing(dataset, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "per step" in text and "whole run" in text and "peak memory per worker" in text
     assert "kernel entries forward" in text and not out.exists()
+    assert "(this process: " in text and " CPU core" in text  # where the steps would run
     assert cli.main([*args, "--out", str(out), "--plan", "--json", "--block-size", "8"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["kernels"][0]["blocks"] == 1 + 3 and plan["step_seconds"] > 0
@@ -341,6 +342,7 @@ def test_cost_is_said_before_commitment(dataset, tmp_path, capsys, monkeypatch):
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert "\nestimate: 2 KIP steps of 3 support x 20 target images (fc1)" in err
+    assert "\nrunning on " in err and " CPU core" in err  # the devices, before the estimate
     assert "so it was not started. Pass --yes" in err and not out.exists()
     assert cli.main([*args, "--yes"]) == 0
     assert "estimate:" in capsys.readouterr().err

@@ -102,7 +102,8 @@ def format_plan(plan: dict[str, Any]) -> str:
     n = plan["workers"]
     lines = [
         f"{plan['dataset']}: {plan['support_size']} support images, {plan['target_batch_size']} "
-        f"targets per step, {plan['steps']} steps, executor {plan['executor']}"
+        f"targets per step, {plan['steps']} steps, executor {plan['executor']} (this "
+        f"process: {plan['devices']})"
     ]
     for k in plan["kernels"]:
         lines.append(

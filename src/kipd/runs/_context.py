@@ -33,6 +33,15 @@ def executor_for(executor: compute.Executor | None) -> Iterator[compute.Executor
         yield local
 
 
+def say_devices(log: Log | None, executor: compute.Executor) -> None:
+    """Says where a command's kernel blocks run: this process's devices (kind and count)
+    or a Ray pool's workers."""
+    if isinstance(executor, compute.LocalExecutor):
+        say(log, f"running on {compute.device_summary()}")
+    else:
+        say(log, f"running on {executor.workers_alive} Ray workers")
+
+
 def load_dataset(config: KipConfig | LabelSolveConfig, log: Log | None) -> data.Dataset:
     """The dataset of a config, said first (loading a large one takes seconds)."""
     say(log, f"loading {config.dataset} ...")

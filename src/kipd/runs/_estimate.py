@@ -328,6 +328,7 @@ def plan_run(
     fit = zca_fit_seconds(config, dataset)
     return {
         "dataset": dataset.name,
+        "devices": compute.device_summary(),
         **plan,
         "zca_fit_seconds": fit,
         "run_seconds": plan["run_seconds"] + fit,

@@ -28,7 +28,7 @@ from kipd import compute, data
 from kipd.distill import Kip, KipState, kip, kip_on_features, sample_target_batch
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import KipConfig
-from kipd.runs._context import Log, executor_for, load_dataset, say
+from kipd.runs._context import Log, executor_for, load_dataset, say, say_devices
 from kipd.runs._errors import DistillError
 from kipd.runs._estimate import announce, final_test_size, kip_estimate, with_zca_fit
 from kipd.runs._evaluate import Evaluator
@@ -227,8 +227,10 @@ def _announce(
     log: Log | None,
     budget_seconds: float | None,
 ) -> None:
-    """Stage: the ``estimate:`` line of the rest of the run (a new run's ZCA fit included),
-    checked against the budget before anything is written."""
+    """Stage: where the run's blocks run and the ``estimate:`` line of the rest of the run
+    (a new run's ZCA fit included), checked against the budget before anything is
+    written."""
+    say_devices(log, running)
     estimate = kip_estimate(
         config,
         dataset.image_shape,

@@ -23,7 +23,7 @@ from kipd import compute, data
 from kipd.distill import label_solve
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import LabelSolveConfig
-from kipd.runs._context import Log, executor_for, load_dataset
+from kipd.runs._context import Log, executor_for, load_dataset, say_devices
 from kipd.runs._estimate import announce, final_test_size, label_solve_estimate, with_zca_fit
 from kipd.runs._evaluate import Evaluator
 from kipd.runs._features import feature_kernel
@@ -196,6 +196,7 @@ def run_label_solve(
     saved = _rundir.read_kernel_rows(out) if resume else {}
     with executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
+            say_devices(log, running)
             estimate = label_solve_estimate(
                 config,
                 dataset.image_shape,
