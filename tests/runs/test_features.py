@@ -160,3 +160,24 @@ def test_init_from_refuses_a_set_that_does_not_fit(feature_run, tmp_path, change
     with pytest.raises(ValueError, match=message):
         runs.run_kip(refine, tmp_path / "refused", progress=False)
     assert not (tmp_path / "refused").exists()
+
+
+def test_an_export_of_a_run_on_features_evaluates_and_refines_exactly(feature_run, tmp_path):
+    source, config, summary = feature_run
+    exported = runs.export(source, tmp_path / "export")
+    # An export's accuracy is the exact kernel's, as its run's summary says.
+    result = runs.evaluate(exported, progress=False)
+    assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    card = json.loads((exported / "card.json").read_text())
+    assert "16:2" in json.dumps(card)  # the card says the set was made on features
+    refine = runs.KipConfig(
+        dataset=config.dataset,
+        kernels=("fc1",),
+        images_per_class=4,
+        steps=1,
+        target_batch_size=30,
+        eval_size=15,
+        init_from=str(exported),
+    )
+    refined = runs.run_kip(refine, tmp_path / "refined", progress=False)
+    assert refined["init_test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
