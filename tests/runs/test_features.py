@@ -3,6 +3,7 @@ feature kernel's own readings, Label Solve on features, and exact refinement fro
 distilled set (``--init-from``). Every run here is FC1 on 8x8x1 images, like the rest of
 the folder, so the kernels compile once."""
 
+import dataclasses
 import json
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 
 import kipd.kernels
 from kipd import data, distill, runs
-from kipd.runs import _features
+from kipd.runs import _features, _resume
 from kipd.runs._estimate import kip_estimate
 
 
@@ -122,27 +123,44 @@ def test_label_solve_on_features_solves_with_the_feature_kernel(tiny_dataset, tm
     np.testing.assert_allclose(labels, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_init_from_starts_an_exact_run_from_a_distilled_set(feature_run, tmp_path):
-    source, config, _ = feature_run
-    refine = runs.KipConfig(
+def _refinement(config, source, steps):
+    """An exact FC1 run of ``steps`` steps from the distilled set at ``source``."""
+    return runs.KipConfig(
         dataset=config.dataset,
         kernels=("fc1",),
         images_per_class=4,
-        steps=2,
+        steps=steps,
         target_batch_size=30,
         eval_every=2,
         eval_size=15,
         init_from=str(source),
     )
+
+
+def test_init_from_starts_an_exact_run_from_a_distilled_set(feature_run, tmp_path):
+    source, config, _ = feature_run
+    refine = _refinement(config, source, steps=2)
     summary = runs.run_kip(refine, tmp_path / "refined", progress=False)
     assert summary["init_from"] == str(source)
     with np.load(source / "distilled.npz") as a, np.load(tmp_path / "refined/init.npz") as b:
         np.testing.assert_array_equal(a["images"], b["images"])
         np.testing.assert_array_equal(a["labels"], b["labels"])
-    # Its initial set's exact accuracy is the source's final one.
-    assert summary["init_test_accuracy"] == pytest.approx(
-        json.loads((source / "summary.json").read_text())["test_accuracy"], abs=1e-6
+    # Its initial set's exact accuracy is the source's final one: taken from the source's
+    # summary (same kernel, ridge and test images), not measured again.
+    assert (
+        summary["init_test_accuracy"]
+        == (json.loads((source / "summary.json").read_text())["test_accuracy"])
     )
+    final = np.arange(30)  # the whole tiny test set, the source's final subset too
+    assert _resume.known_init_accuracy(refine, final) == {
+        "init_test_accuracy": summary["init_test_accuracy"]
+    }
+    for other in (
+        dataclasses.replace(refine, kernels=("fc2",)),  # another kernel: measured again
+        dataclasses.replace(refine, lambda0=1e-3),  # another ridge
+    ):
+        assert _resume.known_init_accuracy(other, final) is None
+    assert _resume.known_init_accuracy(refine, final[:20]) is None  # other test images
 
 
 @pytest.mark.parametrize(
@@ -170,14 +188,5 @@ def test_an_export_of_a_run_on_features_evaluates_and_refines_exactly(feature_ru
     assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     card = json.loads((exported / "card.json").read_text())
     assert "16:2" in json.dumps(card)  # the card says the set was made on features
-    refine = runs.KipConfig(
-        dataset=config.dataset,
-        kernels=("fc1",),
-        images_per_class=4,
-        steps=1,
-        target_batch_size=30,
-        eval_size=15,
-        init_from=str(exported),
-    )
-    refined = runs.run_kip(refine, tmp_path / "refined", progress=False)
+    refined = runs.run_kip(_refinement(config, exported, steps=1), tmp_path / "r", progress=False)
     assert refined["init_test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)

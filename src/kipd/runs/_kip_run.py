@@ -265,8 +265,9 @@ def _final_accuracies(
 ) -> tuple[float, float, dict[int, float]]:
     """Stage: the KRR test accuracy on the final subset of the initial set, the last
     step's and (Table 1's protocol, ``with_best``) each of the ``keep_best`` checkpoints of
-    lowest train loss, by step. An extended finished run keeps its initial set's (same
-    init, kernel and test set: ``previous[init_key]``)."""
+    lowest train loss, by step. ``previous[init_key]``, where given, is the initial set's
+    already: an extended finished run's own, or the ``--init-from`` run's final accuracy
+    (:func:`_resume.known_init_accuracy`)."""
     desc = f"test accuracy ({evaluator.name})" if progress else None
     if previous is not None and init_key in previous:
         init_accuracy = previous[init_key]
@@ -275,12 +276,65 @@ def _final_accuracies(
     (final_accuracy,) = evaluator.accuracies(
         state.support_images, [state.support_labels], final, desc
     )
+    # The last step is often among the best: its accuracy is measured once.
     best = {
-        step: evaluator.accuracies(images, [labels], final, desc)[0]
+        step: (
+            final_accuracy
+            if step == int(state.step)
+            else evaluator.accuracies(images, [labels], final, desc)[0]
+        )
         for step, (images, labels) in _rundir.best_supports(out, config.keep_best).items()
         if with_best
     }
     return init_accuracy, final_accuracy, best
+
+
+def _evaluators(
+    config: KipConfig, dataset: data.Dataset, begun: _resume.Start, executor: compute.Executor
+) -> tuple[Evaluator, Evaluator]:
+    """The run's exact evaluator and the one of its readings: the same, or for a run on
+    features its fixed-draw feature kernel."""
+    exact = Evaluator(config, dataset, begun.preprocessing, executor)
+    if config.features is None:
+        return exact, exact
+    return exact, exact._replace(kernel=feature_kernel(config))
+
+
+def _final_stage(
+    config: KipConfig,
+    out: Path,
+    evaluators: tuple[Evaluator, Evaluator],
+    init: dict[str, np.ndarray],
+    state: KipState,
+    previous: dict[str, Any] | None,
+    final: np.ndarray,
+    progress: bool,
+) -> tuple[tuple[float, float, dict[int, float]], tuple[float, float, float | None] | None]:
+    """Stage: :func:`_final_accuracies` with the run's kernel (``evaluators``: the exact
+    one and the one of its readings); for a run on features also the referee of
+    :func:`_summary`: the exact kernel's accuracy of the initial and final set, and the
+    feature kernel's start-of-run error (step 0's record)."""
+    exact, evaluator = evaluators
+    on_features = evaluator is not exact
+    accuracies = _final_accuracies(
+        config,
+        out,
+        evaluator,
+        init,
+        state,
+        previous,
+        final,
+        progress,
+        init_key="feature_init_test_accuracy" if on_features else "init_test_accuracy",
+    )
+    if not on_features:
+        return accuracies, None
+    init_exact, final_exact, _ = _final_accuracies(
+        config, out, exact, init, state, previous, final, progress, with_best=False
+    )
+    first = _rundir.read_metrics(out, 0)
+    error = first[0].get("feature_kernel_error") if first else None
+    return accuracies, (init_exact, final_exact, error)
 
 
 def _summary(
@@ -399,10 +453,7 @@ def run_kip(
             _announce(config, dataset, out, resume, running, log, budget_seconds)
         begun = _resume.start(config, out, dataset, resume, init_key, log)
         init, final = begun.init, begun.test_subsets["final"]
-        exact = Evaluator(config, dataset, begun.preprocessing, running)
-        evaluator = (
-            exact if config.features is None else exact._replace(kernel=feature_kernel(config))
-        )
+        exact, evaluator = _evaluators(config, dataset, begun, running)
 
         def read_accuracy(images: Any, labels: Any) -> float:
             return evaluator.accuracies(images, [labels], begun.test_subsets["readings"])[0]
@@ -433,25 +484,10 @@ def run_kip(
         state, last_loss = _train(
             config, out, step_fn, state, targets, read_accuracy, progress, run_clock
         )
-        accuracies = _final_accuracies(
-            config,
-            out,
-            evaluator,
-            init,
-            state,
-            previous,
-            final,
-            progress,
-            init_key="init_test_accuracy" if evaluator is exact else "feature_init_test_accuracy",
+        known = previous or _resume.known_init_accuracy(config, final)
+        accuracies, referee = _final_stage(
+            config, out, (exact, evaluator), init, state, known, final, progress
         )
-        referee = None
-        if evaluator is not exact:
-            init_exact, final_exact, _ = _final_accuracies(
-                config, out, exact, init, state, previous, final, progress, with_best=False
-            )
-            first = _rundir.read_metrics(out, 0)
-            error = first[0].get("feature_kernel_error") if first else None
-            referee = (init_exact, final_exact, error)
     _rundir.write_distilled(
         out, state.support_images, state.support_labels, init, config, begun.preprocessing
     )

@@ -134,6 +134,39 @@ def _solve(
     return labels
 
 
+def _accuracies(
+    config: LabelSolveConfig,
+    dataset: data.Dataset,
+    begun: _resume.Start,
+    executor: compute.Executor,
+    labels: np.ndarray,
+    progress: bool,
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """Stage: the exact kernel's test accuracy of the natural and the solved labels (one
+    kernel matrix), and for a run on features the feature kernel's, as summary entries."""
+    support, final = begun.init, begun.test_subsets["final"]
+    exact = Evaluator(config, dataset, begun.preprocessing, executor)
+    evaluators = [exact]
+    if config.features is not None:
+        evaluators.append(exact._replace(kernel=feature_kernel(config)))
+    (init_accuracy, final_accuracy), *on_features = [
+        evaluator.accuracies(
+            support["images"],
+            [support["labels"], labels],
+            final,
+            f"test accuracy ({evaluator.name})" if progress else None,
+        )
+        for evaluator in evaluators
+    ]
+    if not on_features:
+        return (init_accuracy, final_accuracy), {}
+    return (init_accuracy, final_accuracy), {
+        "features": config.features,
+        "feature_init_test_accuracy": on_features[0][0],
+        "feature_test_accuracy": on_features[0][1],
+    }
+
+
 @_resume.one_writer
 def run_label_solve(
     config: LabelSolveConfig,
@@ -222,26 +255,9 @@ def run_label_solve(
             labels = end.distilled["labels"]
         else:
             labels = _solve(config, out, begun, targets, running, saved, progress)
-        exact = Evaluator(config, dataset, begun.preprocessing, running)
-        evaluators = [exact]
-        if config.features is not None:
-            evaluators.append(exact._replace(kernel=feature_kernel(config)))
-        (init_accuracy, final_accuracy), *on_features = [
-            evaluator.accuracies(
-                support["images"],
-                [support["labels"], labels],
-                final,
-                f"test accuracy ({evaluator.name})" if progress else None,
-            )
-            for evaluator in evaluators
-        ]
-    features = {}
-    if on_features:
-        features = {
-            "features": config.features,
-            "feature_init_test_accuracy": on_features[0][0],
-            "feature_test_accuracy": on_features[0][1],
-        }
+        (init_accuracy, final_accuracy), features = _accuracies(
+            config, dataset, begun, running, labels, progress
+        )
     summary = run_summary(
         config,
         dataset,
