@@ -14,6 +14,7 @@ CPU nothing runs: its chunk sizes are the static policy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import sys
@@ -97,15 +98,12 @@ def _time_candidates(
     vjp: dict[int, float] = {}
     for pairs in candidates:
         kernel = kernel_for(pairs)
-        try:
+        # A size that does not run (out of device memory, say) is simply not chosen.
+        with contextlib.suppress(Exception):
             forward[pairs] = _call_seconds(lambda a, b: kernel(a, b), images, repeats)
-        except Exception:  # noqa: BLE001 - a size that does not run is simply not chosen
-            pass
-        try:
+        with contextlib.suppress(Exception):
             grad = jax.grad(lambda a, b: jnp.sum(kernel(a, b)))
             vjp[pairs] = _call_seconds(grad, images, repeats)
-        except Exception:  # noqa: BLE001
-            pass
     return forward, vjp
 
 
