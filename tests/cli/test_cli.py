@@ -246,6 +246,8 @@ def test_a_short_run_is_not_compared_with_the_paper():
         "gap_to_paper": -0.229,
     }
     assert "paper, Table 1" in _summary_text(paper)
+    unmeasured = _summary_text({**printed, "init_test_accuracy": None})
+    assert "not measured (--no-init-accuracy)" in unmeasured and "points" not in unmeasured
 
 
 def _summary_text(summary):

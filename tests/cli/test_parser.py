@@ -20,6 +20,7 @@ FLAGS = {
     "--seed --lambda0 --test-size --features --preset --kernel --steps --target-batch-size "
     "--target-sampling --learn-labels --no-learn-labels --augment --lr --lr-schedule --init "
     "--checkpoint-every --eval-every --eval-size --keep-best --block-size --loss --init-from "
+    "--init-accuracy --no-init-accuracy "
     "--out --resume --plan "
     "--executor --ray-address --workers --json --quiet --yes",
     "label-solve": "--dataset --data-dir --images-per-class --zca --no-zca "

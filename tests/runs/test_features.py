@@ -12,8 +12,8 @@ import pytest
 
 import kipd.kernels
 from kipd import data, distill, runs
-from kipd.runs import _features, _resume
-from kipd.runs._estimate import kip_estimate
+from kipd.runs import _features, _rundir
+from kipd.runs._estimate import kip_estimate, measures_init
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,8 @@ def test_estimate_prices_features_and_the_exact_referee(tiny_dataset):
     assert set(estimate.parts) == {"steps", "evaluations", "exact evaluation"}
     assert all(seconds > 0 for seconds in estimate.parts.values())
     assert estimate.entries == 2 * (30 + 3) * 3 and "features 16:2" in estimate.what
+    final_only = kip_estimate(config, dataset.image_shape, 3, 30, measure_init=False)
+    assert final_only.entries == (30 + 3) * 3 and "kernel for the final set" in final_only.what
 
 
 def test_label_solve_on_features_solves_with_the_feature_kernel(tiny_dataset, tmp_path):
@@ -152,15 +154,19 @@ def test_init_from_starts_an_exact_run_from_a_distilled_set(feature_run, tmp_pat
         == (json.loads((source / "summary.json").read_text())["test_accuracy"])
     )
     final = np.arange(30)  # the whole tiny test set, the source's final subset too
-    assert _resume.known_init_accuracy(refine, final) == {
+    assert _rundir.known_init_accuracy(refine, final) == {
         "init_test_accuracy": summary["init_test_accuracy"]
     }
     for other in (
         dataclasses.replace(refine, kernels=("fc2",)),  # another kernel: measured again
         dataclasses.replace(refine, lambda0=1e-3),  # another ridge
     ):
-        assert _resume.known_init_accuracy(other, final) is None
-    assert _resume.known_init_accuracy(refine, final[:20]) is None  # other test images
+        assert _rundir.known_init_accuracy(other, final) is None
+    assert _rundir.known_init_accuracy(refine, final[:20]) is None  # other test images
+    # ... and its estimate does not price that measurement.
+    dataset = data.load(config.dataset)
+    assert not measures_init(refine.resolve(dataset), dataset)
+    assert measures_init(dataclasses.replace(refine, lambda0=1e-3).resolve(dataset), dataset)
 
 
 @pytest.mark.parametrize(

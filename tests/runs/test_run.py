@@ -107,6 +107,26 @@ def test_run_writes_a_complete_run_directory(dataset, tmp_path):
     assert runs.evaluate(out, progress=False)["test_accuracy"] == smaller["test_accuracy"]
 
 
+def test_a_run_may_skip_measuring_its_initial_set(dataset, tmp_path):
+    """--no-init-accuracy: the final set is measured as before, the initial set is not
+    (``None`` in the summary), and the estimate prices one set fewer."""
+    measured = runs.run_kip(_config(dataset), tmp_path / "both", progress=False)
+    config = _config(dataset, init_accuracy=False)
+    skipped = runs.run_kip(config, tmp_path / "final_only", progress=False)
+    assert skipped["init_test_accuracy"] is None
+    assert skipped["test_accuracy"] == measured["test_accuracy"]
+    # The same sets were trained: only the last evaluation differs.
+    assert _records(tmp_path / "both", False) == _records(tmp_path / "final_only", False)
+    resolved = config.resolve(data.load(dataset))
+    priced = {
+        measure: runs._estimate.kip_estimate(resolved, (8, 8, 1), 3, 30, measure_init=measure)
+        for measure in (True, False)
+    }
+    assert priced[True].entries - priced[False].entries == (30 + 3) * 3
+    assert "(init, last step" in priced[True].what and "(last step" in priced[False].what
+    assert runs._estimate.measures_init(resolved, data.load(dataset)) is False
+
+
 def _steps(run_dir):
     """The steps of a run's checkpoints."""
     return [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.npz")]

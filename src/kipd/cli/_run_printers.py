@@ -21,8 +21,14 @@ def _accuracy_rows(summary: dict[str, Any], prefix: str, kernel: str) -> list[tu
     init, final = summary[f"{prefix}init_test_accuracy"], summary[f"{prefix}test_accuracy"]
     start = f"initial set ({summary['init_from']})" if "init_from" in summary else "natural init"
     rows: list[tuple[str, ...]] = [
-        (f"{start}{kernel}", _percent(init), ""),
-        (f"{done}{kernel}", _percent(final), f"({100 * (final - init):+.2f} points)"),
+        (f"{start}{kernel}", _percent(init), "")
+        if init is not None
+        else (f"{start}{kernel}", "   -   ", "not measured (--no-init-accuracy)"),
+        (
+            f"{done}{kernel}",
+            _percent(final),
+            "" if init is None else f"({100 * (final - init):+.2f} points)",
+        ),
     ]
     best = f"best_checkpoints_{prefix}test_accuracy"
     if best in summary:
@@ -90,7 +96,7 @@ def format_evaluation(result: dict[str, Any]) -> str:
     lines = [
         f"{result['dataset']}: {result['support_size']} support images, kernel {result['kernel']}"
     ]
-    if "init_test_accuracy" in result:
+    if result.get("init_test_accuracy") is not None:
         lines.append(f"  natural init test accuracy  {_percent(result['init_test_accuracy'])}")
     lines.append(f"  test accuracy               {_percent(result['test_accuracy'])}")
     return "\n".join(lines)

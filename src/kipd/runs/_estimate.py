@@ -13,6 +13,7 @@ estimate includes it, and says so where it dominates.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,6 +25,7 @@ from kipd.distill import krr_loss
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, load_dataset, say
 from kipd.runs._features import feature_image_seconds
+from kipd.runs._rundir import known_init_accuracy, test_subsets
 
 ZCA_FIT = "ZCA fit"
 """The part of a run's estimate that fits its regularized ZCA."""
@@ -36,6 +38,20 @@ names ``--no-zca``."""
 def final_test_size(config: KipConfig | LabelSolveConfig, dataset: data.Dataset) -> int:
     """Test images of a resolved config's final evaluation (``test_size``, or all)."""
     return len(dataset.y_test) if config.test_size is None else config.test_size
+
+
+def measures_init(
+    config: KipConfig, dataset: data.Dataset, run_dir: os.PathLike | None = None
+) -> bool:
+    """Whether a KIP run measures its initial set with the exact kernel at the end: not
+    with ``init_accuracy=False``, nor where :func:`known_init_accuracy` reuses the
+    ``--init-from`` run's (``run_dir``: a resumed run, whose recorded test subset counts).
+    """
+    if not config.init_accuracy:
+        return False
+    run = None if run_dir is None else Path(run_dir)
+    final = test_subsets(config, len(dataset.y_test), run)["final"]
+    return known_init_accuracy(config, final) is None
 
 
 def _zca_fit_on(dataset: data.Dataset) -> str:
@@ -170,6 +186,7 @@ def plan_kip(
     workers: int | None = None,
     overhead_seconds: float | None = None,
     repeats: int = 2,
+    measure_init: bool = True,
     log: Log | None = None,
 ) -> dict[str, Any]:
     """The cost of a resolved KIP config: entries, measured block times, modelled times.
@@ -184,6 +201,8 @@ def plan_kip(
       overhead_seconds: per-block executor overhead; ``None`` measures it on the
         executor (for ``ray`` this starts the pool).
       repeats: timed runs per block.
+      measure_init: whether the run measures its initial set at the end
+        (:func:`measures_init`).
       log: where to say what is being measured.
 
     Returns:
@@ -193,7 +212,7 @@ def plan_kip(
       sentences).
     """
     if config.features is not None:
-        return _plan_features(config, image_shape, num_classes, test_size, log)
+        return _plan_features(config, image_shape, num_classes, test_size, measure_init, log)
     support_size = config.images_per_class * num_classes
     targets = config.target_batch_size
     labels = np.zeros((support_size, num_classes), np.float32)
@@ -234,7 +253,10 @@ def plan_kip(
     eval_seconds = (
         pair_seconds
         * support_size
-        * (readings * (config.eval_size + support_size) + 2 * (test_size + support_size))
+        * (
+            readings * (config.eval_size + support_size)
+            + (1 + measure_init) * (test_size + support_size)
+        )
     )
     run_1 = config.steps * step_1 + eval_seconds
     run_n = config.steps * step_n + eval_seconds / workers
@@ -265,11 +287,14 @@ def _plan_features(
     image_shape: tuple[int, ...],
     num_classes: int,
     test_size: int,
+    measure_init: bool,
     log: Log | None,
 ) -> dict[str, Any]:
     """:func:`plan_kip` of a run on features: the feature map timed here, the step and the
     run modelled from it (the steps run in this process: one worker)."""
-    estimate = _feature_kip_estimate(config, image_shape, num_classes, test_size, 0, log)
+    estimate = _feature_kip_estimate(
+        config, image_shape, num_classes, test_size, 0, measure_init, log
+    )
     forward, gradient = _feature_seconds(config, image_shape, log)
     assert config.feature_map is not None
     width, networks = config.feature_map
@@ -322,6 +347,7 @@ def plan_run(
         test_size=final_test_size(config, dataset),
         executor=executor,
         repeats=repeats,
+        measure_init=measures_init(config, dataset),
         log=log,
     )
     # The fit runs once, in the command's own process, before the first step.
@@ -345,11 +371,13 @@ def kip_estimate(
     from_step: int = 0,
     workers: int = 1,
     keep_pullbacks: bool = False,
+    measure_init: bool = True,
     log: Log | None = None,
 ) -> compute.Estimate:
     """What the rest of a KIP run costs on this machine, from timed (cached) kernel entries:
     the steps (forward and VJP of ``K_ss`` and ``K_ts`` per step), the test readings and
-    the final evaluation of the initial and final support.
+    the final evaluation of the final support, its best checkpoints and (``measure_init``,
+    see :func:`measures_init`) the initial support.
 
     Args:
       config: a resolved config.
@@ -359,10 +387,13 @@ def kip_estimate(
       workers: workers sharing the blocks.
       keep_pullbacks: whether the executor keeps each block's pullback between the passes
         (the local executor: see :func:`kipd.compute.estimate_step`).
+      measure_init: whether the initial support is measured with the exact kernel.
       log: where to say that a kernel is being timed.
     """
     if config.features is not None:
-        return _feature_kip_estimate(config, image_shape, num_classes, num_test, from_step, log)
+        return _feature_kip_estimate(
+            config, image_shape, num_classes, num_test, from_step, measure_init, log
+        )
     support = config.images_per_class * num_classes
     targets = config.target_batch_size
     costs = [
@@ -376,11 +407,12 @@ def kip_estimate(
     )
     readings = steps // config.eval_every + (from_step == 0)
     eval_entries = readings * (config.eval_size + support) * support
-    eval_entries += (2 + config.keep_best) * (num_test + support) * support
+    eval_entries += (1 + measure_init + config.keep_best) * (num_test + support) * support
     return compute.Estimate(
         what=f"{steps} KIP steps of {support} support x {targets} target images "
         f"({','.join(config.kernels)}), {readings} test readings and the final evaluation "
-        f"(init, last step, {config.keep_best} best checkpoints) on {num_test} test images",
+        f"({'init, ' if measure_init else ''}last step, {config.keep_best} best checkpoints) "
+        f"on {num_test} test images",
         parts={
             "steps": steps * step_seconds / workers,
             "evaluations": eval_entries * costs[0].forward_seconds / workers,
@@ -405,12 +437,13 @@ def _feature_kip_estimate(
     num_classes: int,
     num_test: int,
     from_step: int,
+    measure_init: bool,
     log: Log | None,
 ) -> compute.Estimate:
     """:func:`kip_estimate` of a run on features: a step is the support's features with
     their gradient and the targets' features; readings and the final accuracies on the
-    feature kernel are forward passes, the final referee ``2 (t + n_s) n_s`` exact
-    forward entries (initial and final set)."""
+    feature kernel are forward passes, the final referee ``(t + n_s) n_s`` exact forward
+    entries per set (the final set, and the initial set where ``measure_init``)."""
     support = config.images_per_class * num_classes
     forward, gradient = _feature_seconds(config, image_shape, log)
     exact = compute.entry_cost(compute.KernelSpec(config.eval_kernel), image_shape, support, log)
@@ -418,12 +451,13 @@ def _feature_kip_estimate(
     readings = steps // config.eval_every + (from_step == 0)
     feature_images = readings * (config.eval_size + support)
     feature_images += (2 + config.keep_best) * (num_test + support)
-    exact_entries = 2 * (num_test + support) * support
+    exact_entries = (1 + measure_init) * (num_test + support) * support
+    exact_sets = "initial and final set" if measure_init else "final set"
     return compute.Estimate(
         what=f"{steps} KIP steps on features {config.features} of {support} support x "
         f"{config.target_batch_size} target images ({config.eval_kernel}), {readings} test "
         f"readings on features and the final evaluation on {num_test} test images (features, "
-        "and the exact kernel for the initial and final set)",
+        f"and the exact kernel for the {exact_sets})",
         parts={
             "steps": steps * (support * gradient + config.target_batch_size * forward),
             "evaluations": feature_images * forward,

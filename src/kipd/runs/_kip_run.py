@@ -30,7 +30,13 @@ from kipd.runs import _resume, _rundir
 from kipd.runs._config import KipConfig
 from kipd.runs._context import Log, executor_for, load_dataset, say, say_devices
 from kipd.runs._errors import DistillError
-from kipd.runs._estimate import announce, final_test_size, kip_estimate, with_zca_fit
+from kipd.runs._estimate import (
+    announce,
+    final_test_size,
+    kip_estimate,
+    measures_init,
+    with_zca_fit,
+)
 from kipd.runs._evaluate import Evaluator
 from kipd.runs._features import (
     REFEREE_DRAWS,
@@ -239,6 +245,7 @@ def _announce(
         from_step=_rundir.latest_step(out) if resume else 0,
         workers=running.workers_alive,
         keep_pullbacks=hasattr(running, "keeps_pullbacks"),
+        measure_init=measures_init(config, dataset, out if resume else None),
         log=log,
     )
     announce(
@@ -262,16 +269,19 @@ def _final_accuracies(
     *,
     with_best: bool = True,
     init_key: str = "init_test_accuracy",
-) -> tuple[float, float, dict[int, float]]:
+    measure_init: bool = True,
+) -> tuple[float | None, float, dict[int, float]]:
     """Stage: the KRR test accuracy on the final subset of the initial set, the last
     step's and (Table 1's protocol, ``with_best``) each of the ``keep_best`` checkpoints of
     lowest train loss, by step. ``previous[init_key]``, where given, is the initial set's
     already: an extended finished run's own, or the ``--init-from`` run's final accuracy
-    (:func:`_resume.known_init_accuracy`)."""
+    (:func:`_rundir.known_init_accuracy`); otherwise it is measured, or ``None`` where
+    not ``measure_init`` (``--no-init-accuracy``)."""
     desc = f"test accuracy ({evaluator.name})" if progress else None
-    if previous is not None and init_key in previous:
+    init_accuracy: float | None = None
+    if previous is not None and previous.get(init_key) is not None:
         init_accuracy = previous[init_key]
-    else:
+    elif measure_init:
         (init_accuracy,) = evaluator.accuracies(init["images"], [init["labels"]], final, desc)
     (final_accuracy,) = evaluator.accuracies(
         state.support_images, [state.support_labels], final, desc
@@ -309,11 +319,14 @@ def _final_stage(
     previous: dict[str, Any] | None,
     final: np.ndarray,
     progress: bool,
-) -> tuple[tuple[float, float, dict[int, float]], tuple[float, float, float | None] | None]:
+) -> tuple[
+    tuple[float | None, float, dict[int, float]], tuple[float | None, float, float | None] | None
+]:
     """Stage: :func:`_final_accuracies` with the run's kernel (``evaluators``: the exact
     one and the one of its readings); for a run on features also the referee of
     :func:`_summary`: the exact kernel's accuracy of the initial and final set, and the
-    feature kernel's start-of-run error (step 0's record)."""
+    feature kernel's start-of-run error (step 0's record). ``config.init_accuracy`` says
+    whether the exact kernel measures the initial set."""
     exact, evaluator = evaluators
     on_features = evaluator is not exact
     accuracies = _final_accuracies(
@@ -326,11 +339,21 @@ def _final_stage(
         final,
         progress,
         init_key="feature_init_test_accuracy" if on_features else "init_test_accuracy",
+        measure_init=on_features or config.init_accuracy,
     )
     if not on_features:
         return accuracies, None
     init_exact, final_exact, _ = _final_accuracies(
-        config, out, exact, init, state, previous, final, progress, with_best=False
+        config,
+        out,
+        exact,
+        init,
+        state,
+        previous,
+        final,
+        progress,
+        with_best=False,
+        measure_init=config.init_accuracy,
     )
     first = _rundir.read_metrics(out, 0)
     error = first[0].get("feature_kernel_error") if first else None
@@ -342,11 +365,11 @@ def _summary(
     dataset: data.Dataset,
     test_size: int,
     init: dict[str, np.ndarray],
-    accuracies: tuple[float, float, dict[int, float]],
+    accuracies: tuple[float | None, float, dict[int, float]],
     last_loss: float,
     started: float,
     run_seconds: float,
-    referee: tuple[float, float, float | None] | None = None,
+    referee: tuple[float | None, float, float | None] | None = None,
 ) -> dict[str, Any]:
     """Stage: the run's summary, from :func:`_final_accuracies`; ``run_seconds``: the wall
     time of every leg of the run. A run on features gives ``referee``: the exact kernel's
@@ -484,7 +507,7 @@ def run_kip(
         state, last_loss = _train(
             config, out, step_fn, state, targets, read_accuracy, progress, run_clock
         )
-        known = previous or _resume.known_init_accuracy(config, final)
+        known = previous or _rundir.known_init_accuracy(config, final)
         accuracies, referee = _final_stage(
             config, out, (exact, evaluator), init, state, known, final, progress
         )

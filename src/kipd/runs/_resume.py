@@ -193,37 +193,6 @@ def _distilled_init(config: KipConfig, dataset: data.Dataset) -> dict[str, np.nd
     }
 
 
-def known_init_accuracy(config: Config, final: np.ndarray) -> dict[str, float] | None:
-    """``{"init_test_accuracy": a}`` where ``init_from`` is a finished kipd run directory
-    that measured this very set with the run's kernel and ridge on the same test images
-    (its summary's ``test_accuracy``: for a run on features, the exact kernel's), so the run
-    need not measure it again; ``None`` otherwise.
-
-    Args:
-      config: the run's resolved config.
-      final: ``(t,)`` the test indices of the run's final summary.
-    """
-    if not isinstance(config, KipConfig) or config.init_from is None:
-        return None
-    if not Path(config.init_from).is_dir():
-        return None  # an export or a file: no summary of the same test images
-    try:
-        source = _rundir.load_run(config.init_from)
-    except (DistillError, ValueError, OSError):
-        return None
-    summary = source.summary
-    same = (
-        source.finished
-        and summary is not None
-        and summary.get("kernel") == config.eval_kernel
-        and source.config.dataset == config.dataset
-        and source.config.lambda0 == config.lambda0
-        and source.test_indices is not None
-        and np.array_equal(source.test_indices, final)
-    )
-    return {"init_test_accuracy": summary["test_accuracy"]} if same and summary else None
-
-
 def _initial_support(
     config: Config, dataset: data.Dataset, preprocessing: data.Preprocessing, key: jax.Array
 ) -> dict[str, np.ndarray]:

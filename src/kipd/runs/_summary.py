@@ -16,7 +16,7 @@ def run_summary(
     dataset: data.Dataset,
     support_size: int,
     test_size: int,
-    init_accuracy: float,
+    init_accuracy: float | None,
     final_accuracy: float,
     started: float,
     **extra: Any,
@@ -29,7 +29,7 @@ def run_summary(
       support_size: support images.
       test_size: test images of the final evaluation.
       init_accuracy, final_accuracy: KRR test accuracy (a fraction) of the initial and
-        of the distilled set.
+        of the distilled set (``init_accuracy`` ``None``: not measured).
       started: ``time.perf_counter()`` when the command started (``seconds``: its wall
         time).
       **extra: the algorithm's own entries (KIP: steps, loss, best checkpoints).
