@@ -72,8 +72,8 @@ def test_accuracy_counts_argmax_hits():
 
 @pytest.mark.parametrize("support, features", [(8, 40), (12, 5)], ids=["n_s<p", "p<n_s"])
 def test_feature_predictions_equal_krr_of_the_feature_kernel(support, features):
-    # Both systems (n_s x n_s where n_s <= p, p x p where p < n_s) against krr_predict of
-    # K = Phi Phi^T, in float64 (where the two routes agree to ~1e-12; observed below 1e-9).
+    # Both routes (row space rotated first where p > n_s, direct where p <= n_s) against
+    # krr_predict of K = Phi Phi^T, in float64 (observed below 1e-9).
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
         phi_s = rng.standard_normal((support, features))
@@ -83,6 +83,27 @@ def test_feature_predictions_equal_krr_of_the_feature_kernel(support, features):
         expected = distill.krr_predict(phi_t @ phi_s.T, phi_s @ phi_s.T, y_s, 1e-3)
         np.testing.assert_allclose(predictions, expected, rtol=1e-9, atol=1e-9)
         assert float(loss) == pytest.approx(0.5 * np.mean((y_t - np.asarray(expected)) ** 2))
+
+
+@pytest.mark.parametrize("features", [60, 64, 72])
+def test_feature_predictions_stay_accurate_in_float32_at_the_interpolation_threshold(features):
+    """p near n_s, features with a large common part (like a ConvNet's ReLU features):
+    the Gram's smallest eigenvalues are ~1e-9 of its largest, below float32's rounding of
+    it; the predictions must still match float64."""
+    rng = np.random.default_rng(4)
+    support = 64
+    common = rng.standard_normal(features)
+    phi_s = 3 * common + 0.05 * rng.standard_normal((support, features))
+    phi_t = 3 * common + 0.05 * rng.standard_normal((40, features))
+    y_s = _targets(np.arange(support) % 4, 4)
+    predictions = np.asarray(
+        distill.krr_predict_features(phi_t.astype(np.float32), phi_s.astype(np.float32), y_s)
+    )
+    lam = 1e-6 * np.sum(phi_s**2) / support
+    expected = phi_t @ phi_s.T @ np.linalg.solve(phi_s @ phi_s.T + lam * np.eye(support), y_s)
+    assert np.all(np.isfinite(predictions))
+    error = np.linalg.norm(predictions - expected) / np.linalg.norm(expected)
+    assert error < 1e-3  # observed 1.2e-5; a float32 Cholesky of the Gram: 0.09 to 0.76
 
 
 def _platt_problem(seed=5, support=6, targets=20, features=9, classes=3):

@@ -295,9 +295,12 @@ def _plan_features(
     estimate = _feature_kip_estimate(
         config, image_shape, num_classes, test_size, 0, measure_init, log
     )
-    forward, gradient = _feature_seconds(config, image_shape, log)
     assert config.feature_map is not None
     width, networks = config.feature_map
+    # Timed by the estimate above (cached per process): said once.
+    forward, gradient = feature_image_seconds(
+        config.eval_kernel, width, networks, tuple(image_shape)
+    )
     step = estimate.parts["steps"] / max(config.steps, 1)
     return {
         "support_size": config.images_per_class * num_classes,

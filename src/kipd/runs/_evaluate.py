@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from kipd import compute, data
-from kipd.distill import accuracy, krr_predict
+from kipd.distill import accuracy, krr_predict, krr_predict_features
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, executor_for, say
 from kipd.runs._features import FeatureKernel
@@ -34,19 +35,26 @@ def krr_test_accuracies(
 ) -> list[float]:
     """KRR test accuracy of one support image set under each of several label sets; the
     kernel matrices once: an exact kernel (by name) through ``kipd.compute`` (any
-    executor), a run's feature kernel from its feature rows."""
+    executor), a run's feature kernel from its feature rows (by
+    :func:`kipd.distill.krr_predict_features`, stable where a Gram's Cholesky is not)."""
+    predict: Callable[[Any], jax.Array]
     if isinstance(kernel, FeatureKernel):
-        k_ss, k_ts = kernel.matrix(support_images), kernel.matrix(test_images, support_images)
+        phi_s, phi_t = kernel.rows(support_images), kernel.rows(test_images)
+
+        def predict(labels: Any) -> jax.Array:
+            return krr_predict_features(phi_t, phi_s, labels, lambda0)
+
     else:
         spec = compute.KernelSpec(kernel)
         k_ss = compute.kernel_matrix(spec, support_images, executor=executor)
         k_ts = compute.kernel_matrix(
             spec, test_images, support_images, executor=executor, desc=desc
         )
-    return [
-        float(accuracy(krr_predict(k_ts, k_ss, jnp.asarray(y), lambda0), test_labels))
-        for y in label_sets
-    ]
+
+        def predict(labels: Any) -> jax.Array:
+            return krr_predict(k_ts, k_ss, labels, lambda0)
+
+    return [float(accuracy(predict(jnp.asarray(y)), test_labels)) for y in label_sets]
 
 
 class Evaluator(NamedTuple):
