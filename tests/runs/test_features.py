@@ -196,3 +196,14 @@ def test_an_export_of_a_run_on_features_evaluates_and_refines_exactly(feature_ru
     assert "16:2" in json.dumps(card)  # the card says the set was made on features
     refined = runs.run_kip(_refinement(config, exported, steps=1), tmp_path / "r", progress=False)
     assert refined["init_test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
+def test_a_feature_count_near_the_support_size_is_named_with_its_fix():
+    def note(features, images_per_class):
+        config = runs.KipConfig(features=features, images_per_class=images_per_class)
+        return _features.threshold_note(config, (28, 28, 1), 10)
+
+    near = note("32:2", 50)  # p = 577 for 500 support images
+    assert "p = 577" in near and "--features 32:8 (p = 2305)" in near
+    assert "--features 8:2 (p = 145)" in near
+    assert note("32:2", 10) is None and note("8:2", 50) is None  # p = 577 vs 100, 145 vs 500

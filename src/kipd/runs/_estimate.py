@@ -24,7 +24,7 @@ from kipd import compute, data
 from kipd.distill import krr_loss
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, load_dataset, say
-from kipd.runs._features import feature_image_seconds
+from kipd.runs._features import feature_image_seconds, threshold_note
 from kipd.runs._rundir import known_init_accuracy, test_subsets
 
 ZCA_FIT = "ZCA fit"
@@ -322,7 +322,11 @@ def _plan_features(
         "eval_seconds": estimate.parts["evaluations"] + estimate.parts["exact evaluation"],
         "run_seconds": estimate.seconds,
         "run_seconds_workers": estimate.seconds,
-        "warnings": [],
+        "warnings": [
+            note.removeprefix("note: ")
+            for note in [threshold_note(config, image_shape, num_classes)]
+            if note is not None
+        ],
     }
 
 

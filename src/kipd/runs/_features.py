@@ -81,6 +81,32 @@ class FeatureKernel(NamedTuple):
         return phi1 @ phi2.T
 
 
+def threshold_note(config: Any, image_shape: tuple[int, ...], num_classes: int) -> str | None:
+    """A note where the feature count ``p`` of a config on features is within a factor 2
+    of its support size ``n_s``: near the interpolation threshold KRR on features is poor
+    (measured: ConvNet 32:2, ``p = 577``, on 500 natural Fashion-MNIST images scores
+    48.8%, 16:1 and 32:8 75.0% and 77.1%; docs/distill.md), so it names maps of the same
+    networks count with 4x fewer features and of 4x more networks; ``None`` otherwise."""
+    width, networks = config.feature_map
+    support = config.images_per_class * num_classes
+
+    def count(width: int, networks: int) -> int:
+        return kipd.kernels.feature_count(
+            config.eval_kernel, tuple(image_shape), width=width, networks=networks
+        )
+
+    features = count(width, networks)
+    if not support / 2 <= features <= 2 * support:
+        return None
+    options = [(width, 4 * networks)] + ([(width // 4, networks)] if width >= 4 else [])
+    named = " or ".join(f"--features {w}:{m} (p = {count(w, m)})" for w, m in options)
+    return (
+        f"note: features {config.features} give p = {features} per image, near the {support} "
+        "support images: at this interpolation threshold KRR on features is poor "
+        f"(docs/distill.md). Pass e.g. {named}"
+    )
+
+
 def feature_kernel(config: Any) -> FeatureKernel:
     """The fixed-draw feature kernel of a run on features (readings and evaluation)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)

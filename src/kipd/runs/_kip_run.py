@@ -44,6 +44,7 @@ from kipd.runs._features import (
     feature_fn,
     feature_kernel,
     referee_error,
+    threshold_note,
 )
 from kipd.runs._summary import run_summary
 
@@ -237,6 +238,9 @@ def _announce(
     (a new run's ZCA fit included), checked against the budget before anything is
     written."""
     say_devices(log, running)
+    shapes = (dataset.image_shape, dataset.num_classes)
+    if config.features is not None and (note := threshold_note(config, *shapes)):
+        say(log, note)
     estimate = kip_estimate(
         config,
         dataset.image_shape,

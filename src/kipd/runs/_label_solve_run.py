@@ -23,10 +23,10 @@ from kipd import compute, data
 from kipd.distill import label_solve
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import LabelSolveConfig
-from kipd.runs._context import Log, executor_for, load_dataset, say_devices
+from kipd.runs._context import Log, executor_for, load_dataset, say, say_devices
 from kipd.runs._estimate import announce, final_test_size, label_solve_estimate, with_zca_fit
 from kipd.runs._evaluate import Evaluator
-from kipd.runs._features import feature_kernel
+from kipd.runs._features import feature_kernel, threshold_note
 from kipd.runs._summary import run_summary
 
 KERNEL_ROWS_CHUNK_ENTRIES = 2**18
@@ -230,6 +230,9 @@ def run_label_solve(
     with executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
             say_devices(log, running)
+            shapes = (dataset.image_shape, dataset.num_classes)
+            if config.features is not None and (note := threshold_note(config, *shapes)):
+                say(log, note)
             estimate = label_solve_estimate(
                 config,
                 dataset.image_shape,
