@@ -206,4 +206,4 @@ def test_a_feature_count_near_the_support_size_is_named_with_its_fix():
     near = note("32:2", 50)  # p = 577 for 500 support images
     assert "p = 577" in near and "--features 32:8 (p = 2305)" in near
     assert "--features 8:2 (p = 145)" in near
-    assert note("32:2", 10) is None and note("8:2", 50) is None  # p = 577 vs 100, 145 vs 500
+    assert note("32:2", 10) is None and note("16:2", 50) is None  # p = 577 vs 100, 289 vs 500
