@@ -248,16 +248,8 @@ def plan_kip(
     # Sampling KIP draws kernels uniformly: a step costs their mean.
     step_1 = float(np.mean([e.step_seconds(1) for _, e, _ in kernels]))
     step_n = float(np.mean([e.step_seconds(workers) for _, e, _ in kernels]))
-    pair_seconds = kernels[0][2]  # evaluations use the first kernel
-    readings = config.steps // config.eval_every + 1
-    eval_seconds = (
-        pair_seconds
-        * support_size
-        * (
-            readings * (config.eval_size + support_size)
-            + (1 + measure_init) * (test_size + support_size)
-        )
-    )
+    # Evaluations use the first kernel.
+    eval_seconds = _evaluation_seconds(config, kernels[0][2], support_size, test_size, measure_init)
     run_1 = config.steps * step_1 + eval_seconds
     run_n = config.steps * step_n + eval_seconds / workers
     peak = max(e.peak_bytes_per_worker for _, e, _ in kernels)
@@ -280,6 +272,20 @@ def plan_kip(
         "memory_limit_bytes": limit,
         "warnings": warnings,
     }
+
+
+def _evaluation_seconds(
+    config: KipConfig, pair_seconds: float, support_size: int, test_size: int, measure_init: bool
+) -> float:
+    """:func:`plan_kip`'s evaluations: the readings, then the final set and (where
+    ``measure_init``) the initial set against the test images, each entry ``pair_seconds``."""
+    readings = config.steps // config.eval_every + 1
+    sets = 1 + measure_init
+    return (
+        pair_seconds
+        * support_size
+        * (readings * (config.eval_size + support_size) + sets * (test_size + support_size))
+    )
 
 
 def _plan_features(

@@ -167,6 +167,39 @@ def _accuracies(
     }
 
 
+def _announce(
+    config: LabelSolveConfig,
+    dataset: data.Dataset,
+    num_test: int,
+    done_targets: int,
+    resume: bool,
+    running: compute.Executor,
+    log: Log | None,
+    budget_seconds: float | None,
+) -> None:
+    """Stage: where the blocks run, a feature map's threshold note, and the ``estimate:``
+    line of the rest of the run, checked against the budget before anything is written."""
+    say_devices(log, running)
+    shapes = (dataset.image_shape, dataset.num_classes)
+    if config.features is not None and (note := threshold_note(config, *shapes)):
+        say(log, note)
+    estimate = label_solve_estimate(
+        config,
+        *shapes,
+        num_test,
+        done_targets=done_targets,
+        workers=running.workers_alive,
+        log=log,
+    )
+    announce(
+        estimate if resume else with_zca_fit(estimate, config, dataset),
+        log,
+        budget_seconds,
+        "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
+        "workers (--executor ray)",
+    )
+
+
 @_resume.one_writer
 def run_label_solve(
     config: LabelSolveConfig,
@@ -229,26 +262,8 @@ def run_label_solve(
     saved = _rundir.read_kernel_rows(out) if resume else {}
     with executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
-            say_devices(log, running)
-            shapes = (dataset.image_shape, dataset.num_classes)
-            if config.features is not None and (note := threshold_note(config, *shapes)):
-                say(log, note)
-            estimate = label_solve_estimate(
-                config,
-                dataset.image_shape,
-                dataset.num_classes,
-                num_test,
-                done_targets=sum(len(rows) for rows in saved.values()),
-                workers=running.workers_alive,
-                log=log,
-            )
-            announce(
-                estimate if resume else with_zca_fit(estimate, config, dataset),
-                log,
-                budget_seconds,
-                "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
-                "workers (--executor ray)",
-            )
+            done = sum(len(rows) for rows in saved.values())
+            _announce(config, dataset, num_test, done, resume, running, log, budget_seconds)
         begun = _resume.start(config, out, dataset, resume, init_key, log)
         support, final = begun.init, begun.test_subsets["final"]
         targets = _draw_targets(config, dataset, begun.preprocessing, target_key)
