@@ -20,15 +20,13 @@ def _accuracy_rows(summary: dict[str, Any], prefix: str, kernel: str) -> list[tu
     done = f"{method} ({summary['steps']} steps)" if "steps" in summary else method
     init, final = summary[f"{prefix}init_test_accuracy"], summary[f"{prefix}test_accuracy"]
     start = f"initial set ({summary['init_from']})" if "init_from" in summary else "natural init"
+    if init is None:
+        init_cells, change = ("   -   ", "not measured (--no-init-accuracy)"), ""
+    else:
+        init_cells, change = (_percent(init), ""), f"({100 * (final - init):+.2f} points)"
     rows: list[tuple[str, ...]] = [
-        (f"{start}{kernel}", _percent(init), "")
-        if init is not None
-        else (f"{start}{kernel}", "   -   ", "not measured (--no-init-accuracy)"),
-        (
-            f"{done}{kernel}",
-            _percent(final),
-            "" if init is None else f"({100 * (final - init):+.2f} points)",
-        ),
+        (f"{start}{kernel}", *init_cells),
+        (f"{done}{kernel}", _percent(final), change),
     ]
     best = f"best_checkpoints_{prefix}test_accuracy"
     if best in summary:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 from kipd import compute, data
 from kipd.runs._config import KipConfig, LabelSolveConfig
+from kipd.runs._features import threshold_note
 
 Log = Callable[[str], None]
 """``log(line)``: where a command's status lines go (``kipd`` prints them on stderr)."""
@@ -31,6 +32,22 @@ def executor_for(executor: compute.Executor | None) -> Iterator[compute.Executor
         return
     with compute.LocalExecutor() as local:
         yield local
+
+
+def say_start(
+    log: Log | None,
+    executor: compute.Executor,
+    config: KipConfig | LabelSolveConfig,
+    dataset: data.Dataset,
+) -> None:
+    """Says, at a run's start, where its blocks run (:func:`say_devices`) and, for a run on
+    features whose feature count is near its support size, the note that names better maps
+    (:func:`kipd.runs._features.threshold_note`)."""
+    say_devices(log, executor)
+    if config.features is not None:
+        note = threshold_note(config, dataset.image_shape, dataset.num_classes)
+        if note is not None:
+            say(log, note)
 
 
 def say_devices(log: Log | None, executor: compute.Executor) -> None:

@@ -308,6 +308,7 @@ def _plan_features(
         config.eval_kernel, width, networks, tuple(image_shape)
     )
     step = estimate.parts["steps"] / max(config.steps, 1)
+    note = threshold_note(config, image_shape, num_classes)
     return {
         "support_size": config.images_per_class * num_classes,
         "target_batch_size": config.target_batch_size,
@@ -328,11 +329,7 @@ def _plan_features(
         "eval_seconds": estimate.parts["evaluations"] + estimate.parts["exact evaluation"],
         "run_seconds": estimate.seconds,
         "run_seconds_workers": estimate.seconds,
-        "warnings": [
-            note.removeprefix("note: ")
-            for note in [threshold_note(config, image_shape, num_classes)]
-            if note is not None
-        ],
+        "warnings": [] if note is None else [note.removeprefix("note: ")],
     }
 
 

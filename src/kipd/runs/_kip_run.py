@@ -28,7 +28,7 @@ from kipd import compute, data
 from kipd.distill import Kip, KipState, kip, kip_on_features, sample_target_batch
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import KipConfig
-from kipd.runs._context import Log, executor_for, load_dataset, say, say_devices
+from kipd.runs._context import Log, executor_for, load_dataset, say, say_start
 from kipd.runs._errors import DistillError
 from kipd.runs._estimate import (
     announce,
@@ -44,7 +44,6 @@ from kipd.runs._features import (
     feature_fn,
     feature_kernel,
     referee_error,
-    threshold_note,
 )
 from kipd.runs._summary import run_summary
 
@@ -225,6 +224,34 @@ def _referee(
     return error
 
 
+def _read_accuracy(evaluator: Evaluator, begun: _resume.Start, images: Any, labels: Any) -> float:
+    """A reading during training: ``evaluator``'s accuracy on the readings' test subset."""
+    return evaluator.accuracies(images, [labels], begun.test_subsets["readings"])[0]
+
+
+def _first_record(
+    config: KipConfig,
+    dataset: data.Dataset,
+    begun: _resume.Start,
+    running: compute.Executor,
+    log: Log | None,
+    read_accuracy: Callable[[Any, Any], float],
+) -> dict[str, Any]:
+    """Stage: step 0's record of a new run: the initial set's reading and, on features,
+    the referee's error (:func:`_referee`)."""
+    init = begun.init
+    record = {"step": 0, "test_accuracy": read_accuracy(init["images"], init["labels"])}
+    if config.features is not None:
+        record["feature_kernel_error"] = _referee(config, dataset, begun, running, log)
+    return record
+
+
+def _run_seconds(earlier: float, started: float) -> float:
+    """The run's wall time so far: the earlier legs of a resumed run too, each up to its
+    last checkpoint (steps lost to a kill are counted when they are redone)."""
+    return earlier + time.perf_counter() - started
+
+
 def _announce(
     config: KipConfig,
     dataset: data.Dataset,
@@ -237,10 +264,7 @@ def _announce(
     """Stage: where the run's blocks run and the ``estimate:`` line of the rest of the run
     (a new run's ZCA fit included), checked against the budget before anything is
     written."""
-    say_devices(log, running)
-    shapes = (dataset.image_shape, dataset.num_classes)
-    if config.features is not None and (note := threshold_note(config, *shapes)):
-        say(log, note)
+    say_start(log, running, config, dataset)
     estimate = kip_estimate(
         config,
         dataset.image_shape,
@@ -330,9 +354,11 @@ def _final_stage(
     one and the one of its readings); for a run on features also the referee of
     :func:`_summary`: the exact kernel's accuracy of the initial and final set, and the
     feature kernel's start-of-run error (step 0's record). ``config.init_accuracy`` says
-    whether the exact kernel measures the initial set."""
+    whether the exact kernel measures the initial set; ``previous``: an extended finished
+    run's summary, else the ``--init-from`` run's accuracy where it applies."""
     exact, evaluator = evaluators
     on_features = evaluator is not exact
+    previous = previous or _rundir.known_init_accuracy(config, final)
     accuracies = _final_accuracies(
         config,
         out,
@@ -481,18 +507,12 @@ def run_kip(
         begun = _resume.start(config, out, dataset, resume, init_key, log)
         init, final = begun.init, begun.test_subsets["final"]
         exact, evaluator = _evaluators(config, dataset, begun, running)
-
-        def read_accuracy(images: Any, labels: Any) -> float:
-            return evaluator.accuracies(images, [labels], begun.test_subsets["readings"])[0]
-
-        def first_record() -> dict[str, Any]:
-            record = {"step": 0, "test_accuracy": read_accuracy(init["images"], init["labels"])}
-            if config.features is not None:
-                record["feature_kernel_error"] = _referee(config, dataset, begun, running, log)
-            return record
-
+        read_accuracy = functools.partial(_read_accuracy, evaluator, begun)
         if not resume:
-            _resume.create(out, config, begun, first_record)
+            first = functools.partial(
+                _first_record, config, dataset, begun, running, log, read_accuracy
+            )
+            _resume.create(out, config, begun, first)
         algo, targets = _kip_algorithm(config, dataset, begun.preprocessing, running)
         template = algo.init(jnp.asarray(init["images"]), jnp.asarray(init["labels"]), kip_key)
         state = _resume.restored_state(out, template, config.steps)
@@ -500,20 +520,15 @@ def run_kip(
         if previous is not None and int(state.step) == config.steps:
             return previous  # a finished run
         say(log, "the first KIP step compiles the step function (a minute or so for convnet)")
-        earlier = _rundir.elapsed_seconds(out, int(state.step))
-
-        def run_clock() -> float:
-            # The earlier legs of a resumed run too, each up to its last checkpoint (steps
-            # lost to a kill are counted when they are redone).
-            return earlier + time.perf_counter() - started
-
+        run_clock = functools.partial(
+            _run_seconds, _rundir.elapsed_seconds(out, int(state.step)), started
+        )
         step_fn = _checked_step(config, algo, batch_key)
         state, last_loss = _train(
             config, out, step_fn, state, targets, read_accuracy, progress, run_clock
         )
-        known = previous or _rundir.known_init_accuracy(config, final)
         accuracies, referee = _final_stage(
-            config, out, (exact, evaluator), init, state, known, final, progress
+            config, out, (exact, evaluator), init, state, previous, final, progress
         )
     _rundir.write_distilled(
         out, state.support_images, state.support_labels, init, config, begun.preprocessing

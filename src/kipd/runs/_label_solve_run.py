@@ -23,10 +23,10 @@ from kipd import compute, data
 from kipd.distill import label_solve
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import LabelSolveConfig
-from kipd.runs._context import Log, executor_for, load_dataset, say, say_devices
+from kipd.runs._context import Log, executor_for, load_dataset, say_start
 from kipd.runs._estimate import announce, final_test_size, label_solve_estimate, with_zca_fit
 from kipd.runs._evaluate import Evaluator
-from kipd.runs._features import feature_kernel, threshold_note
+from kipd.runs._features import feature_kernel
 from kipd.runs._summary import run_summary
 
 KERNEL_ROWS_CHUNK_ENTRIES = 2**18
@@ -179,13 +179,11 @@ def _announce(
 ) -> None:
     """Stage: where the blocks run, a feature map's threshold note, and the ``estimate:``
     line of the rest of the run, checked against the budget before anything is written."""
-    say_devices(log, running)
-    shapes = (dataset.image_shape, dataset.num_classes)
-    if config.features is not None and (note := threshold_note(config, *shapes)):
-        say(log, note)
+    say_start(log, running, config, dataset)
     estimate = label_solve_estimate(
         config,
-        *shapes,
+        dataset.image_shape,
+        dataset.num_classes,
         num_test,
         done_targets=done_targets,
         workers=running.workers_alive,
