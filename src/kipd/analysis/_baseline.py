@@ -93,9 +93,60 @@ class Baseline(NamedTuple):
         return {**fields, "rows": [row._asdict() for row in self.rows]}
 
 
-def _check_options(
+def _draw_accuracies(
+    spec: compute.KernelSpec,
+    preprocessing: data.Preprocessing,
+    ds: data.Dataset,
+    subsets: np.ndarray,
+    per_class: Sequence[int],
+    test: tuple[Any, np.ndarray],
+    lambda0: float,
+    executor: compute.Executor | None,
+    progress: bool,
+) -> np.ndarray:
+    """``(len(per_class), draws)`` KRR test accuracies of the draws ``subsets`` (train
+    indices of ``ds``, ``(draws, C, max(per_class))``) on ``test``: preprocessed test
+    images and their class ids.
+
+    The test kernel once, against every drawn image; each draw's K_ss either sliced from
+    the kernel among all drawn images or computed per draw, whichever has fewer entries.
+    """
+    test_images, test_labels = test
+    union, positions = np.unique(subsets, return_inverse=True)
+    positions = positions.reshape(subsets.shape)
+    draws, draw_size = len(subsets), positions[0].size
+    union_images = preprocessing.apply(ds.x_train[union])
+    k_ts = compute.kernel_matrix(
+        spec,
+        test_images,
+        union_images,
+        executor=executor,
+        desc="K(test, drawn images)" if progress else None,
+    )
+    per_draw_kss = _kernel_pairs(subsets, 0)["support kernels"] < len(union) ** 2
+    k_union = None if per_draw_kss else compute.kernel_matrix(spec, union_images, executor=executor)
+    accuracies = np.empty((len(per_class), draws))
+    for draw in tqdm(range(draws), desc="draws", disable=not progress):
+        full = positions[draw].ravel()
+        if k_union is None:
+            k_draw = compute.kernel_matrix(spec, union_images[full], executor=executor)
+        else:
+            k_draw = k_union[np.ix_(full, full)]
+        for row, k in enumerate(per_class):
+            # The first k of each class, as positions within this draw and within the union.
+            within = np.arange(draw_size).reshape(positions[draw].shape)[:, :k].ravel()
+            labels = data.centered_one_hot(ds.y_train[union[full[within]]], ds.num_classes)
+            accuracies[row, draw] = krr_test_accuracy(
+                k_ts[:, full[within]], k_draw[np.ix_(within, within)], labels, test_labels, lambda0
+            )
+    return accuracies
+
+
+def _checked_per_class(
     per_class: Sequence[int], draws: int, pool_per_class: int | None, test_size: int | None
-) -> None:
+) -> tuple[int, ...]:
+    """``per_class`` as a tuple, once the options of :func:`natural_baseline` are checked."""
+    per_class = tuple(per_class)
     if not per_class or any(not isinstance(k, int) or k < 1 for k in per_class):
         raise AnalysisError(
             f"images per class must be integers >= 1, got {list(per_class)}: pass e.g. "
@@ -113,6 +164,55 @@ def _check_options(
             f"the pool of {pool_per_class} images per class is smaller than the largest subset "
             f"({max(per_class)} per class): pass --pool-per-class {max(per_class)} or more"
         )
+    return per_class
+
+
+def _kernel_pairs(subsets: np.ndarray, test_count: int) -> dict[str, int]:
+    """Kernel entries of the baseline of the draws ``subsets``: the test kernel against the
+    union of their images, and the support kernels per draw or once among the union,
+    whichever has fewer entries (:func:`_draw_accuracies`)."""
+    union = len(np.unique(subsets))
+    per_draw = len(subsets) * subsets[0].size ** 2
+    return {"test kernel": union * test_count, "support kernels": min(per_draw, union**2)}
+
+
+def _estimate(
+    spec: compute.KernelSpec,
+    image_shape: tuple[int, ...],
+    per_class: Sequence[int],
+    subsets: np.ndarray,
+    test_count: int,
+    log: Callable[[str], None] | None,
+) -> compute.Estimate:
+    """The cost of :func:`natural_baseline` on this machine (times a few kernel blocks)."""
+    union = len(np.unique(subsets))
+    return compute.kernel_estimate(
+        f"baseline of {len(subsets)} draws x {list(per_class)} per class ({spec.name}), "
+        f"{union} distinct images against {test_count} test images",
+        spec,
+        image_shape,
+        union,
+        _kernel_pairs(subsets, test_count),
+        log=log,
+    )
+
+
+def _draw_subsets(
+    ds: data.Dataset, per_class: int, draws: int, pool_per_class: int | None, seed: int
+) -> np.ndarray:
+    """``(draws, C, per_class)`` train indices of ``ds``: the draws of
+    :func:`natural_baseline`, from the whole train split or a fixed random pool of
+    ``pool_per_class`` images per class."""
+    pool_key, draw_key = jax.random.split(jax.random.PRNGKey(seed))
+    candidates = np.arange(len(ds.y_train))
+    try:
+        if pool_per_class is not None:
+            candidates, _, _ = data.class_balanced_subset(
+                candidates, ds.y_train, pool_per_class, pool_key
+            )
+        return _class_balanced_draws(candidates, ds.y_train[candidates], per_class, draws, draw_key)
+    except ValueError as err:
+        raise AnalysisError(f"cannot draw the subsets from {ds.name}: {err}") from err
 
 
 def _class_balanced_draws(
@@ -185,74 +285,23 @@ def natural_baseline(
     Paper: appendix C.2, Table A1.
     """
     started = time.perf_counter()
-    per_class = tuple(per_class)
-    _check_options(per_class, draws, pool_per_class, test_size)
+    per_class = _checked_per_class(per_class, draws, pool_per_class, test_size)
     spec = compute.KernelSpec(kernel)
     spec.build()  # an unknown name fails here, before the data is loaded
     ds = data.load(dataset, data_dir=data_dir)
     preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
     test_indices = data.draw_test_subset(len(ds.y_test), test_size, seed)
-    test_pixels, test_labels = ds.x_test[test_indices], ds.y_test[test_indices]
-    pool_key, draw_key = jax.random.split(jax.random.PRNGKey(seed))
-    candidates = np.arange(len(ds.y_train))
-    try:
-        if pool_per_class is not None:
-            candidates, _, _ = data.class_balanced_subset(
-                candidates, ds.y_train, pool_per_class, pool_key
-            )
-        draw_indices = _class_balanced_draws(
-            candidates, ds.y_train[candidates], max(per_class), draws, draw_key
-        )
-    except ValueError as err:
-        raise AnalysisError(f"cannot draw the subsets from {ds.name}: {err}") from err
-
-    # The test kernel once, against every drawn image; each draw's K_ss either sliced from
-    # the kernel among all drawn images or computed per draw, whichever has fewer entries.
-    union, positions = np.unique(draw_indices, return_inverse=True)
-    positions = positions.reshape(draw_indices.shape)
-    union_images = preprocessing.apply(ds.x_train[union])
-    k_ts = compute.kernel_matrix(
-        spec,
-        preprocessing.apply(test_pixels),
-        union_images,
-        executor=executor,
-        desc="K(test, drawn images)" if progress else None,
-    )
-    draw_size = positions[0].size
-    per_draw_kss = draws * draw_size**2 < len(union) ** 2
-    kss_pairs = draws * draw_size**2 if per_draw_kss else len(union) ** 2
+    test_labels = ds.y_test[test_indices]
+    draw_indices = _draw_subsets(ds, max(per_class), draws, pool_per_class, seed)
+    pairs = _kernel_pairs(draw_indices, len(test_labels))
     if log is not None or budget_seconds is not None:
-        estimate = compute.kernel_estimate(
-            f"baseline of {draws} draws x {list(per_class)} per class ({kernel}), "
-            f"{len(union)} distinct images against {len(test_labels)} test images",
-            spec,
-            ds.image_shape,
-            len(union),
-            {"test kernel": len(union) * len(test_labels), "support kernels": kss_pairs},
-            log=log,
-        )
-        estimate.announce(
-            log,
-            budget_seconds,
-            "--test-size N, fewer --draws, --pool-per-class N, or a cheaper --kernel",
-        )
-    k_union = None if per_draw_kss else compute.kernel_matrix(spec, union_images, executor=executor)
-    accuracies = np.empty((len(per_class), draws))
-    for draw in tqdm(range(draws), desc="draws", disable=not progress):
-        full = positions[draw].ravel()
-        if per_draw_kss:
-            images = union_images[full]
-            k_draw = compute.kernel_matrix(spec, images, executor=executor)
-        else:
-            assert k_union is not None  # computed once above when draws share it
-            k_draw = k_union[np.ix_(full, full)]
-        for row, k in enumerate(per_class):
-            # The first k of each class, as positions within this draw and within the union.
-            within = np.arange(draw_size).reshape(positions[draw].shape)[:, :k].ravel()
-            labels = data.centered_one_hot(ds.y_train[union[full[within]]], ds.num_classes)
-            accuracies[row, draw] = krr_test_accuracy(
-                k_ts[:, full[within]], k_draw[np.ix_(within, within)], labels, test_labels, lambda0
-            )
+        estimate = _estimate(spec, ds.image_shape, per_class, draw_indices, len(test_labels), log)
+        fix = "--test-size N, fewer --draws, --pool-per-class N, or a cheaper --kernel"
+        estimate.announce(log, budget_seconds, fix)
+    test = (preprocessing.apply(ds.x_test[test_indices]), test_labels)
+    accuracies = _draw_accuracies(
+        spec, preprocessing, ds, draw_indices, per_class, test, lambda0, executor, progress
+    )
     return Baseline(
         dataset=ds.name,
         kernel=kernel,
@@ -262,8 +311,8 @@ def natural_baseline(
         pool_per_class=pool_per_class,
         seed=seed,
         lambda0=lambda0,
-        distinct_images=len(union),
-        kernel_pairs=int(k_ts.size + kss_pairs),
+        distinct_images=len(np.unique(draw_indices)),
+        kernel_pairs=int(sum(pairs.values())),
         seconds=round(time.perf_counter() - started, 1),
         rows=tuple(
             BaselineRow(k, float(acc.mean()), float(acc.std()), tuple(float(a) for a in acc))

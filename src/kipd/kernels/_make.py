@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ import numpy as np
 from kipd.kernels._architectures import _layers
 from kipd.kernels._chunks import map_grid, map_rows, map_symmetric
 from kipd.kernels._grid import diagonal_variances, grid_state, pool_follows_stage, stage_relus
-from kipd.kernels._layers import serial
+from kipd.kernels._layers import Layer, serial
 from kipd.kernels._sizes import default_pairs_per_block
 from kipd.kernels._stages import FUSED_STAGES, FusedStage, cpu_build
 
@@ -39,6 +39,66 @@ def _check_images(x: jax.Array, argname: str) -> None:
             f"{argname} must be a batch of NHWC images (n, height, width, channels), got "
             f"shape {getattr(x, 'shape', type(x))}; add a channel axis for grayscale: x[..., None]"
         )
+
+
+def _check_pair(x1: jax.Array, x2: jax.Array | None) -> None:
+    _check_images(x1, "x1")
+    if x2 is not None:
+        _check_images(x2, "x2")
+        if x1.shape[1:] != x2.shape[1:]:
+            raise ValueError(f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}")
+
+
+def _stage(
+    implementation: str,
+    architecture: tuple[str, float, float, int | None],
+    layers: Sequence[Layer],
+    in_band: tuple[int, int],
+    images: jax.Array,
+) -> FusedStage | None:
+    """The fused stage of :func:`make`'s kernel that runs on ``images``, or None: the layer
+    maps (``"xla"``, no stage, or float64, which only the layer maps compute).
+    ``architecture``: ``(name, W_std, b_std, depth)``."""
+    chosen = implementation
+    if chosen == "auto":
+        chosen = auto_implementation(architecture, tuple(images.shape[1:]), jax.default_backend())
+    relus = stage_relus(layers)
+    if chosen == "xla" or relus == 0 or images.dtype != jnp.float32:
+        return None
+    if in_band[0] != in_band[1]:
+        raise ValueError(f"the fused kernels take a square band, got radius {in_band}")
+    _, W_std, b_std, _ = architecture
+    return FUSED_STAGES[chosen](
+        radius=in_band[0],
+        num_relus=relus,
+        W_std=W_std,
+        b_std=b_std,
+        pool=pool_follows_stage(layers),
+    )
+
+
+def _chunk_pairs(
+    pairs_per_block: int | None,
+    remat: bool,
+    in_band: tuple[int, int],
+    stage: FusedStage | None,
+    x1: jax.Array,
+    x2: jax.Array | None,
+) -> int:
+    """Pairs :func:`make`'s kernel computes at once (see its ``pairs_per_block``)."""
+    if pairs_per_block is not None:
+        return pairs_per_block
+    if remat:
+        return default_pairs_per_block(
+            in_band,
+            x1.shape[1:],
+            fused=stage is not None,
+            pooled=stage is not None and stage.pools,
+        )
+    # Every chunk's intermediates are kept anyway: one chunk, which skips the stacking of
+    # per-chunk residuals (measured 1.15x faster fwd + VJP at 250 ConvNet pairs on a CPU
+    # than chunks of 50).
+    return x1.shape[0] * (x1.shape[0] if x2 is None else x2.shape[0])
 
 
 IMPLEMENTATIONS = ("auto", "xla", "cpu", "pallas")
@@ -110,52 +170,14 @@ def make(
     layers = _layers(name, W_std=W_std, b_std=b_std, depth=depth)
     in_band = serial(*layers).band(None)
     assert in_band is not None  # every architecture starts from images: a spatial band
-    relus = stage_relus(layers)
 
-    def stage_for(images: jax.Array) -> FusedStage | None:
-        """The fused stage that runs, or None: the layer maps (``"xla"``, no stage, or
-        float64, which only the layer maps compute)."""
-        chosen = implementation
-        if chosen == "auto":
-            chosen = auto_implementation(
-                (name, W_std, b_std, depth), tuple(images.shape[1:]), jax.default_backend()
-            )
-        if chosen == "xla" or relus == 0 or images.dtype != jnp.float32:
-            return None
-        if in_band[0] != in_band[1]:
-            raise ValueError(f"the fused kernels take a square band, got radius {in_band}")
-        return FUSED_STAGES[chosen](
-            radius=in_band[0],
-            num_relus=relus,
-            W_std=W_std,
-            b_std=b_std,
-            pool=pool_follows_stage(layers),
-        )
+    architecture = (name, W_std, b_std, depth)
 
     def kernel(x1: jax.Array, x2: jax.Array | None = None, get: Get = "ntk"):
         names = _parse_get(get)
-        _check_images(x1, "x1")
-        if x2 is not None:
-            _check_images(x2, "x2")
-            if x1.shape[1:] != x2.shape[1:]:
-                raise ValueError(
-                    f"x1 and x2 images differ in shape: {x1.shape[1:]} vs {x2.shape[1:]}"
-                )
-        stage = stage_for(x1)
-        if pairs_per_block is not None:
-            chunk = pairs_per_block
-        elif remat:
-            chunk = default_pairs_per_block(
-                in_band,
-                x1.shape[1:],
-                fused=stage is not None,
-                pooled=stage is not None and stage.pools,
-            )
-        else:
-            # Every chunk's intermediates are kept anyway: one chunk, which skips the
-            # stacking of per-chunk residuals (measured 1.15x faster fwd + VJP at 250
-            # ConvNet pairs on a CPU than chunks of 50).
-            chunk = x1.shape[0] * (x1.shape[0] if x2 is None else x2.shape[0])
+        _check_pair(x1, x2)
+        stage = _stage(implementation, architecture, layers, in_band, x1)
+        chunk = _chunk_pairs(pairs_per_block, remat, in_band, stage, x1, x2)
         with_ntk = "ntk" in names
 
         def variances(images):

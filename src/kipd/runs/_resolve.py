@@ -55,6 +55,41 @@ class Resolved(NamedTuple):
 # Over 60 lines: one decision per attribute of ``Resolved`` (set, dataset, preprocessing,
 # test subset, kernel), in the order each needs the one before; every branch is a kind of
 # source that the docstring names.
+def _preprocessing(
+    distilled: Distilled,
+    name: str,
+    ds: data.Dataset,
+    zca: bool | None,
+    zca_regularization: float | None,
+) -> tuple[data.Preprocessing, str | None]:
+    """The preprocessing of a distilled set (see :func:`resolve`) and the note that says
+    what was assumed for a set that does not record it (else ``None``)."""
+    config = distilled.config
+    if distilled.preprocessing is None and config is None:
+        preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
+        reg = (
+            ""
+            if preprocessing.regularization is None
+            else f", regularization {preprocessing.regularization:g}"
+        )
+        return preprocessing, (
+            f"{name} does not record its preprocessing: assumed {preprocessing.method}{reg} "
+            f"fitted on the {ds.name} train set"
+            + (" (the paper's default)" if zca is None and zca_regularization is None else "")
+            + "; pass --zca / --no-zca and --zca-regularization if the set was made otherwise"
+        )
+    if zca is not None or zca_regularization is not None:
+        raise ValueError(
+            f"{name} records its preprocessing: leave out --zca / --zca-regularization"
+        )
+    if distilled.preprocessing is None:
+        # A run's distilled.npz away from its preprocessing.npz: the fit is deterministic,
+        # so the run's own options give its preprocessing again.
+        assert config is not None  # the branch above took the sets without a config
+        return data.fit_dataset_preprocessing(ds, config.zca, config.zca_regularization), None
+    return distilled.preprocessing, None
+
+
 def resolve(
     source: str | os.PathLike | Run,
     *,
@@ -120,31 +155,7 @@ def resolve(
             f"{ds.name} has images {ds.image_shape} and {ds.num_classes} classes: pass the "
             "--dataset it was distilled from"
         )
-    note = None
-    if distilled.preprocessing is None and config is None:
-        preprocessing = data.fit_dataset_preprocessing(ds, zca, zca_regularization)
-        reg = (
-            ""
-            if preprocessing.regularization is None
-            else f", regularization {preprocessing.regularization:g}"
-        )
-        note = (
-            f"{name} does not record its preprocessing: assumed {preprocessing.method}{reg} "
-            f"fitted on the {ds.name} train set"
-            + (" (the paper's default)" if zca is None and zca_regularization is None else "")
-            + "; pass --zca / --no-zca and --zca-regularization if the set was made otherwise"
-        )
-    elif zca is not None or zca_regularization is not None:
-        raise ValueError(
-            f"{name} records its preprocessing: leave out --zca / --zca-regularization"
-        )
-    elif distilled.preprocessing is None:
-        # A run's distilled.npz away from its preprocessing.npz: the fit is deterministic,
-        # so the run's own options give its preprocessing again.
-        assert config is not None  # the branch above took the sets without a config
-        preprocessing = data.fit_dataset_preprocessing(ds, config.zca, config.zca_regularization)
-    else:
-        preprocessing = distilled.preprocessing
+    preprocessing, note = _preprocessing(distilled, name, ds, zca, zca_regularization)
     if not same_dataset:  # a released file, or a run judged on another dataset
         test_indices = np.arange(len(ds.y_test))
     elif distilled.test_indices is not None:

@@ -186,6 +186,37 @@ def _predict(apply: Callable) -> Callable:
     return jax.jit(apply)
 
 
+class _Grid(NamedTuple):
+    """What every setting of :func:`train`'s grid shares: its compiled ``step``, the
+    network's ``apply``, per-setting learning rates and L2 strengths, the support inputs
+    and targets, the batch key, the validation set and the schedule."""
+
+    step: Callable
+    apply: Callable
+    lrs: list[jax.Array]
+    l2s: list[jax.Array]
+    x: jax.Array
+    targets: jax.Array
+    batch_key: jax.Array
+    x_val: np.ndarray
+    y_val: np.ndarray
+    steps: int
+    eval_every: int
+
+    def advance(self, state: TrainState, bad: jax.Array, setting: int, index: int) -> Any:
+        """Step ``index`` of grid setting ``setting``: ``(state, bad)`` after it."""
+        return self.step(
+            state,
+            bad,
+            self.lrs[setting],
+            self.l2s[setting],
+            self.x,
+            self.targets,
+            self.batch_key,
+            index,
+        )
+
+
 def train(
     net: Layer,
     images: np.ndarray,
@@ -235,6 +266,59 @@ def train(
 
     Paper: appendix A, "Details for neural network transfer".
     """
+    factors, strengths, images, eval_every, batch_size = _checked(
+        images, labels, x_val, loss, steps, lr_factors, l2, eval_every, batch_size
+    )
+    init_key, ntk_key, batch_key = jax.random.split(key, 3)
+    _, params = net.init(init_key, images.shape[1:])
+    num_classes = net.apply(params, jnp.asarray(images[:1])).shape[-1]
+    x = jnp.asarray(images)
+    eta = critical_learning_rate(net.apply, params, x, key=ntk_key)
+
+    settings = [(c, s) for c in factors for s in strengths]
+    grid = _Grid(
+        step=_step_function(net.apply, loss, steps, len(images), batch_size),
+        apply=net.apply,
+        lrs=[jnp.float32(c * eta) for c, _ in settings],
+        l2s=[jnp.float32(s) for _, s in settings],
+        x=x,
+        targets=jnp.asarray(train_targets(labels, num_classes, loss)),
+        batch_key=batch_key,
+        x_val=x_val,
+        y_val=y_val,
+        steps=steps,
+        eval_every=eval_every,
+    )
+    states = [TrainState(params, optimizer(lr, steps).init(params)) for lr in grid.lrs]
+    if log is not None or budget_seconds is not None:
+        fix = "fewer --steps, --lr-factors or --l2 values, a smaller --width or --validation-size"
+        _estimate(grid, states[0]).announce(log, budget_seconds, fix)
+    best_params, best_acc, best_step, diverged = _run_grid(grid, states, progress)
+    rows = tuple(
+        GridRow(
+            lr_factor=c,
+            l2=s,
+            learning_rate=float(grid.lrs[i]),
+            validation_accuracy=float(best_acc[i]) if best_acc[i] >= 0 else None,
+            step=int(best_step[i]),
+            diverged=bool(diverged[i]),
+        )
+        for i, (c, s) in enumerate(settings)
+    )
+    if not (best_acc >= 0).any():
+        raise ValueError(
+            "every grid setting diverged before its first validation reading: try smaller "
+            "--lr-factors or a smaller --eval-every"
+        )
+    chosen = int(np.argmax(best_acc))  # first maximum: the earlier setting wins ties
+    return GridResult(best_params[chosen], rows[chosen], rows, eta)
+
+
+def _checked(
+    images, labels, x_val, loss, steps, lr_factors, l2, eval_every, batch_size
+) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray, int, int]:
+    """:func:`train`'s arguments checked: ``(lr factors, L2 strengths, images as float32,
+    eval_every, batch_size)`` with the defaults filled in."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be 'mse' or 'xent', got {loss!r}")
     if not (isinstance(steps, int) and steps >= 1):
@@ -258,92 +342,45 @@ def train(
     batch_size = min(n, FULL_BATCH_MAX) if batch_size is None else batch_size
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+    return factors, strengths, images, eval_every, batch_size
 
-    init_key, ntk_key, batch_key = jax.random.split(key, 3)
-    _, params = net.init(init_key, images.shape[1:])
-    num_classes = net.apply(params, jnp.asarray(images[:1])).shape[-1]
-    targets = jnp.asarray(train_targets(labels, num_classes, loss))
-    x = jnp.asarray(images)
-    eta = critical_learning_rate(net.apply, params, x, key=ntk_key)
 
-    grid = [(c, s) for c in factors for s in strengths]
-    lrs = [jnp.float32(c * eta) for c, _ in grid]
-    l2s = [jnp.float32(s) for _, s in grid]
-    settings = len(grid)
-    states = [TrainState(params, optimizer(lr, steps).init(params)) for lr in lrs]
-
-    step = _step_function(net.apply, loss, steps, n, batch_size)
-    if log is not None or budget_seconds is not None:
-        estimate = _estimate(
-            step,
-            net.apply,
-            states[0],
-            lrs[0],
-            l2s[0],
-            x,
-            targets,
-            batch_key,
-            x_val,
-            y_val,
-            steps,
-            eval_every,
-            settings,
-        )
-        estimate.announce(
-            log,
-            budget_seconds,
-            "fewer --steps, fewer --lr-factors or --l2 values, a "
-            "smaller --width or --validation-size",
-        )
-    best_params = [params] * settings
+def _run_grid(
+    grid: _Grid, states: list[TrainState], progress: bool
+) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+    """Every grid setting trained by ``step`` to the end of its schedule, read on the
+    validation set every ``grid.eval_every`` steps: ``(best params, best accuracy (-1 where
+    never read), step of the best reading, diverged)``, one entry per setting."""
+    settings, steps = len(states), grid.steps
+    best_params = [state.params for state in states]
     best_acc = np.full(settings, -1.0)
     best_step = np.zeros(settings, np.int64)
     diverged = np.zeros(settings, bool)
     bar = tqdm.tqdm(total=steps * settings, desc="transfer", disable=not progress, leave=False)
     done = 0
     while done < steps:
-        num = min(eval_every, steps - done)
+        num = min(grid.eval_every, steps - done)
         active = np.flatnonzero(~diverged)  # a non-finite loss stays so: no more steps
         bar.update(num * (settings - len(active)))
         for i in active:
             state, bad = states[i], jnp.zeros((), bool)
             for index in range(done, done + num):
-                state, bad = step(state, bad, lrs[i], l2s[i], x, targets, batch_key, index)
+                state, bad = grid.advance(state, bad, int(i), index)
             states[i] = state
             diverged[i] = bool(bad)
             bar.update(num)
         done += num
-        acc = accuracies(net.apply, [st.params for st in states], x_val, y_val)
+        acc = accuracies(grid.apply, [st.params for st in states], grid.x_val, grid.y_val)
         improved = (acc > best_acc) & ~diverged
         best_acc = np.where(improved, acc, best_acc)
         best_step = np.where(improved, done, best_step)
         for i in np.flatnonzero(improved):
             best_params[i] = states[i].params
     bar.close()
-
-    rows = tuple(
-        GridRow(
-            lr_factor=c,
-            l2=s,
-            learning_rate=float(lrs[i]),
-            validation_accuracy=float(best_acc[i]) if best_acc[i] >= 0 else None,
-            step=int(best_step[i]),
-            diverged=bool(diverged[i]),
-        )
-        for i, (c, s) in enumerate(grid)
-    )
-    if not (best_acc >= 0).any():
-        raise ValueError(
-            "every grid setting diverged before its first validation reading: try smaller "
-            "--lr-factors or a smaller --eval-every"
-        )
-    chosen = int(np.argmax(best_acc))  # first maximum: the earlier setting wins ties
-    return GridResult(best_params[chosen], rows[chosen], rows, eta)
+    return best_params, best_acc, best_step, diverged
 
 
-def _estimate(
-    step, apply, state, lr, l2, x, targets, batch_key, x_val, y_val, steps, eval_every, settings
-) -> compute.Estimate:
+def _estimate(grid: _Grid, state: TrainState) -> compute.Estimate:
     """The grid's cost from a few timed steps and one validation reading (compiled first;
     the compiled functions are those the grid then uses)."""
 
@@ -354,12 +391,13 @@ def _estimate(
         return time.perf_counter() - started
 
     bad = jnp.zeros((), bool)
-    step_seconds = timed(lambda: step(state, bad, lr, l2, x, targets, batch_key, 0))
-    reading_seconds = timed(lambda: accuracies(apply, [state.params], x_val, y_val))
-    readings = -(-steps // eval_every)
+    step_seconds = timed(lambda: grid.advance(state, bad, 0, 0))
+    reading_seconds = timed(lambda: accuracies(grid.apply, [state.params], grid.x_val, grid.y_val))
+    settings, steps = len(grid.lrs), grid.steps
+    readings = -(-steps // grid.eval_every)
     return compute.Estimate(
-        what=f"{settings} settings x {steps} SGD steps on {len(x)} images, "
-        f"{readings} validation readings of {len(x_val)} images each",
+        what=f"{settings} settings x {steps} SGD steps on {len(grid.x)} images, "
+        f"{readings} validation readings of {len(grid.x_val)} images each",
         parts={
             "training": settings * steps * step_seconds,
             "validation": readings * reading_seconds * settings,

@@ -101,26 +101,8 @@ def transfer(
 
     Paper: appendix A, "Details for neural network transfer"; Tables 2, A5.
     """
-    if dataset.x_val is None:
-        raise ValueError(
-            f"{dataset.name} has no validation split: hyperparameters are chosen on validation, "
-            "never on test; use kipd.data.split_validation(dataset, 5000)"
-        )
-    images = np.asarray(images, np.float32)
-    labels = np.asarray(labels)
-    if images.ndim != 4 or images.shape[1:] != tuple(dataset.image_shape):
-        raise ValueError(
-            f"support images have shape {images.shape[1:]}, {dataset.name} images "
-            f"{tuple(dataset.image_shape)}: pass the dataset they were distilled from"
-        )
-    if labels.ndim == 2 and labels.shape[1] != dataset.num_classes:
-        raise ValueError(
-            f"labels have {labels.shape[1]} classes, {dataset.name} has {dataset.num_classes}"
-        )
-    if labels.ndim not in (1, 2) or len(labels) != len(images):
-        raise ValueError(
-            f"labels must be (n, classes) or (n,) for n = {len(images)} images, got {labels.shape}"
-        )
+    images, labels = _checked_support(images, labels, dataset)
+    assert dataset.x_val is not None  # checked by _checked_support
     key = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
     prep = (lambda x: x) if preprocessing is None else preprocessing.apply
     x_val = np.asarray(prep(dataset.x_val), np.float32)
@@ -166,6 +148,34 @@ def transfer(
     )
 
 
+def _checked_support(
+    images: np.ndarray, labels: np.ndarray, dataset: data.Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`transfer`'s support set checked against its dataset: ``(images as float32,
+    labels)``."""
+    if dataset.x_val is None:
+        raise ValueError(
+            f"{dataset.name} has no validation split: hyperparameters are chosen on validation, "
+            "never on test; use kipd.data.split_validation(dataset, 5000)"
+        )
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.shape[1:] != tuple(dataset.image_shape):
+        raise ValueError(
+            f"support images have shape {images.shape[1:]}, {dataset.name} images "
+            f"{tuple(dataset.image_shape)}: pass the dataset they were distilled from"
+        )
+    if labels.ndim == 2 and labels.shape[1] != dataset.num_classes:
+        raise ValueError(
+            f"labels have {labels.shape[1]} classes, {dataset.name} has {dataset.num_classes}"
+        )
+    if labels.ndim not in (1, 2) or len(labels) != len(images):
+        raise ValueError(
+            f"labels must be (n, classes) or (n,) for n = {len(images)} images, got {labels.shape}"
+        )
+    return images, labels
+
+
 PROTOCOLS = ("appendix-a", "standard")
 """``appendix-a``: the paper's (tuned on validation); ``standard``: DC-bench's (fixed recipe)."""
 
@@ -198,6 +208,47 @@ def _natural_set(
         np.asarray(preprocessing.apply(pixels)),
         np.asarray(data.centered_one_hot(ids, ds.num_classes)),
     )
+
+
+def _standard_run(
+    resolved: runs.Resolved,
+    path: Any,
+    baseline: str | None,
+    seed: int,
+    network_seeds: int,
+    soft_labels: bool,
+    epochs: int,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`transfer_run` under the standard protocol (its Returns)."""
+    distilled, preprocessing, ds = resolved.distilled, resolved.preprocessing, resolved.dataset
+    sets = {"distilled": (distilled.images, distilled.labels)}
+    if baseline is not None:
+        sets["baseline"] = _natural_set(baseline, distilled, ds, preprocessing, seed, path)
+    results = standard_protocol(
+        sets,
+        np.asarray(preprocessing.apply(ds.x_test)),
+        ds.y_test,
+        ds.num_classes,
+        network_seeds=network_seeds,
+        soft_labels=soft_labels,
+        epochs=epochs,
+        **{k: v for k, v in options.items() if k in ("progress", "log", "budget_seconds")},
+    )
+    result: dict[str, Any] = {
+        "protocol": "standard",
+        **results["distilled"]._asdict(),
+        "labels": "soft" if soft_labels else "hard",
+        "network_seeds": network_seeds,
+        "epochs": epochs,
+        "support_size": len(distilled.images),
+        "test_size": len(ds.y_test),
+    }
+    if baseline is not None:
+        result["baseline"] = {"source": baseline, **results["baseline"]._asdict()}
+        result["improvement"] = result["test_accuracy"] - results["baseline"].test_accuracy
+    result.update(dataset=ds.name, source="distilled", path=str(path))
+    return result
 
 
 def transfer_run(
@@ -261,35 +312,11 @@ def transfer_run(
     )
     if resolved.note is not None and options.get("log") is not None:
         options["log"](f"note: {resolved.note}")
-    distilled, preprocessing, ds = resolved.distilled, resolved.preprocessing, resolved.dataset
     if protocol == "standard":
-        sets = {"distilled": (distilled.images, distilled.labels)}
-        if baseline is not None:
-            sets["baseline"] = _natural_set(baseline, distilled, ds, preprocessing, seed, path)
-        results = standard_protocol(
-            sets,
-            np.asarray(preprocessing.apply(ds.x_test)),
-            ds.y_test,
-            ds.num_classes,
-            network_seeds=network_seeds,
-            soft_labels=soft_labels,
-            epochs=epochs,
-            **{k: v for k, v in options.items() if k in ("progress", "log", "budget_seconds")},
+        return _standard_run(
+            resolved, path, baseline, seed, network_seeds, soft_labels, epochs, options
         )
-        result: dict[str, Any] = {
-            "protocol": "standard",
-            **results["distilled"]._asdict(),
-            "labels": "soft" if soft_labels else "hard",
-            "network_seeds": network_seeds,
-            "epochs": epochs,
-            "support_size": len(distilled.images),
-            "test_size": len(ds.y_test),
-        }
-        if baseline is not None:
-            result["baseline"] = {"source": baseline, **results["baseline"]._asdict()}
-            result["improvement"] = result["test_accuracy"] - results["baseline"].test_accuracy
-        result.update(dataset=ds.name, source="distilled", path=str(path))
-        return result
+    distilled, preprocessing, ds = resolved.distilled, resolved.preprocessing, resolved.dataset
     if not (isinstance(validation_size, int) and validation_size >= 1):
         raise ValueError(f"validation size must be an integer >= 1, got {validation_size!r}")
     ds = data.split_validation(ds, min(validation_size, len(ds.x_train) // 10), seed=seed)
