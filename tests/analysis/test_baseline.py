@@ -78,3 +78,25 @@ def test_bad_options_name_the_fix(tiny_dataset, options, message):
     options = {"per_class": (1,), "draws": 1, **options}
     with pytest.raises(analysis.AnalysisError, match=message):
         analysis.natural_baseline(tiny_dataset, "fc1", progress=False, **options)
+
+
+def test_an_over_budget_baseline_stops_before_its_test_kernel(tiny_dataset, monkeypatch):
+    """The estimate prices the test kernel, so it comes first: over the budget, no kernel
+    matrix is computed and the error names the fix."""
+    computed = []
+    monkeypatch.setattr(
+        compute, "kernel_matrix", lambda *args, **kwargs: computed.append(args) or None
+    )
+    lines = []
+    with pytest.raises(compute.OverBudgetError, match="--test-size N, fewer --draws"):
+        analysis.natural_baseline(
+            tiny_dataset,
+            "fc1",
+            (1,),
+            draws=2,
+            progress=False,
+            log=lines.append,
+            budget_seconds=1e-9,
+        )
+    assert computed == []
+    assert lines and lines[0].startswith("estimate: baseline of 2 draws x [1] per class (fc1)")
