@@ -87,12 +87,21 @@ def with_zca_fit(
 
 
 def announce(
-    estimate: compute.Estimate, log: Log | None, budget_seconds: float | None, cheaper: str
+    estimate: compute.Estimate,
+    config: KipConfig | LabelSolveConfig,
+    dataset: data.Dataset,
+    resume: bool,
+    log: Log | None,
+    budget_seconds: float | None,
+    cheaper: str,
 ) -> None:
-    """Says ``estimate``'s line to ``log`` and checks the budget, as
-    :meth:`kipd.compute.Estimate.announce` does; where the ZCA fit dominates (longer than
+    """Says the ``estimate:`` line of a run to ``log`` and checks the budget, as
+    :meth:`kipd.compute.Estimate.announce` does; a new run (not ``resume``) prices its ZCA
+    fit first (:func:`with_zca_fit`). Where the ZCA fit dominates (longer than
     :data:`ZCA_NOTE_SECONDS` and than the rest of the run) also a note that says so and
     names ``--no-zca``, which the over-budget error then names too."""
+    if not resume:
+        estimate = with_zca_fit(estimate, config, dataset)
     fit = estimate.parts.get(ZCA_FIT, 0.0)
     dominates = fit > max(ZCA_NOTE_SECONDS, estimate.seconds - fit)
     if log is not None:

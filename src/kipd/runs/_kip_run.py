@@ -35,7 +35,6 @@ from kipd.runs._estimate import (
     final_test_size,
     kip_estimate,
     measures_init,
-    with_zca_fit,
 )
 from kipd.runs._evaluate import Evaluator
 from kipd.runs._features import (
@@ -276,13 +275,11 @@ def _announce(
         measure_init=measures_init(config, dataset, out if resume else None),
         log=log,
     )
-    announce(
-        estimate if resume else with_zca_fit(estimate, config, dataset),
-        log,
-        budget_seconds,
+    cheaper = (
         "fewer --steps, a smaller --target-batch-size, --test-size N for the final "
-        "evaluation, a cheaper --kernel (fc3, convvec3), or more workers (--executor ray)",
+        "evaluation, a cheaper --kernel (fc3, convvec3), or more workers (--executor ray)"
     )
+    announce(estimate, config, dataset, resume, log, budget_seconds, cheaper)
 
 
 def _final_accuracies(

@@ -24,7 +24,7 @@ from kipd.distill import label_solve
 from kipd.runs import _resume, _rundir
 from kipd.runs._config import LabelSolveConfig
 from kipd.runs._context import Log, executor_for, load_dataset, say_start
-from kipd.runs._estimate import announce, final_test_size, label_solve_estimate, with_zca_fit
+from kipd.runs._estimate import announce, final_test_size, label_solve_estimate
 from kipd.runs._evaluate import Evaluator
 from kipd.runs._features import feature_kernel
 from kipd.runs._summary import run_summary
@@ -189,13 +189,11 @@ def _announce(
         workers=running.workers_alive,
         log=log,
     )
-    announce(
-        estimate if resume else with_zca_fit(estimate, config, dataset),
-        log,
-        budget_seconds,
+    cheaper = (
         "--target-size N (fewer targets), --test-size N, a cheaper --kernel, or more "
-        "workers (--executor ray)",
+        "workers (--executor ray)"
     )
+    announce(estimate, config, dataset, resume, log, budget_seconds, cheaper)
 
 
 @_resume.one_writer
