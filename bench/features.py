@@ -3,6 +3,7 @@ kernel's error against the exact NNGP.
 
     python bench/features.py                 # convnet; 1, 10, 50 images per class
     python bench/features.py --shapes 28,28,1 --per-class 1,10 --width 64 --networks 4
+    python bench/features.py --shapes 28,28,1 --per-class 10,50 --maps 32:4,16:16,32:8
 
 Table 1, per image shape and images per class (10 classes, ``--targets`` targets per step):
 seconds per step of ``kipd.distill.kip_on_features`` (jitted, median of ``--repeats`` after
@@ -13,7 +14,11 @@ local executor, pullbacks kept): measured whole where its modelled time is under
 relative Frobenius error of the feature NNGP against the exact NNGP on ``--error-images``
 images (the first of Fashion-MNIST's train set, standard preprocessing, at 28x28x1 where
 it is installed; random normal images otherwise), mean over ``--error-seeds`` draws, for
-each width and number of networks of ``--grid-widths`` x ``--grid-networks``.
+each width and number of networks of ``--grid-widths`` x ``--grid-networks``. With
+``--maps`` only Table 3: for each map, on the first shape, its feature count, its step's
+seconds at each images-per-class and its error, side by side: what a map costs against how
+far its kernel is from the exact one (the kernel error of a map does not rank maps by the
+exact kernel's verdict on the sets they distill: docs/results.md).
 """
 
 from __future__ import annotations
@@ -63,9 +68,9 @@ def _median_step(update, state, targets, target_labels, repeats: int) -> float:
     return float(np.median(times))
 
 
-def feature_step_seconds(args, shape, support: int) -> float:
-    """One jitted KIP step on ``--width`` x ``--networks`` random features."""
-    features = kipd.kernels.random_features(args.kernel, width=args.width, networks=args.networks)
+def feature_step_seconds(args, shape, support: int, width: int, networks: int) -> float:
+    """One jitted KIP step on ``width`` x ``networks`` random features."""
+    features = kipd.kernels.random_features(args.kernel, width=width, networks=networks)
     images, targets, labels, target_labels = _problem(shape, support, args.targets)
     algo = distill.kip_on_features(features, optax.adam(0.01))
     state = algo.init(images, labels, jax.random.PRNGKey(1))
@@ -100,20 +105,61 @@ def _error_images(shape, count: int) -> tuple[np.ndarray, str]:
     return rng.standard_normal((count, *shape)).astype(np.float32), "random normal"
 
 
-def feature_errors(args, shape) -> tuple[dict[tuple[int, int], float], str]:
+def feature_errors(
+    args, shape, maps: list[tuple[int, int]]
+) -> tuple[dict[tuple[int, int], float], str]:
+    """Mean relative error of the feature NNGP of each ``(width, networks)`` of ``maps``."""
     images, source = _error_images(shape, args.error_images)
     exact = np.asarray(kipd.kernels.make(args.kernel)(images, get="nngp"), np.float64)
     errors = {}
-    for width in _numbers(args.grid_widths):
-        for networks in _numbers(args.grid_networks):
-            features = kipd.kernels.random_features(args.kernel, width=width, networks=networks)
-            gram = jax.jit(lambda key, f=features: (lambda p: p @ p.T)(f(key, images)))
-            relative = [
-                np.linalg.norm(np.asarray(gram(key), np.float64) - exact) / np.linalg.norm(exact)
-                for key in jax.random.split(jax.random.PRNGKey(2), args.error_seeds)
-            ]
-            errors[(width, networks)] = float(np.mean(relative))
+    for width, networks in maps:
+        features = kipd.kernels.random_features(args.kernel, width=width, networks=networks)
+        gram = jax.jit(lambda key, f=features: (lambda p: p @ p.T)(f(key, images)))
+        relative = [
+            np.linalg.norm(np.asarray(gram(key), np.float64) - exact) / np.linalg.norm(exact)
+            for key in jax.random.split(jax.random.PRNGKey(2), args.error_seeds)
+        ]
+        errors[(width, networks)] = float(np.mean(relative))
     return errors, source
+
+
+def _maps(text: str) -> list[tuple[int, int]]:
+    maps = []
+    for item in text.split(","):
+        width, networks = (int(v) for v in item.split(":"))
+        maps.append((width, networks))
+    return maps
+
+
+def maps_table(args) -> None:
+    """Table 3: for each feature map of ``--maps``, on the first shape: its feature count,
+    seconds per KIP step at each images-per-class, and its error (cost against error)."""
+    shape = _shapes(args.shapes)[0]
+    maps = _maps(args.maps)
+    errors, source = feature_errors(args, shape, maps)
+    per_class = _numbers(args.per_class)
+    print(
+        f"\nTable 3: feature maps at {'x'.join(map(str, shape))}: seconds per KIP step "
+        f"({args.targets} targets) and the relative error of the feature NNGP ({source}, "
+        f"mean of {args.error_seeds} draws)\n"
+    )
+    print(
+        "| width:networks | p | "
+        + " | ".join(f"{n} per class (s)" for n in per_class)
+        + " | relative error |"
+    )
+    print("|---|---|" + "---|" * len(per_class) + "---|")
+    for width, networks in maps:
+        count = kipd.kernels.feature_count(args.kernel, shape, width=width, networks=networks)
+        seconds = [
+            feature_step_seconds(args, shape, n * CLASSES, width, networks) for n in per_class
+        ]
+        print(
+            f"| {width}:{networks} | {count} | "
+            + " | ".join(f"{s:.3f}" for s in seconds)
+            + f" | {errors[(width, networks)]:.4f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -132,8 +178,15 @@ def main() -> None:
     parser.add_argument("--grid-networks", default="1,4,16")
     parser.add_argument("--error-images", type=int, default=16)
     parser.add_argument("--error-seeds", type=int, default=3)
+    parser.add_argument(
+        "--maps",
+        help="W:M,W:M: only Table 3, these feature maps' step time and error side by side",
+    )
     args = parser.parse_args()
     print(f"{_report.command_line('features.py', args)}\n{_report.machine()}\n")
+    if args.maps:
+        maps_table(args)
+        return
     print(
         f"Table 1: seconds per KIP step, {args.kernel}, {args.targets} targets, features "
         f"width {args.width} x {args.networks} networks\n"
@@ -143,7 +196,7 @@ def main() -> None:
     for shape in _shapes(args.shapes):
         for per_class in _numbers(args.per_class):
             support = per_class * CLASSES
-            features = feature_step_seconds(args, shape, support)
+            features = feature_step_seconds(args, shape, support, args.width, args.networks)
             exact, how = exact_step_seconds(args, shape, support)
             print(
                 f"| {'x'.join(map(str, shape))} | {per_class} | {features:.3f} | "
@@ -157,7 +210,8 @@ def main() -> None:
     print("| images | width | networks | relative error |")
     print("|---|---|---|---|")
     for shape in _shapes(args.shapes):
-        errors, source = feature_errors(args, shape)
+        grid = [(w, m) for w in _numbers(args.grid_widths) for m in _numbers(args.grid_networks)]
+        errors, source = feature_errors(args, shape, grid)
         for (width, networks), error in errors.items():
             print(
                 f"| {'x'.join(map(str, shape))} ({source}) | {width} | {networks} | {error:.4f} |",
