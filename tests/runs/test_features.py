@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import kipd.kernels
-from kipd import data, distill, runs
+from kipd import cli, compute, data, distill, runs
 from kipd.runs import _features, _rundir
 from kipd.runs._estimate import kip_estimate, measures_init
 
@@ -207,3 +207,35 @@ def test_a_feature_count_near_the_support_size_is_named_with_its_fix():
     assert "p = 577" in near and "--features 32:8 (p = 2305)" in near
     assert "--features 8:2 (p = 145)" in near
     assert note("32:2", 10) is None and note("16:2", 50) is None  # p = 577 vs 100, 289 vs 500
+
+
+def test_a_run_on_features_is_judged_by_the_exact_nngp_on_request(feature_run, capsys, monkeypatch):
+    out, config, _ = feature_run
+    with np.load(out / "distilled.npz") as f:
+        images, labels = f["images"], f["labels"]
+    _, test_images, test_labels = _test_set(config)
+    # The kernel the features estimate, straight from the layer description.
+    nngp = kipd.kernels.make("fc1")
+    predictions = distill.krr_predict(
+        nngp(test_images, images, get="nngp"), nngp(images, get="nngp"), labels, config.lambda0
+    )
+    expected = float(distill.accuracy(predictions, test_labels))
+    # On 30 test images the NNGP and the NTK often agree on the accuracy: the kernel
+    # matrices say which kernel was asked for.
+    asked = []
+    kernel_matrix = compute.kernel_matrix
+
+    def recording(spec, *args, **kwargs):
+        asked.append(spec.get)
+        return kernel_matrix(spec, *args, **kwargs)
+
+    monkeypatch.setattr(compute, "kernel_matrix", recording)
+    result = runs.evaluate(out, get="nngp", progress=False)
+    assert result["get"] == "nngp" and set(asked) == {"nngp"}
+    assert result["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert cli.main(["evaluate", str(out), "--get", "nngp", "--json", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["get"] == "nngp"
+    assert printed["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="--get nngp"):
+        runs.evaluate(out, get="NNGP", progress=False)

@@ -63,6 +63,7 @@ examples:
   kipd evaluate runs/quickstart/distilled.npz --kernel convnet --json
   kipd evaluate kip_fashion_mnist.npz --dataset fashion_mnist   # the paper's released layout
   kipd evaluate exports/quickstart              # a folder written by kipd export
+  kipd evaluate runs/f10 --get nngp             # a run on features, by the NNGP it estimates
 """
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter

@@ -93,6 +93,7 @@ def format_evaluation(result: dict[str, Any]) -> str:
     """``kipd evaluate``: the test accuracy (and the natural init's, for a run)."""
     lines = [
         f"{result['dataset']}: {result['support_size']} support images, kernel {result['kernel']}"
+        + (f" ({result['get']})" if result.get("get", "ntk") != "ntk" else "")
     ]
     if result.get("init_test_accuracy") is not None:
         lines.append(f"  natural init test accuracy  {_percent(result['init_test_accuracy'])}")

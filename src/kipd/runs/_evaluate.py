@@ -19,6 +19,7 @@ from kipd.distill import accuracy, krr_predict, krr_predict_features
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, executor_for, say
 from kipd.runs._features import FeatureKernel
+from kipd.runs._options import GETS
 from kipd.runs._resolve import Resolved, resolve
 
 
@@ -32,11 +33,13 @@ def krr_test_accuracies(
     *,
     executor: compute.Executor | None = None,
     desc: str | None = None,
+    get: str = "ntk",
 ) -> list[float]:
     """KRR test accuracy of one support image set under each of several label sets; the
-    kernel matrices once: an exact kernel (by name) through ``kipd.compute`` (any
-    executor), a run's feature kernel from its feature rows (by
-    :func:`kipd.distill.krr_predict_features`, stable where a Gram's Cholesky is not)."""
+    kernel matrices once: an exact kernel (by name; its ``get``, ``"ntk"`` or ``"nngp"``)
+    through ``kipd.compute`` (any executor), a run's feature kernel from its feature rows
+    (by :func:`kipd.distill.krr_predict_features`, stable where a Gram's Cholesky is
+    not)."""
     predict: Callable[[Any], jax.Array]
     if isinstance(kernel, FeatureKernel):
         phi_s, phi_t = kernel.rows(support_images), kernel.rows(test_images)
@@ -45,7 +48,7 @@ def krr_test_accuracies(
             return krr_predict_features(phi_t, phi_s, labels, lambda0)
 
     else:
-        spec = compute.KernelSpec(kernel)
+        spec = compute.KernelSpec(kernel, get=get)
         k_ss = compute.kernel_matrix(spec, support_images, executor=executor)
         k_ts = compute.kernel_matrix(
             spec, test_images, support_images, executor=executor, desc=desc
@@ -95,13 +98,14 @@ def _announce(
     running: compute.Executor,
     log: Log | None,
     budget_seconds: float | None,
+    get: str,
 ) -> None:
     """Says the ``estimate:`` line of evaluating ``sets`` support sets and checks it
     against the budget."""
     n_s, num_test = len(resolved.distilled.images), len(resolved.test_indices)
     estimate = compute.kernel_estimate(
         f"KRR of {sets} x {n_s} support images on {num_test} test images ({resolved.kernel})",
-        compute.KernelSpec(resolved.kernel),
+        compute.KernelSpec(resolved.kernel, get=get),
         resolved.dataset.image_shape,
         n_s,
         {"test": sets * (num_test + n_s) * n_s},
@@ -117,6 +121,7 @@ def evaluate(
     dataset: str | None = None,
     data_dir: str | None = None,
     kernel: str | None = None,
+    get: str = "ntk",
     zca: bool | None = None,
     zca_regularization: float | None = None,
     progress: bool = True,
@@ -135,6 +140,8 @@ def evaluate(
       data_dir: folder searched first for the dataset's files; default: the run's.
       kernel: architecture of the KRR kernel; default: the run's (the first of a
         sampling-KIP family), ``convnet`` for the released layout.
+      get: ``"ntk"`` (the paper's kernel and every run's referee) or ``"nngp"`` (the
+        kernel a run on random features trains on: its set judged by what it fits).
       zca, zca_regularization: the preprocessing of a released file, which does not record
         it (default: the paper's for the dataset; see :func:`resolve`).
       progress: show a progress bar.
@@ -142,18 +149,23 @@ def evaluate(
       log, budget_seconds: as for :func:`run_kip`.
 
     Returns:
-      ``test_accuracy``, ``kernel``, ``dataset``, ``support_size``, ``test_size`` (the
+      ``test_accuracy``, ``kernel``, ``get``, ``dataset``, ``support_size``, ``test_size`` (the
       run's final test subset, so the numbers match its ``summary.json``; the whole test
       set for a released file or another dataset), and for a kipd run or its
       ``distilled.npz`` also ``init_test_accuracy`` (the natural init).
 
     Raises:
       DistillError: the path holds no distilled set.
-      ValueError: no dataset for a released file, or images that do not fit the dataset.
+      ValueError: no dataset for a released file, images that do not fit the dataset, or
+        an unknown ``get``.
 
     Example:
       >>> evaluate("runs/quickstart")["test_accuracy"]  # doctest: +SKIP
     """
+    if get not in GETS:
+        raise ValueError(
+            f"unknown kernel output {get!r}: pass --get ntk (the paper's kernel) or --get nngp"
+        )
     resolved = resolve(
         path,
         dataset=dataset,
@@ -169,6 +181,7 @@ def evaluate(
     result = {
         "dataset": resolved.dataset.name,
         "kernel": resolved.kernel,
+        "get": get,
         "support_size": len(distilled.images),
         "test_size": len(test_labels),
     }
@@ -178,7 +191,7 @@ def evaluate(
     )
     with executor_for(executor) as running:
         if log is not None or budget_seconds is not None:
-            _announce(resolved, 2 if separate_init else 1, running, log, budget_seconds)
+            _announce(resolved, 2 if separate_init else 1, running, log, budget_seconds, get)
         accuracies = functools.partial(
             krr_test_accuracies,
             resolved.kernel,
@@ -187,6 +200,7 @@ def evaluate(
             lambda0=resolved.lambda0,
             executor=running,
             desc="test accuracy" if progress else None,
+            get=get,
         )
         if distilled.init_images is None:
             (result["test_accuracy"],) = accuracies(images, [labels])

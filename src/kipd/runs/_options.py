@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+GETS = ("ntk", "nngp")
+"""The outputs of an exact kernel that a distilled set can be evaluated with."""
+
 _RELEASED = "preprocessing of a released .npz (kipd runs and exports record their own)"
 
 
@@ -42,6 +45,9 @@ class EvaluateOptions(DatasetOptions):
 
     Attributes:
       kernel: KRR kernel (default: the run's first kernel, convnet for released files).
+      get: the kernel's output: ntk (the paper's kernel, every run's referee) or nngp (the
+        kernel that random features, --features, estimate).
     """
 
     kernel: str | None = None
+    get: str = dataclasses.field(default="ntk", metadata={"cli": {"choices": GETS}})
