@@ -27,8 +27,8 @@ FLAGS = {
     "--zca-regularization --seed --lambda0 --test-size --features --preset --kernel "
     "--target-size "
     "--rcond --out --resume --executor --ray-address --workers --json --quiet --yes",
-    "evaluate": "--dataset --data-dir --kernel --get --zca --no-zca --zca-regularization --executor "
-    "--ray-address --workers --json --quiet --yes",
+    "evaluate": "--dataset --data-dir --kernel --get --zca --no-zca --zca-regularization "
+    "--executor --ray-address --workers --json --quiet --yes",
     "export": "--out --json --quiet",
     "transfer": "--protocol --network-seeds --epochs --soft-labels --arch --width --steps "
     "--lr-factors --l2 --loss --norm --eval-every --validation-size --baseline --dataset "
