@@ -278,7 +278,8 @@ def test_label_solve_run_and_evaluate(dataset, tmp_path, ntk):
     with pytest.raises(ValueError, match="--dataset"):
         runs.evaluate(released, progress=False)
     result = runs.evaluate(released, dataset=dataset, kernel="fc1", progress=False)
-    assert set(result) == {"dataset", "kernel", "support_size", "test_size", "test_accuracy"}
+    assert set(result) == {"dataset", "kernel", "get", "support_size", "test_size", "test_accuracy"}
+    assert result["get"] == "ntk"  # the paper's kernel unless asked otherwise
 
     np.savez(released, images=distilled.images[:, :4], labels=distilled.labels)
     with pytest.raises(ValueError, match="pass the --dataset it was distilled from"):
