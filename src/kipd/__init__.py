@@ -12,7 +12,7 @@ first access (``kipd.kernels.make("fc1")`` works), so ``kipd --version`` stays f
 import importlib
 from typing import Any
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 _SUBPACKAGES = ("analysis", "compute", "data", "distill", "files", "kernels", "runs", "transfer")
 

@@ -17,14 +17,16 @@ SWITCHES = {"help", "json", "quiet", "yes", "out", "resume", "plan"}
 # The flags of each command (the command-line contract; --help is everywhere).
 FLAGS = {
     "distill": "--dataset --data-dir --images-per-class --zca --no-zca --zca-regularization "
-    "--seed --lambda0 --test-size --features --preset --kernel --steps --target-batch-size "
+    "--seed --lambda0 --test-size --features --feature-kernel --preset --kernel --steps "
+    "--target-batch-size "
     "--target-sampling --learn-labels --no-learn-labels --augment --lr --lr-schedule --init "
     "--checkpoint-every --eval-every --eval-size --keep-best --block-size --loss --init-from "
     "--init-accuracy --no-init-accuracy "
     "--out --resume --plan "
     "--executor --ray-address --workers --json --quiet --yes",
     "label-solve": "--dataset --data-dir --images-per-class --zca --no-zca "
-    "--zca-regularization --seed --lambda0 --test-size --features --preset --kernel "
+    "--zca-regularization --seed --lambda0 --test-size --features --feature-kernel --preset "
+    "--kernel "
     "--target-size "
     "--rcond --out --resume --executor --ray-address --workers --json --quiet --yes",
     "evaluate": "--dataset --data-dir --kernel --get --zca --no-zca --zca-regularization "

@@ -1,9 +1,11 @@
-"""Random features against the exact NNGP: unbiased where one nonlinearity separates input
-and readout, converging as 1 / sqrt(M * width) for the ConvNet."""
+"""Random features against the exact NNGP and NTK: unbiased where one nonlinearity separates
+input and readout, converging as 1 / sqrt(M * width) for the ConvNet; the NTK's features are
+the networks' parameter gradients."""
 
 import functools
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,39 +17,41 @@ IMAGES = np.random.default_rng(0).standard_normal((5, 6, 6, 1)).astype(np.float3
 
 
 @functools.cache
-def _gram(name, width, networks, depth=None):
+def _gram(name, width, networks, depth=None, get="nngp"):
     """``gram(key)``: the feature kernel of IMAGES, jitted once per feature map."""
-    features = random_features(name, width=width, networks=networks, depth=depth)
+    features = random_features(name, width=width, networks=networks, depth=depth, get=get)
     return jax.jit(lambda key: (lambda phi: phi @ phi.T)(features(key, IMAGES)))
 
 
-def _empirical(name, width, networks, key, depth=None):
-    return np.asarray(_gram(name, width, networks, depth)(key), np.float64)
+def _empirical(name, width, networks, key, depth=None, get="nngp"):
+    return np.asarray(_gram(name, width, networks, depth, get)(key), np.float64)
 
 
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
 @pytest.mark.parametrize("name", ["fc1", "convvec1"])
-def test_one_hidden_layer_features_equal_the_nngp_in_expectation(name):
+def test_one_hidden_layer_features_equal_the_kernel_in_expectation(name, get):
     # 300 independent networks of width 8: each gives an unbiased estimate of every
-    # entry; their mean is within 4 standard errors of the exact NNGP (a false alarm
+    # entry; their mean is within 4 standard errors of the exact kernel (a false alarm
     # has probability ~6e-5 per entry).
-    exact = np.asarray(kipd.kernels.make(name)(IMAGES, get="nngp"), np.float64)
-    samples = np.stack(
-        [_empirical(name, 8, 1, key) for key in jax.random.split(jax.random.PRNGKey(1), 300)]
-    )
+    exact = np.asarray(kipd.kernels.make(name)(IMAGES, get=get), np.float64)
+    keys = jax.random.split(jax.random.PRNGKey(1), 300)
+    samples = np.stack([_empirical(name, 8, 1, key, get=get) for key in keys])
     error = np.abs(samples.mean(0) - exact)
     standard_error = samples.std(0, ddof=1) / np.sqrt(len(samples))
     assert np.all(error <= 4 * standard_error + 1e-6), (error / standard_error).max()
 
 
-def test_convnet_features_converge_as_one_over_sqrt_of_width_times_networks():
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_convnet_features_converge_as_one_over_sqrt_of_width_times_networks(get):
     # 256x the features (width 8 x 2 networks -> 128 x 32): the relative error should
-    # shrink ~16x; measured 19-24x over three sets of 6 seeds, with errors 0.30-0.38 ->
-    # 0.014-0.017. The bounds leave room for the sampling noise of 6 seeds.
-    exact = np.asarray(kipd.kernels.make("convnet", depth=1)(IMAGES, get="nngp"), np.float64)
+    # shrink ~16x; measured over three sets of 6 seeds 19-24x for the NNGP (errors
+    # 0.30-0.38 -> 0.014-0.017) and 18-22x for the NTK (0.26-0.33 -> 0.014-0.018). The
+    # bounds leave room for the sampling noise of 6 seeds.
+    exact = np.asarray(kipd.kernels.make("convnet", depth=1)(IMAGES, get=get), np.float64)
 
     def mean_error(width, networks):
         errors = [
-            np.linalg.norm(_empirical("convnet", width, networks, key, depth=1) - exact)
+            np.linalg.norm(_empirical("convnet", width, networks, key, 1, get) - exact)
             / np.linalg.norm(exact)
             for key in jax.random.split(jax.random.PRNGKey(2), 6)
         ]
@@ -78,7 +82,35 @@ def test_features_are_jittable_differentiable_and_shaped():
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
 
 
+def test_ntk_features_are_the_networks_parameter_gradients():
+    # phi(x) . phi(x') is the mean over the M networks of grad f(x) . grad f(x'), where f
+    # is the same description's finite network (architecture) drawn by the same key.
+    width, networks, key = 4, 2, jax.random.PRNGKey(6)
+    features = random_features("convnet", width=width, networks=networks, depth=1, get="ntk")
+    network = kipd.kernels.architecture("convnet", width=width, depth=1)
+
+    def jacobian(network_key):
+        _, params = network.init(network_key, IMAGES.shape[1:])
+        one = lambda p, x: network.apply(p, x[None])[0, 0]  # noqa: E731
+        rows = [jax.flatten_util.ravel_pytree(jax.grad(one)(params, x))[0] for x in IMAGES]
+        return np.stack(rows).astype(np.float64)
+
+    expected = np.mean(
+        [(lambda j: j @ j.T)(jacobian(k)) for k in jax.random.split(key, networks)], axis=0
+    )
+    phi = np.asarray(features(key, IMAGES), np.float64)
+    np.testing.assert_allclose(phi @ phi.T, expected, rtol=2e-5)
+    count = feature_count("convnet", (6, 6, 1), width=width, networks=networks, depth=1, get="ntk")
+    # The parameters of one network: conv 1->4 and 4->4 (3x3, with biases), readout 36 + 1.
+    assert phi.shape == (5, count) and count == networks * (40 + 148 + 37)
+
+
 @pytest.mark.parametrize("bad", [dict(width=0, networks=1), dict(width=8, networks=0)])
 def test_bad_sizes_name_the_fix(bad):
     with pytest.raises(ValueError, match="--features"):
         random_features("fc1", **bad)
+
+
+def test_an_unknown_kernel_names_the_fix():
+    with pytest.raises(ValueError, match="--feature-kernel ntk"):
+        random_features("fc1", width=8, networks=1, get="ntk2")

@@ -7,6 +7,7 @@ def test_public_names():
     assert kipd.kernels.__all__ == [
         "ARCHITECTURES",
         "IMPLEMENTATIONS",
+        "KERNEL_OUTPUTS",
         "KernelState",
         "Layer",
         "architecture",

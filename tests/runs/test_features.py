@@ -239,3 +239,74 @@ def test_a_run_on_features_is_judged_by_the_exact_nngp_on_request(feature_run, c
     assert printed["test_accuracy"] == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="--get nngp"):
         runs.evaluate(out, get="NNGP", progress=False)
+
+
+def test_a_run_on_ntk_features_trains_on_them_and_is_refereed_by_the_exact_ntk(
+    tiny_dataset, tmp_path, capsys
+):
+    config = runs.KipConfig(
+        dataset=tiny_dataset,
+        kernels=("fc1",),
+        features="16:2",
+        feature_kernel="ntk",
+        images_per_class=2,
+        steps=2,
+        target_batch_size=30,
+        eval_every=2,
+        eval_size=15,
+    )
+    out = tmp_path / "ntk"
+    assert cli.main(["distill", *_flags(config), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "NTK features 16:2" in printed and "features vs the exact NTK at the start" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["feature_kernel"] == "ntk"
+    with np.load(out / "distilled.npz") as f:
+        images, labels = f["images"], f["labels"]
+    _, test_images, test_labels = _test_set(config)
+    # The feature kernel is the fixed draw of the networks' parameter gradients.
+    features = kipd.kernels.random_features("fc1", width=16, networks=2, get="ntk")
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _features._EVAL_STREAM)
+    predictions = distill.krr_predict_features(
+        features(key, test_images), features(key, images), labels, config.lambda0
+    )
+    assert summary["feature_test_accuracy"] == pytest.approx(
+        float(distill.accuracy(predictions, test_labels)), abs=1e-6
+    )
+    # The referee is the exact kernel the features estimate: many wide networks' NTK
+    # features are near the exact NTK, and far from the NNGP (a different kernel).
+    sample = np.random.default_rng(1).standard_normal((16, 4, 4, 1)).astype(np.float32)
+    wide = dataclasses.replace(config, features="64:16")
+    assert _features.referee_error(wide, sample) < 0.1
+    estimated_nngp = dataclasses.replace(wide, feature_kernel="nngp")
+    nngp_as_ntk = np.asarray(kipd.kernels.make("fc1")(sample, get="nngp"))
+    ntk = np.asarray(kipd.kernels.make("fc1")(sample, get="ntk"))
+    assert np.linalg.norm(nngp_as_ntk - ntk) / np.linalg.norm(ntk) > 0.3
+    assert _features.referee_error(estimated_nngp, sample) < 0.1
+
+
+def _flags(config):
+    """The distill flags of the fields of ``config`` that differ from the defaults."""
+    default = runs.KipConfig()
+    flags = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value == getattr(default, field.name):
+            continue
+        flag = "--kernel" if field.name == "kernels" else "--" + field.name.replace("_", "-")
+        flags += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+    return flags
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(feature_kernel="ntk"), "add e.g. --features"),
+        (dict(features="16:2", feature_kernel="NTK"), "--feature-kernel ntk"),
+    ],
+)
+def test_a_feature_kernel_needs_features_and_a_known_name(changes, message):
+    with pytest.raises(ValueError, match=message):
+        runs.KipConfig(**changes)
+    with pytest.raises(ValueError, match=message):
+        runs.LabelSolveConfig(**changes)

@@ -46,9 +46,12 @@ def format_summary(summary: dict[str, Any], out: str) -> str:
     the run is in its setting), with the run directory. A run on features shows the exact
     kernel's rows (the referee), then the feature kernel's."""
     rows = _accuracy_rows(summary, "", "")
+    # Summaries of kipd < 0.8 have no "feature_kernel": their features estimated the NNGP.
+    estimated = summary.get("feature_kernel", "nngp").upper()
     if "features" in summary:
+        named = "" if estimated == "NNGP" else f"{estimated} "
         rows = _accuracy_rows(summary, "", ", exact") + _accuracy_rows(
-            summary, "feature_", f", features {summary['features']}"
+            summary, "feature_", f", {named}features {summary['features']}"
         )
     if "paper_test_accuracy" in summary:
         std = summary["paper_test_accuracy_std"]
@@ -64,7 +67,7 @@ def format_summary(summary: dict[str, Any], out: str) -> str:
     lines = [f"  {label:<{width}}  {value}  {note}".rstrip() for label, value, note in rows]
     if summary.get("feature_kernel_error") is not None:
         lines.append(
-            f"  features vs the exact NNGP at the start: relative error "
+            f"  features vs the exact {estimated} at the start: relative error "
             f"{summary['feature_kernel_error']:.3f}"
         )
     preset = ""

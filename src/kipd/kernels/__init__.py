@@ -4,9 +4,10 @@
 its full-resolution stage runs as XLA layer maps or a fused kernel (``IMPLEMENTATIONS``).
 ``architecture(name)`` gives the same network as a :class:`Layer`, whose ``init`` /
 ``apply`` are the finite network used for transfer; ``random_features(name, width=,
-networks=)`` gives features of random finite networks whose inner products estimate the
-NNGP. ``default_pairs_per_block`` and ``default_block_side`` are the one size policy of
-the pairs a kernel computes at once and of ``kipd.compute``'s blocks of images;
+networks=, get=)`` gives features of random finite networks whose inner products estimate
+the NNGP or the NTK (``KERNEL_OUTPUTS``). ``default_pairs_per_block`` and
+``default_block_side`` are the one size policy of the pairs a kernel computes at once and
+of ``kipd.compute``'s blocks of images;
 ``chunk_calibration`` / ``store_chunk_calibration`` read and keep a GPU's calibrated chunks.
 """
 
@@ -23,7 +24,7 @@ from kipd.kernels._layers import (
     relu,
     serial,
 )
-from kipd.kernels._make import IMPLEMENTATIONS, make
+from kipd.kernels._make import IMPLEMENTATIONS, KERNEL_OUTPUTS, make
 from kipd.kernels._sizes import (
     chunk_calibration,
     default_block_side,
@@ -35,6 +36,7 @@ from kipd.kernels._state import KernelState
 __all__ = [
     "ARCHITECTURES",
     "IMPLEMENTATIONS",
+    "KERNEL_OUTPUTS",
     "KernelState",
     "Layer",
     "architecture",

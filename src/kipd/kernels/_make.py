@@ -22,13 +22,17 @@ from kipd.kernels._layers import Layer, serial
 from kipd.kernels._sizes import default_pairs_per_block
 from kipd.kernels._stages import FUSED_STAGES, FusedStage, cpu_build
 
+KERNEL_OUTPUTS = ("ntk", "nngp")
+"""What a kernel gives (``get``): the NTK (gradient-descent-trained networks; the paper's
+kernel and kipd's default) or the NNGP (Bayesian networks)."""
+
 Get = str | tuple[str, ...]
 KernelFn = Callable[..., jax.Array | tuple[jax.Array, ...]]
 
 
 def _parse_get(get: Get) -> tuple[str, ...]:
     names = (get,) if isinstance(get, str) else tuple(get)
-    if not names or any(g not in ("nngp", "ntk") for g in names):
+    if not names or any(g not in KERNEL_OUTPUTS for g in names):
         raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
     return names
 

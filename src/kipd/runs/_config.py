@@ -101,6 +101,7 @@ class _Common:
     lambda0: float = LAMBDA0
     test_size: int | None = _cli(None, metavar="N")
     features: str | None = _cli(None, metavar="W:M")
+    feature_kernel: str = _cli("nngp", choices=kipd.kernels.KERNEL_OUTPUTS)
     preset: str | None = _cli(None, choices=PRESETS)
     preset_overrides: tuple[str, ...] = _cli((), skip=True)
 
@@ -137,6 +138,16 @@ class _Common:
         )
         if self.features is not None:
             parse_features(self.features)
+        _check(
+            self.feature_kernel in kipd.kernels.KERNEL_OUTPUTS,
+            f"unknown feature kernel {self.feature_kernel!r}: pass --feature-kernel nngp or "
+            "--feature-kernel ntk",
+        )
+        _check(
+            self.feature_kernel == "nngp" or self.features is not None,
+            f"--feature-kernel {self.feature_kernel} chooses what random features estimate: "
+            "add e.g. --features 16:4, or leave it out for the exact kernel",
+        )
 
     @property
     def feature_map(self) -> tuple[int, int] | None:
@@ -187,6 +198,10 @@ class KipConfig(_Common):
         kernel evaluation per (support, target) pair. Readings during training use the
         same feature map with fixed networks; the final accuracies are measured with the
         exact kernel (the referee) and with the features. ``None``: the exact kernel.
+      feature_kernel: the kernel the random ``features`` estimate: ``"nngp"`` (RFAD's
+        features: the readout's inputs) or ``"ntk"`` (every parameter's gradient: the
+        kernel of the exact runs and the referee, at several times the cost per step; see
+        docs/kernels.md).
       preset: ``paper``: start from the paper's settings for the dataset and images per
         class (Table 1, appendix A; see docs/runs.md); options given explicitly
         override its values.
@@ -371,6 +386,7 @@ class LabelSolveConfig(_Common):
       features: ``W:M``: solve with the kernel of ``M`` random finite networks of width
         ``W`` (fixed networks; see :class:`KipConfig`); the final accuracies are measured
         with the exact kernel and with the features. ``None``: the exact kernel.
+      feature_kernel: ``"nngp"`` or ``"ntk"``, as in :class:`KipConfig`.
       kernel: kernel name: ``fc<n>`` (n dense layers, e.g. ``fc1``), ``convvec<n>`` (n
         conv layers, e.g. ``convvec3``) or ``convnet`` (the paper's).
       target_size: targets the labels are solved on; ``None`` means the whole train set

@@ -314,7 +314,7 @@ def _plan_features(
     width, networks = config.feature_map
     # Timed by the estimate above (cached per process): said once.
     forward, gradient = feature_image_seconds(
-        config.eval_kernel, width, networks, tuple(image_shape)
+        config.eval_kernel, width, networks, config.feature_kernel, tuple(image_shape)
     )
     step = estimate.parts["steps"] / max(config.steps, 1)
     note = threshold_note(config, image_shape, num_classes)
@@ -328,7 +328,11 @@ def _plan_features(
         "features": {
             "features": config.features,
             "feature_count": kipd.kernels.feature_count(
-                config.eval_kernel, image_shape, width=width, networks=networks
+                config.eval_kernel,
+                image_shape,
+                width=width,
+                networks=networks,
+                get=config.feature_kernel,
             ),
             "forward_seconds_per_image": forward,
             "gradient_seconds_per_image": gradient,
@@ -446,8 +450,14 @@ def _feature_seconds(
     """:func:`feature_image_seconds` of a config on features, said before it is timed."""
     assert config.feature_map is not None
     width, networks = config.feature_map
-    say(log, f"timing the feature map ({config.eval_kernel} {config.features}) on this machine ...")
-    return feature_image_seconds(config.eval_kernel, width, networks, tuple(image_shape))
+    say(
+        log,
+        f"timing the feature map ({config.eval_kernel} {config.feature_kernel.upper()} "
+        f"features {config.features}) on this machine ...",
+    )
+    return feature_image_seconds(
+        config.eval_kernel, width, networks, config.feature_kernel, tuple(image_shape)
+    )
 
 
 def _feature_kip_estimate(

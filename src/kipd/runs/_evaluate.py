@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import kipd.kernels
 from kipd import compute, data
 from kipd.distill import accuracy, krr_predict, krr_predict_features
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, executor_for, say
 from kipd.runs._features import FeatureKernel
-from kipd.runs._options import GETS
 from kipd.runs._resolve import Resolved, resolve
 
 
@@ -162,7 +162,7 @@ def evaluate(
     Example:
       >>> evaluate("runs/quickstart")["test_accuracy"]  # doctest: +SKIP
     """
-    if get not in GETS:
+    if get not in kipd.kernels.KERNEL_OUTPUTS:
         raise ValueError(
             f"unknown kernel output {get!r}: pass --get ntk (the paper's kernel) or --get nngp"
         )

@@ -4,9 +4,10 @@ exact kernel as referee.
 A run on features (``--features W:M``) trains through :func:`kipd.distill.kip_on_features`
 (fresh networks each step); everything that reads a support set during or after it uses
 one fixed draw of the same map (:func:`feature_kernel`), so readings are comparable from
-step to step. The exact kernel judges the map twice: at the start, the relative error of
-its NNGP against the exact NNGP on a few of the run's images (:func:`referee_error`), and
-at the end, the KRR test accuracy of the distilled set.
+step to step. The map estimates the NNGP or the NTK (``--feature-kernel``). The exact
+kernel judges it twice: at the start, the relative error of the map's kernel against the
+same exact kernel on a few of the run's images (:func:`referee_error`), and at the end,
+the KRR test accuracy of the distilled set with the exact NTK.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ _EVAL_STREAM = 0x657661
 
 
 def feature_fn(config: Any) -> FeatureFn:
-    """The random feature map of a config on features (``config.feature_map``)."""
+    """The random feature map of a config on features (``config.feature_map``, estimating
+    ``config.feature_kernel``)."""
     width, networks = config.feature_map
-    return kipd.kernels.random_features(config.eval_kernel, width=width, networks=networks)
+    return kipd.kernels.random_features(
+        config.eval_kernel, width=width, networks=networks, get=config.feature_kernel
+    )
 
 
 class FeatureKernel(NamedTuple):
@@ -55,7 +59,8 @@ class FeatureKernel(NamedTuple):
       features: ``features(key, images) -> (n, p)`` (:func:`kipd.kernels.random_features`),
         jitted: every chunk of a run shares one compiled map.
       key: draws its networks.
-      name: what the run calls it, e.g. ``convnet features 128:4``.
+      name: what the run calls it, e.g. ``convnet features 128:4`` (NNGP) or ``convnet
+        NTK features 16:4``.
     """
 
     features: FeatureFn
@@ -93,7 +98,11 @@ def threshold_note(config: Any, image_shape: tuple[int, ...], num_classes: int) 
 
     def count(width: int, networks: int) -> int:
         return kipd.kernels.feature_count(
-            config.eval_kernel, tuple(image_shape), width=width, networks=networks
+            config.eval_kernel,
+            tuple(image_shape),
+            width=width,
+            networks=networks,
+            get=config.feature_kernel,
         )
 
     features = count(width, networks)
@@ -111,19 +120,23 @@ def threshold_note(config: Any, image_shape: tuple[int, ...], num_classes: int) 
 def feature_kernel(config: Any) -> FeatureKernel:
     """The fixed-draw feature kernel of a run on features (readings and evaluation)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
-    name = f"{config.eval_kernel} features {config.features}"
+    estimated = "" if config.feature_kernel == "nngp" else "NTK "
+    name = f"{config.eval_kernel} {estimated}features {config.features}"
     return FeatureKernel(jax.jit(feature_fn(config)), key, name)
 
 
 def referee_error(config: Any, images: Any, *, executor: compute.Executor | None = None) -> float:
-    """Relative Frobenius error ``|K_phi - K| / |K|`` of the feature NNGP of a run on
-    features against the exact NNGP, on the first :data:`REFEREE_IMAGES` of ``images``
-    ``(n, H, W, C)``, averaged over :data:`REFEREE_DRAWS` draws of the networks (a number
-    near 0 means the features stand for the exact kernel; ~1 that they do not)."""
+    """Relative Frobenius error ``|K_phi - K| / |K|`` of the feature kernel of a run on
+    features against the exact kernel it estimates (``config.feature_kernel``), on the
+    first :data:`REFEREE_IMAGES` of ``images`` ``(n, H, W, C)``, averaged over
+    :data:`REFEREE_DRAWS` draws of the networks (a number near 0 means the features stand
+    for the exact kernel; ~1 that they do not)."""
     images = jnp.asarray(images[:REFEREE_IMAGES], jnp.float32)
     exact = np.asarray(
         compute.kernel_matrix(
-            compute.KernelSpec(config.eval_kernel, get="nngp"), images, executor=executor
+            compute.KernelSpec(config.eval_kernel, get=config.feature_kernel),
+            images,
+            executor=executor,
         ),
         np.float64,
     )
@@ -142,13 +155,13 @@ TIMING_IMAGES = 16
 
 @functools.cache
 def feature_image_seconds(
-    name: str, width: int, networks: int, image_shape: tuple[int, ...]
+    name: str, width: int, networks: int, get: str, image_shape: tuple[int, ...]
 ) -> tuple[float, float]:
-    """Seconds per image of the feature map of ``name`` at ``width`` x ``networks`` on this
-    machine: its forward pass, and its forward pass with the gradient of the features
-    with respect to the images (a KIP step's support). Compiled, then the best of two
-    timed passes of :data:`TIMING_IMAGES` images; once per process."""
-    features = kipd.kernels.random_features(name, width=width, networks=networks)
+    """Seconds per image of the feature map of ``name`` at ``width`` x ``networks``
+    estimating ``get`` on this machine: its forward pass, and its forward pass with the
+    gradient of the features with respect to the images (a KIP step's support). Compiled,
+    then the best of two timed passes of :data:`TIMING_IMAGES` images; once per process."""
+    features = kipd.kernels.random_features(name, width=width, networks=networks, get=get)
     images = jnp.zeros((TIMING_IMAGES, *image_shape), jnp.float32)
     key = jax.random.PRNGKey(0)
     forward = jax.jit(features)

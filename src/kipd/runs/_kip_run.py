@@ -209,14 +209,16 @@ def _referee(
     executor: compute.Executor,
     log: Log | None,
 ) -> float:
-    """Stage: the feature kernel's error against the exact NNGP on a few train images,
+    """Stage: the feature kernel's error against the exact kernel it estimates (NNGP or
+    NTK) on a few train images,
     said before the first step (a large error warns that the features do not stand for
     the exact kernel the run is judged by)."""
     images = begun.preprocessing.apply(dataset.x_train[:REFEREE_IMAGES])
     error = referee_error(config, images, executor=executor)
     say(
         log,
-        f"feature kernel ({config.features}) vs the exact {config.eval_kernel} NNGP on "
+        f"feature kernel ({config.features}) vs the exact {config.eval_kernel} "
+        f"{config.feature_kernel.upper()} on "
         f"{REFEREE_IMAGES} train images: relative error {error:.3f} (mean of {REFEREE_DRAWS} "
         "draws of the networks)",
     )
@@ -410,6 +412,7 @@ def _summary(
         best_name = "best_checkpoints_feature_test_accuracy"
         features = {
             "features": config.features,
+            "feature_kernel": config.feature_kernel,
             "loss": config.loss,
             "feature_kernel_error": referee[2],
             "feature_init_test_accuracy": init_accuracy,

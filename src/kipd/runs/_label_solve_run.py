@@ -162,6 +162,7 @@ def _accuracies(
         return (init_accuracy, final_accuracy), {}
     return (init_accuracy, final_accuracy), {
         "features": config.features,
+        "feature_kernel": config.feature_kernel,
         "feature_init_test_accuracy": on_features[0][0],
         "feature_test_accuracy": on_features[0][1],
     }

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-GETS = ("ntk", "nngp")
-"""The outputs of an exact kernel that a distilled set can be evaluated with."""
+from kipd.kernels import KERNEL_OUTPUTS
 
 _RELEASED = "preprocessing of a released .npz (kipd runs and exports record their own)"
 
@@ -50,4 +49,4 @@ class EvaluateOptions(DatasetOptions):
     """
 
     kernel: str | None = None
-    get: str = dataclasses.field(default="ntk", metadata={"cli": {"choices": GETS}})
+    get: str = dataclasses.field(default="ntk", metadata={"cli": {"choices": KERNEL_OUTPUTS}})
