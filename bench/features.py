@@ -1,9 +1,11 @@
 """KIP on random features against KIP on the exact kernel: time per step, and the feature
-kernel's error against the exact NNGP.
+kernel's error against the exact kernel it estimates (the NNGP, or the NTK with
+``--feature-kernel ntk``).
 
     python bench/features.py                 # convnet; 1, 10, 50 images per class
     python bench/features.py --shapes 28,28,1 --per-class 1,10 --width 64 --networks 4
     python bench/features.py --shapes 28,28,1 --per-class 10,50 --maps 32:4,16:16,32:8
+    python bench/features.py --shapes 28,28,1 --per-class 10 --maps 16:4,32:4 --feature-kernel ntk
 
 Table 1, per image shape and images per class (10 classes, ``--targets`` targets per step):
 seconds per step of ``kipd.distill.kip_on_features`` (jitted, median of ``--repeats`` after
@@ -11,7 +13,7 @@ a warm-up step) and of the exact kernel's step as ``kipd distill`` runs it (bloc
 local executor, pullbacks kept): measured whole where its modelled time is under
 ``--measure-below-s``, else modelled from one timed block of each kind
 (``kipd.compute.estimate_step``, what ``--plan`` prints) and marked so. Table 2: the
-relative Frobenius error of the feature NNGP against the exact NNGP on ``--error-images``
+relative Frobenius error of the feature kernel against the exact one on ``--error-images``
 images (the first of Fashion-MNIST's train set, standard preprocessing, at 28x28x1 where
 it is installed; random normal images otherwise), mean over ``--error-seeds`` draws, for
 each width and number of networks of ``--grid-widths`` x ``--grid-networks``. With
@@ -70,7 +72,9 @@ def _median_step(update, state, targets, target_labels, repeats: int) -> float:
 
 def feature_step_seconds(args, shape, support: int, width: int, networks: int) -> float:
     """One jitted KIP step on ``width`` x ``networks`` random features."""
-    features = kipd.kernels.random_features(args.kernel, width=width, networks=networks)
+    features = kipd.kernels.random_features(
+        args.kernel, width=width, networks=networks, get=args.feature_kernel
+    )
     images, targets, labels, target_labels = _problem(shape, support, args.targets)
     algo = distill.kip_on_features(features, optax.adam(0.01))
     state = algo.init(images, labels, jax.random.PRNGKey(1))
@@ -108,12 +112,15 @@ def _error_images(shape, count: int) -> tuple[np.ndarray, str]:
 def feature_errors(
     args, shape, maps: list[tuple[int, int]]
 ) -> tuple[dict[tuple[int, int], float], str]:
-    """Mean relative error of the feature NNGP of each ``(width, networks)`` of ``maps``."""
+    """Mean relative error of the feature kernel of each ``(width, networks)`` of ``maps``."""
     images, source = _error_images(shape, args.error_images)
-    exact = np.asarray(kipd.kernels.make(args.kernel)(images, get="nngp"), np.float64)
+    get = args.feature_kernel
+    exact = np.asarray(kipd.kernels.make(args.kernel)(images, get=get), np.float64)
     errors = {}
     for width, networks in maps:
-        features = kipd.kernels.random_features(args.kernel, width=width, networks=networks)
+        features = kipd.kernels.random_features(
+            args.kernel, width=width, networks=networks, get=get
+        )
         gram = jax.jit(lambda key, f=features: (lambda p: p @ p.T)(f(key, images)))
         relative = [
             np.linalg.norm(np.asarray(gram(key), np.float64) - exact) / np.linalg.norm(exact)
@@ -140,7 +147,8 @@ def maps_table(args) -> None:
     per_class = _numbers(args.per_class)
     print(
         f"\nTable 3: feature maps at {'x'.join(map(str, shape))}: seconds per KIP step "
-        f"({args.targets} targets) and the relative error of the feature NNGP ({source}, "
+        f"({args.targets} targets) and the relative error of the feature "
+        f"{args.feature_kernel.upper()} ({source}, "
         f"mean of {args.error_seeds} draws)\n"
     )
     print(
@@ -150,7 +158,9 @@ def maps_table(args) -> None:
     )
     print("|---|---|" + "---|" * len(per_class) + "---|")
     for width, networks in maps:
-        count = kipd.kernels.feature_count(args.kernel, shape, width=width, networks=networks)
+        count = kipd.kernels.feature_count(
+            args.kernel, shape, width=width, networks=networks, get=args.feature_kernel
+        )
         seconds = [
             feature_step_seconds(args, shape, n * CLASSES, width, networks) for n in per_class
         ]
@@ -179,6 +189,12 @@ def main() -> None:
     parser.add_argument("--error-images", type=int, default=16)
     parser.add_argument("--error-seeds", type=int, default=3)
     parser.add_argument(
+        "--feature-kernel",
+        choices=kipd.kernels.KERNEL_OUTPUTS,
+        default="nngp",
+        help="the kernel the random features estimate (and their error is measured against)",
+    )
+    parser.add_argument(
         "--maps",
         help="W:M,W:M: only Table 3, these feature maps' step time and error side by side",
     )
@@ -188,8 +204,9 @@ def main() -> None:
         maps_table(args)
         return
     print(
-        f"Table 1: seconds per KIP step, {args.kernel}, {args.targets} targets, features "
-        f"width {args.width} x {args.networks} networks\n"
+        f"Table 1: seconds per KIP step, {args.kernel}, {args.targets} targets, "
+        f"{args.feature_kernel.upper()} features width {args.width} x {args.networks} "
+        "networks\n"
     )
     print("| images | per class | features (s) | exact (s) | exact / features |")
     print("|---|---|---|---|---|")
@@ -204,7 +221,8 @@ def main() -> None:
                 flush=True,
             )
     print(
-        f"\nTable 2: relative error of the feature NNGP ({args.kernel}), mean of "
+        f"\nTable 2: relative error of the feature {args.feature_kernel.upper()} "
+        f"({args.kernel}), mean of "
         f"{args.error_seeds} draws\n"
     )
     print("| images | width | networks | relative error |")
