@@ -99,4 +99,7 @@ def test_an_over_budget_baseline_stops_before_its_test_kernel(tiny_dataset, monk
             budget_seconds=1e-9,
         )
     assert computed == []
-    assert lines and lines[0].startswith("estimate: baseline of 2 draws x [1] per class (fc1)")
+    # A "timing the fc1 kernel" line may come first: where this machine's timing of the
+    # kernel is not cached yet (a new kipd version, a fresh machine).
+    estimates = [line for line in lines if line.startswith("estimate:")]
+    assert estimates[0].startswith("estimate: baseline of 2 draws x [1] per class (fc1)")

@@ -257,8 +257,10 @@ def test_a_run_on_ntk_features_trains_on_them_and_is_refereed_by_the_exact_ntk(
     )
     out = tmp_path / "ntk"
     assert cli.main(["distill", *_flags(config), "--out", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # the summary, and the estimate: line
     assert "NTK features 16:2" in printed and "features vs the exact NTK at the start" in printed
+    assert "KIP steps on NTK features 16:2" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["feature_kernel"] == "ntk"
     with np.load(out / "distilled.npz") as f:

@@ -24,7 +24,7 @@ from kipd import compute, data
 from kipd.distill import krr_loss
 from kipd.runs._config import KipConfig, LabelSolveConfig
 from kipd.runs._context import Log, load_dataset, say
-from kipd.runs._features import feature_image_seconds, threshold_note
+from kipd.runs._features import feature_image_seconds, feature_label, threshold_note
 from kipd.runs._rundir import known_init_accuracy, test_subsets
 
 ZCA_FIT = "ZCA fit"
@@ -452,8 +452,8 @@ def _feature_seconds(
     width, networks = config.feature_map
     say(
         log,
-        f"timing the feature map ({config.eval_kernel} {config.feature_kernel.upper()} "
-        f"features {config.features}) on this machine ...",
+        f"timing the feature map ({config.eval_kernel} {feature_label(config)}) on this "
+        "machine ...",
     )
     return feature_image_seconds(
         config.eval_kernel, width, networks, config.feature_kernel, tuple(image_shape)
@@ -483,7 +483,7 @@ def _feature_kip_estimate(
     exact_entries = (1 + measure_init) * (num_test + support) * support
     exact_sets = "initial and final set" if measure_init else "final set"
     return compute.Estimate(
-        what=f"{steps} KIP steps on features {config.features} of {support} support x "
+        what=f"{steps} KIP steps on {feature_label(config)} of {support} support x "
         f"{config.target_batch_size} target images ({config.eval_kernel}), {readings} test "
         f"readings on features and the final evaluation on {num_test} test images (features, "
         f"and the exact kernel for the {exact_sets})",

@@ -117,11 +117,17 @@ def threshold_note(config: Any, image_shape: tuple[int, ...], num_classes: int) 
     )
 
 
+def feature_label(config: Any) -> str:
+    """How messages name the map of a config on features: ``features 128:4`` (the NNGP's,
+    RFAD's map) or ``NTK features 16:4``."""
+    estimated = "" if config.feature_kernel == "nngp" else "NTK "
+    return f"{estimated}features {config.features}"
+
+
 def feature_kernel(config: Any) -> FeatureKernel:
     """The fixed-draw feature kernel of a run on features (readings and evaluation)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
-    estimated = "" if config.feature_kernel == "nngp" else "NTK "
-    name = f"{config.eval_kernel} {estimated}features {config.features}"
+    name = f"{config.eval_kernel} {feature_label(config)}"
     return FeatureKernel(jax.jit(feature_fn(config)), key, name)
 
 
