@@ -312,10 +312,8 @@ def _plan_features(
     )
     assert config.feature_map is not None
     width, networks = config.feature_map
-    # Timed by the estimate above (cached per process): said once.
-    forward, gradient = feature_image_seconds(
-        config.eval_kernel, width, networks, config.feature_kernel, tuple(image_shape)
-    )
+    # Timed by the estimate above (cached per process): said once, so no log here.
+    forward, gradient = _feature_seconds(config, image_shape, None)
     step = estimate.parts["steps"] / max(config.steps, 1)
     note = threshold_note(config, image_shape, num_classes)
     return {

@@ -210,9 +210,8 @@ def _referee(
     log: Log | None,
 ) -> float:
     """Stage: the feature kernel's error against the exact kernel it estimates (NNGP or
-    NTK) on a few train images,
-    said before the first step (a large error warns that the features do not stand for
-    the exact kernel the run is judged by)."""
+    NTK) on a few train images, said before the first step (a large error warns that the
+    features do not stand for the exact kernel the run is judged by)."""
     images = begun.preprocessing.apply(dataset.x_train[:REFEREE_IMAGES])
     error = referee_error(config, images, executor=executor)
     say(
